@@ -1,0 +1,162 @@
+"""The ``xnet`` command. Each subcommand imports what it needs lazily, so ``xnet segment``
+never loads Qt. Bad input: exit status 2 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from xnet_core import DISCLAIMER, __version__
+
+EXIT_BAD_INPUT = 2
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    """The options DESIGN.md's Contracts give the same spelling and meaning everywhere."""
+    parser.add_argument("--weights", metavar="CKPT", help="X-Net checkpoint (default: the shipped demo weights)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    parser.add_argument("--fp32", action="store_true", help="full precision instead of bf16/fp16")
+    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the mask")
+    parser.add_argument("--slices", default="all", metavar="lesion|all|A:B|z,z,...",
+                        help="0-based axial slices of the RAS volume; A:B is inclusive")
+    parser.add_argument("--json", metavar="OUT", help="write a JSON summary here")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xnet", description=f"X-Net stroke-lesion segmentation. {DISCLAIMER}"
+    )
+    parser.add_argument("--version", action="version", version=f"xnet {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    segment = commands.add_parser("segment", help="segment a scan slice by slice")
+    segment.add_argument("input", metavar="INPUT", help="NIfTI scan (.nii or .nii.gz)")
+    segment.add_argument("-o", "--output", required=True, metavar="MASK.nii.gz", help="lesion mask to write")
+    segment.add_argument("--prob", metavar="PROB.nii.gz", help="also write the probability map")
+    segment.add_argument("--volume", type=int, default=None, metavar="K",
+                         help="volume of a 4D file (default: the first)")
+    _add_common(segment)
+    segment.set_defaults(handler=_segment)
+    return parser
+
+
+class _ProgressBar:
+    """``on_progress(done, total)`` drawn on stderr: redrawn in place on a terminal, else one line."""
+
+    def __init__(self, label: str, stream=sys.stderr) -> None:
+        self.label, self.stream, self.started = label, stream, time.perf_counter()
+        self.interactive = hasattr(stream, "isatty") and stream.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.interactive and done < total:
+            return
+        width = 30
+        filled = width * done // max(total, 1)
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / done * (total - done) if done else 0.0
+        line = f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} slices, ETA {eta:4.0f} s"
+        self.stream.write(("\r" if self.interactive else "") + line + ("\n" if done >= total else ""))
+        self.stream.flush()
+
+
+def _write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _check_output(path: str, inputs: list[str]) -> None:
+    from xnet_core.errors import XNetError
+
+    out = Path(path)
+    if not out.parent.is_dir():
+        raise XNetError(f"{out}: the folder {out.parent} does not exist; create it or choose another output.")
+    if any(out.resolve() == Path(p).resolve() for p in inputs):
+        raise XNetError(f"{out}: is an input file; input files are never overwritten, choose another name.")
+
+
+def _segment(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from xnet_core.assets import demo_weights_path
+    from xnet_core.checkpoint import load_checkpoint
+    from xnet_core.inference import Segmenter
+    from xnet_core.slices import LESION, parse_slices
+    from xnet_core.volume import load_volume, save_like
+
+    for out in filter(None, (args.output, args.prob, args.json)):
+        _check_output(out, [args.input, args.weights or ""])
+    started = time.perf_counter()
+    volume = load_volume(args.input, args.volume)
+    load_s = time.perf_counter() - started
+    checkpoint = load_checkpoint(args.weights or demo_weights_path())
+    segmenter = Segmenter(checkpoint.build_model(), device=args.device, fp32=args.fp32,
+                          normalisation=checkpoint.normalisation, threshold=args.threshold)
+    chosen = parse_slices(args.slices, volume.shape[2])
+    result = segmenter.segment(volume, slices=None if chosen == LESION else chosen,
+                               on_progress=_ProgressBar(f"segmenting {volume.name}"))
+    started = time.perf_counter()
+    descrip = f"xnet {checkpoint.short_hash} research use only"
+    save_like(result.mask, volume, args.output, descrip, np.uint8)
+    if args.prob:
+        save_like(result.probabilities, volume, args.prob, descrip, np.float32)
+    write_s = time.perf_counter() - started
+    summary = {
+        "input": str(args.input),
+        "mask": str(args.output),
+        "probabilities": args.prob,
+        "lesion_volume_ml": round(result.lesion_volume_ml, 4),
+        "n_lesions": result.n_lesions,
+        "lesion_slices": result.lesion_slices,
+        "lesions": [lesion.as_dict() for lesion in result.lesions],
+        "slices_requested": len(result.requested_slices),
+        "slices_computed": len(result.computed_slices),
+        "threshold": result.threshold,
+        "device": result.device,
+        "precision": result.precision,
+        "batch_size": result.batch_size,
+        "normalisation": checkpoint.normalisation,
+        "timings_s": {"load": round(load_s, 4), **{k: round(v, 4) for k, v in result.timings_s.items()},
+                      "write": round(write_s, 4)},
+        "warnings": volume.warnings + result.warnings,
+        "disclaimer": DISCLAIMER,
+        **checkpoint.provenance(),
+        "version": __version__,
+    }
+    if args.json:
+        summary["timings_s"]["write"] = round(time.perf_counter() - started, 4)
+        _write_json(args.json, summary)
+    print(f"{volume.name}: {result.n_lesions} lesion(s), {result.lesion_volume_ml:.2f} ml "
+          f"on {len(result.lesion_slices)} slice(s); mask written to {args.output}. {DISCLAIMER}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="xnet: %(levelname)s: %(message)s")
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    from xnet_core.errors import XNetError
+
+    try:
+        return handler(args)
+    except XNetError as exc:
+        print(f"xnet {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"xnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

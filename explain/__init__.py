@@ -1,0 +1,1 @@
+"""Explanations (Grad-CAM, Grad-CAM++, LIME) for X-Net segmentations. Never imports Qt."""

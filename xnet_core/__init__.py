@@ -1,0 +1,11 @@
+"""X-Net Viewer core: volumes, preprocessing, the X-Net model and slice-by-slice inference.
+
+Plain Python and PyTorch; never imports Qt.
+"""
+
+__version__ = "0.1.0"
+
+DISCLAIMER = (
+    "Research and second-opinion use only. Not a diagnostic device; "
+    "not validated for clinical use."
+)

@@ -1,0 +1,210 @@
+"""Weights + model card (DESIGN.md, Weights): load safely, save reproducibly.
+
+A checkpoint file is either a plain state dict or ``{"state_dict": ..., "card": ...}`` (what
+training writes), loaded with ``weights_only=True`` so that nothing in the file is executed. The
+card lives next to it as ``<name>.card.json``; its ``sha256`` is the hash ``sha256sum`` prints for
+the weights file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xnet_core import __version__
+from xnet_core.errors import CheckpointError
+from xnet_core.model import DEFAULT_WIDTHS, XNet, count_parameters
+from xnet_core.preprocess import MODEL_HEIGHT, MODEL_WIDTH, NORMALISATIONS
+
+log = logging.getLogger(__name__)
+
+MAX_CHECKPOINT_BYTES = 2 * 1024**3
+
+
+@dataclass
+class Checkpoint:
+    """A validated X-Net checkpoint: its weights, its card and where it came from."""
+
+    path: Path
+    sha256: str
+    state_dict: dict[str, torch.Tensor]
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def normalisation(self) -> str:
+        return str(self.card.get("normalisation", {}).get("recipe", "robust"))
+
+    @property
+    def short_hash(self) -> str:
+        return self.sha256[:12]
+
+    def build_model(self) -> XNet:
+        """A fresh fp32 X-Net with these weights, in eval mode."""
+        model = _model_for(self.card)
+        model.load_state_dict({k: v.float() for k, v in self.state_dict.items()})
+        return model.eval()
+
+    def provenance(self) -> dict[str, Any]:
+        """The provenance keys every JSON output carries (DESIGN.md)."""
+        return {
+            "checkpoint": str(self.path),
+            "checkpoint_sha256": self.sha256,
+            "training_data": self.card.get("training_data", "unknown (no model card)"),
+        }
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def card_path_for(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".pt").removesuffix(".pth") + ".card.json")
+
+
+def _model_for(card: dict[str, Any]) -> XNet:
+    arch = card.get("architecture", {})
+    return XNet(
+        in_channels=int(arch.get("in_channels", 1)),
+        widths=tuple(arch.get("widths", DEFAULT_WIDTHS)),
+        out_channels=int(arch.get("out_channels", 1)),
+        keras_init=False,
+    )
+
+
+def _read_weights(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: holds Python objects, not plain weights; it is not an X-Net checkpoint "
+            "(loading refuses to run code from a file)."
+        ) from exc
+    except (EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: truncated or not a PyTorch weights file ({exc}); copy it again.") from exc
+
+
+def _state_dict_of(path: Path, payload: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    embedded_card: dict[str, Any] = {}
+    if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
+        embedded_card = payload.get("card") if isinstance(payload.get("card"), dict) else {}
+        payload = payload["state_dict"]
+    if not isinstance(payload, dict) or not payload or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload.items()
+    ):
+        raise CheckpointError(f"{path}: does not hold a state dict of tensors; it is not an X-Net checkpoint.")
+    return payload, embedded_card
+
+
+def _check_architecture(path: Path, state_dict: dict[str, torch.Tensor], card: dict[str, Any]) -> None:
+    expected = _model_for(card).state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong_shape = sorted(k for k in set(expected) & set(state_dict) if expected[k].shape != state_dict[k].shape)
+    if missing or unexpected or wrong_shape:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong_shape:
+            k = wrong_shape[0]
+            details.append(
+                f"{len(wrong_shape)} with the wrong shape (e.g. {k}: {tuple(state_dict[k].shape)} "
+                f"instead of {tuple(expected[k].shape)})"
+            )
+        raise CheckpointError(
+            f"{path}: weights do not fit the X-Net architecture: {'; '.join(details)} tensors. "
+            "Use weights trained with `xnet train`."
+        )
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} tensors hold NaN/Inf (e.g. {bad[0]}); the training diverged.")
+
+
+def _read_card(path: Path, sha256: str, embedded: dict[str, Any]) -> dict[str, Any]:
+    sidecar = card_path_for(path)
+    card = dict(embedded)
+    if sidecar.is_file():
+        try:
+            card = json.loads(sidecar.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{sidecar}: the model card is not valid JSON ({exc}); fix or remove it.") from exc
+    elif not card:
+        log.warning("%s: no model card (%s); provenance will say 'unknown'.", path, sidecar.name)
+    if card.get("sha256") and card["sha256"] != sha256:
+        log.warning("%s: the model card describes a different file (card sha256 %s…, file %s…).",
+                    path, str(card["sha256"])[:12], sha256[:12])
+    recipe = card.get("normalisation", {}).get("recipe", "robust")
+    if recipe not in NORMALISATIONS:
+        raise CheckpointError(f"{sidecar}: unknown normalisation recipe {recipe!r}; expected one of {NORMALISATIONS}.")
+    return card
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Load and validate an X-Net checkpoint; ``CheckpointError`` says what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file; check the --weights path.")
+    size = path.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{path}: {size / 1024**3:.1f} GiB is far larger than X-Net weights (60 MB); wrong file?")
+    sha256 = file_sha256(path)
+    state_dict, embedded_card = _state_dict_of(path, _read_weights(path))
+    card = _read_card(path, sha256, embedded_card)
+    _check_architecture(path, state_dict, card)
+    return Checkpoint(path=path, sha256=sha256, state_dict=state_dict, card=card)
+
+
+def default_card(model: XNet, normalisation: str = "robust", **fields: Any) -> dict[str, Any]:
+    """The architecture and input part of a model card; callers add training data, metrics, use."""
+    widths = [enc.shortcut[0].out_channels for enc in model.encoders]
+    return {
+        "model": "X-Net (Qi et al., MICCAI 2019), PyTorch port of the official Keras code",
+        "architecture": {
+            "in_channels": model.encoders[0].shortcut[0].in_channels,
+            "widths": widths,
+            "out_channels": model.head.out_channels,
+            "parameters": count_parameters(model),
+        },
+        "input": {
+            "height": MODEL_HEIGHT,
+            "width": MODEL_WIDTH,
+            "slices": "axial; rows along RAS y, columns along RAS x; template grid 197x233x189 cropped [2:194, 5:229]",
+        },
+        "normalisation": {"recipe": normalisation},
+        "software_version": __version__,
+        **fields,
+    }
+
+
+def save_checkpoint(
+    model: XNet, path: str | os.PathLike, card: dict[str, Any], half: bool = True
+) -> Checkpoint:
+    """Write weights (fp16 by default) and ``<name>.card.json`` with the file's SHA-256, atomically."""
+    path = Path(path)
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
+             for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    sha256 = file_sha256(path)
+    card = {**card, "weights_file": path.name, "weights_dtype": "float16" if half else "float32", "sha256": sha256}
+    sidecar = card_path_for(path)
+    tmp_card = sidecar.with_name(f".{sidecar.name}.tmp{os.getpid()}")
+    tmp_card.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(tmp_card, sidecar)
+    return Checkpoint(path=path, sha256=sha256, state_dict=state, card=card)

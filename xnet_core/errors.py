@@ -1,0 +1,31 @@
+"""One error hierarchy for everything a user can get wrong.
+
+Messages are written for the person at the keyboard: they name the file and say what to do.
+The CLI turns any ``XNetError`` into exit status 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+
+class XNetError(Exception):
+    """Base class of every user-facing error of X-Net Viewer."""
+
+
+class VolumeError(XNetError):
+    """A scan file cannot be used (missing, unreadable, corrupt, wrong shape, no content)."""
+
+
+class CheckpointError(XNetError):
+    """A weights file cannot be used (truncated, foreign, wrong architecture)."""
+
+
+class AssetError(XNetError):
+    """A bundled asset (template, demo scan, demo weights) cannot be found."""
+
+
+class DeviceError(XNetError):
+    """The requested compute device is not available."""
+
+
+class Cancelled(XNetError):
+    """Long work stopped because the caller asked it to."""
