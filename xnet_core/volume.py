@@ -201,7 +201,10 @@ def _read_data(
     volume_index: int | None,
     warnings: list[str],
 ) -> np.ndarray:
-    dataobj = image.dataobj
+    try:
+        dataobj = _verified_dataobj(path, image)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise VolumeError(f"{path}: the compressed file is truncated or corrupt; copy it again.") from exc
     if len(shape) == 4:
         n_volumes = shape[3]
         if volume_index is None:
@@ -225,6 +228,19 @@ def _read_data(
         raise VolumeError(f"{path}: the image data are truncated or unreadable ({exc}); copy it again.") from exc
     except MemoryError as exc:
         raise VolumeError(f"{path}: too large to load into memory.") from exc
+
+
+def _verified_dataobj(path: Path, image: nib.Nifti1Image):
+    """The image data, with a gzip file read to its end so that its CRC is checked.
+
+    nibabel reads only the bytes it needs, so a corrupt block in a stored (incompressible)
+    region or a bad checksum would pass silently; a scan with wrong voxels must not.
+    """
+    if not path.name.lower().endswith(".gz"):
+        return image.dataobj
+    with gzip.open(path, "rb") as handle:
+        raw = handle.read()
+    return type(image).from_bytes(raw).dataobj
 
 
 def _replace_non_finite(path: Path, data: np.ndarray, warnings: list[str]) -> np.ndarray:
