@@ -142,11 +142,15 @@ class Segmenter:
         batch_size: int | None = None,
         normalisation: str = "robust",
         threshold: float = 0.5,
+        precision: str | None = None,
     ) -> None:
+        """``precision`` overrides the automatic choice (benchmarks and tests); ``fp32`` forces fp32."""
         if not 0.0 < threshold < 1.0:
             raise XNetError(f"--threshold {threshold}: must lie strictly between 0 and 1.")
+        if precision is not None and precision not in _DTYPES:
+            raise XNetError(f"unknown precision {precision!r}; choose one of {', '.join(_DTYPES)}.")
         self.device = device if isinstance(device, torch.device) else choose_device(device)
-        self.precision = choose_precision(self.device, fp32)
+        self.precision = "fp32" if fp32 else precision or choose_precision(self.device)
         self.batch_size = batch_size or DEFAULT_BATCH.get(self.device.type, 1)
         self.normalisation = normalisation
         self.threshold = threshold

@@ -1,0 +1,212 @@
+"""The minimal viewer (app/main.py) on a tiny LPS-stored scan, so the flip and the readout are checked
+against the file's own voxel order, not against the RAS copy the viewer is built on."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, QPointF, QStandardPaths, Qt
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtWidgets import QApplication
+
+from app.main import ScanWindow, main
+from xnet_core import DISCLAIMER, __version__
+from xnet_core.volume import Volume, load_volume
+
+SHAPE = (6, 5, 7)  # i, j, k as stored; the RAS volume has the same shape (LPS only flips axes)
+LPS_AFFINE = np.array([  # i → patient's left, j → posterior, k → superior; non-isotropic voxels
+    [-2.0, 0.0, 0.0, 10.0],
+    [0.0, -3.0, 0.0, 20.0],
+    [0.0, 0.0, 4.0, -30.0],
+    [0.0, 0.0, 0.0, 1.0],
+])
+
+
+@pytest.fixture(autouse=True)
+def _qt_test_mode() -> None:
+    QStandardPaths.setTestModeEnabled(True)
+
+
+@pytest.fixture
+def stored(tmp_path) -> tuple[np.ndarray, str]:
+    """A scan whose every voxel value is unique: ``100 * i + 10 * j + k`` in the file's own order."""
+    i, j, k = np.indices(SHAPE)
+    array = (100 * i + 10 * j + k).astype(np.float32)
+    path = tmp_path / "tiny_lps.nii.gz"
+    nib.save(nib.Nifti1Image(array, LPS_AFFINE), path)
+    return array, str(path)
+
+
+@pytest.fixture
+def volume(stored) -> Volume:
+    return load_volume(stored[1])
+
+
+@pytest.fixture
+def window(qtbot, volume) -> ScanWindow:
+    win = ScanWindow(volume)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    return win
+
+
+def test_window_opens_on_the_middle_slice(window):
+    assert window.isVisible()
+    assert window.current_slice == SHAPE[2] // 2
+    assert window.slider.value() == SHAPE[2] // 2
+    assert "tiny_lps" in window.windowTitle() and __version__ in window.windowTitle()
+
+
+def test_displayed_image_is_the_radiologically_flipped_slice(window, stored):
+    array, _ = stored
+    z = window.current_slice
+    shown = window.image_item.image  # [column, row], rows drawn upwards
+    # Radiological: column c must hold the voxel nearest the patient's right. In this LPS file that is
+    # stored i = c, and row r (anterior at the top) is stored j = n_j - 1 - r.
+    np.testing.assert_array_equal(shown, array[:, ::-1, z])
+    np.testing.assert_array_equal(shown, window.volume.data[::-1, :, z])
+
+
+def test_voxel_aspect_follows_voxel_sizes(window):
+    transform = window.image_item.transform()
+    assert (transform.m11(), transform.m22()) == pytest.approx((2.0, 3.0))
+    assert window.view_box.state["aspectLocked"] == 1.0
+
+
+def test_grey_window_is_fixed_across_slices(window, volume):
+    expected = tuple(np.percentile(volume.data, [1, 99]))
+    for z in (0, SHAPE[2] - 1):
+        window.set_slice(z)
+        assert tuple(window.image_item.levels) == pytest.approx(expected)
+
+
+def test_set_slice_and_keys_move_and_clamp(window, qtbot):
+    last = SHAPE[2] - 1
+    window.set_slice(2)
+    assert window.current_slice == 2
+    qtbot.keyClick(window, Qt.Key.Key_Up)
+    assert window.current_slice == 3
+    qtbot.keyClick(window.graphics_view, Qt.Key.Key_Down)  # focus on the image: still reaches the window
+    assert window.current_slice == 2
+    qtbot.keyClick(window, Qt.Key.Key_PageUp)
+    assert window.current_slice == last
+    qtbot.keyClick(window, Qt.Key.Key_Up)
+    assert window.current_slice == last
+    qtbot.keyClick(window, Qt.Key.Key_PageDown)
+    assert window.current_slice == 0
+    window.set_slice(-5)
+    assert window.current_slice == 0
+    window.set_slice(99)
+    assert window.current_slice == last
+    window.slider.setValue(1)
+    assert window.current_slice == 1
+    np.testing.assert_array_equal(window.image_item.image, window.volume.data[::-1, :, 1])
+
+
+def _wheel(window: ScanWindow, angle: int) -> None:
+    viewport = window.graphics_view.viewport()
+    centre = QPointF(viewport.rect().center())
+    event = QWheelEvent(centre, viewport.mapToGlobal(centre), QPoint(), QPoint(0, angle),
+                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(viewport, event)
+
+
+def test_mouse_wheel_steps_slices(window):
+    window.set_slice(3)
+    _wheel(window, 2 * 120)  # two notches up: two slices superior
+    assert window.current_slice == 5
+    _wheel(window, -60)  # half a notch (a trackpad) does nothing yet ...
+    assert window.current_slice == 5
+    _wheel(window, -60)  # ... the other half steps one slice
+    assert window.current_slice == 4
+
+
+def test_readout_gives_z_source_indices_mm_and_value(window, stored):
+    array, _ = stored
+    n_i, n_j, _ = SHAPE
+    x, y, z = 1, 3, 4  # RAS voxel; in the LPS file: i = n_i - 1 - x, j = n_j - 1 - y, k = z
+    i, j, k = n_i - 1 - x, n_j - 1 - y, z
+    mm = LPS_AFFINE @ [i, j, k, 1]
+    text = window.readout((x, y, z))
+    assert f"slice z {z}" in text
+    assert f"({i}, {j}, {k})" in text
+    assert f"({mm[0]:.1f}, {mm[1]:.1f}, {mm[2]:.1f}) mm" in text
+    assert f"value {array[i, j, k]:.6g}" in text
+
+
+def test_readout_under_the_mouse_undoes_the_flip(window, stored):
+    array, _ = stored
+    window.set_slice(2)
+    column, row = 0, SHAPE[1] - 1  # top-left of the screen: patient's right, anterior
+    window._on_hover(QPointF(column + 0.5, row + 0.5))
+    i, j, k = column, SHAPE[1] - 1 - row, 2  # LPS file: rightmost is i = 0 ... and anterior is j = 0
+    assert window.ras_xy_at(QPointF(column + 0.5, row + 0.5)) == (SHAPE[0] - 1, SHAPE[1] - 1)
+    assert f"({i}, {j}, {k})" in window.readout_label.text()
+    assert f"value {array[i, j, k]:.6g}" in window.readout_label.text()
+    window.step_slice(1)  # the readout follows the slice while the mouse rests
+    assert f"({i}, {j}, 3)" in window.readout_label.text()
+    window._on_hover(None)
+    assert "(i, j, k)" not in window.readout_label.text()
+
+
+def test_orientation_letters_sit_on_the_radiological_edges(window):
+    view = window.graphics_view.geometry()
+    where = {letter: label.geometry().center() for letter, label in window.orientation_labels.items()}
+    assert all(window.orientation_labels[letter].isVisible() for letter in "RLAP")
+    assert where["R"].x() < view.left() and where["L"].x() > view.right()
+    assert where["A"].y() < view.top() and where["P"].y() > view.bottom()
+
+
+def test_disclaimer_banner_is_visible(window):
+    assert window.banner.isVisible()
+    assert DISCLAIMER in window.banner.text()
+    assert window.banner.height() > 0
+
+
+def test_main_opens_the_window_and_runs_the_loop(qapp, stored, monkeypatch):
+    shown = []
+
+    def fake_exec(_app=None) -> int:
+        shown.extend(w for w in QApplication.topLevelWidgets() if isinstance(w, ScanWindow) and w.isVisible())
+        return 0
+
+    monkeypatch.setattr(QApplication, "exec", fake_exec)
+    assert main([stored[1], "--weights", "x.pt", "--device", "cpu"]) == 0
+    assert [w.volume.name for w in shown] == ["tiny_lps"]
+    for w in shown:
+        w.close()
+
+
+def test_main_bad_scan_exits_2_with_one_line(qapp, capsys):
+    before = [w for w in QApplication.topLevelWidgets() if isinstance(w, ScanWindow)]
+    assert main(["/nonexistent.nii.gz"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("xnet-viewer: error: /nonexistent.nii.gz")
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert [w for w in QApplication.topLevelWidgets() if isinstance(w, ScanWindow)] == before
+
+
+def test_real_mouse_move_updates_the_readout(window, qtbot):
+    window.set_slice(2)
+    scene_pos = window.image_item.mapToScene(QPointF(0.5, SHAPE[1] - 0.5))  # top-left voxel on screen
+    qtbot.mouseMove(window.graphics_view.viewport(), window.graphics_view.mapFromScene(scene_pos))
+    qtbot.waitUntil(lambda: "(0, 0, 2)" in window.readout_label.text(), timeout=1000)
+
+
+def test_load_warnings_are_shown(qtbot, tmp_path):
+    array = np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE)
+    array[0, 0, 0] = np.nan
+    path = tmp_path / "with_nan.nii"
+    nib.save(nib.Nifti1Image(array, LPS_AFFINE), path)
+    win = ScanWindow(load_volume(path))
+    qtbot.addWidget(win)
+    win.show()
+    assert win.warnings_label.isVisible() and "NaN" in win.warnings_label.text()
+
+
+def test_no_warnings_row_for_a_clean_scan(window):
+    assert not window.warnings_label.isVisible()
