@@ -1,0 +1,154 @@
+"""``xnet segment`` end to end, on small scans made in the test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from app.cli import main
+from tests.conftest import write_nifti
+from xnet_core.checkpoint import Checkpoint
+from xnet_core.slices import parse_slices
+from xnet_core.errors import XNetError
+
+LPS = np.array([[-1.0, 0, 0, 30], [0, -1.0, 0, 40], [0, 0, 1.0, -3], [0, 0, 0, 1]])
+
+
+def _scan(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    data = np.zeros((48, 56, 5), np.float32)
+    data[6:42, 8:50, :] = rng.uniform(40, 80, (36, 42, 5))
+    data[10:20, 12:22, 1:4] = 5.0  # an off-centre dark region, so flips would show
+    return data
+
+
+@pytest.fixture(scope="module")
+def scan_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.ndarray]:
+    """The same scan stored RAS and LPS (file voxel order reversed in x and y)."""
+    folder = tmp_path_factory.mktemp("scans")
+    data = _scan()
+    ras_affine = LPS @ np.diag([1, 1, 1, 1])
+    ras_affine = np.array([[1.0, 0, 0, 30 - 47], [0, 1.0, 0, 40 - 55], [0, 0, 1.0, -3], [0, 0, 0, 1]])
+    ras = write_nifti(folder / "scan_ras.nii.gz", data[::-1, ::-1, :], ras_affine)
+    lps = write_nifti(folder / "scan_lps.nii.gz", data, LPS)
+    return ras, lps, data
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_segment_writes_mask_probabilities_and_summary(tmp_path: Path, scan_pair, random_checkpoint: Checkpoint,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    ras, _, _ = scan_pair
+    mask, prob, summary = tmp_path / "mask.nii.gz", tmp_path / "prob.nii.gz", tmp_path / "s.json"
+    code, out, err = _run(["segment", str(ras), "-o", str(mask), "--prob", str(prob), "--json", str(summary),
+                           "--weights", str(random_checkpoint.path), "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert "research" in out.lower()
+    report = json.loads(summary.read_text())
+    for key in ("lesion_volume_ml", "n_lesions", "lesion_slices", "threshold", "device", "precision",
+                "disclaimer", "checkpoint", "checkpoint_sha256", "version"):
+        assert key in report
+    assert set(report["timings_s"]) >= {"load", "preprocess", "inference", "write"}
+    assert report["checkpoint_sha256"] == random_checkpoint.sha256
+    assert report["device"] == "cpu" and report["slices_computed"] == 5
+    assert any("not on the 197x233x189" in w for w in report["warnings"])
+    written = nib.load(mask)
+    assert written.get_data_dtype() == np.uint8
+    assert written.header["descrip"].tobytes().decode().startswith(f"xnet {random_checkpoint.sha256[:12]} research")
+    probabilities = np.asarray(nib.load(prob).dataobj)
+    assert probabilities.dtype == np.float32 and 0 <= probabilities.min() and probabilities.max() <= 1
+    assert np.array_equal(np.asarray(written.dataobj), (probabilities >= 0.5).astype(np.uint8))
+    assert report["lesion_volume_ml"] == pytest.approx(float((probabilities >= 0.5).sum()) / 1000, abs=1e-3)
+
+
+def test_lps_input_gets_a_mask_aligned_with_it(tmp_path: Path, scan_pair, random_checkpoint: Checkpoint,
+                                               capsys: pytest.CaptureFixture) -> None:
+    ras, lps, _ = scan_pair
+    masks = {}
+    for name, source in (("ras", ras), ("lps", lps)):
+        out = tmp_path / f"{name}_mask.nii.gz"
+        code, _, err = _run(["segment", str(source), "-o", str(out), "--weights", str(random_checkpoint.path),
+                             "--device", "cpu", "--fp32", "--threshold", "0.6"], capsys)
+        assert code == 0, err
+        image = nib.load(out)
+        assert np.allclose(image.affine, nib.load(source).affine)
+        masks[name] = np.asarray(image.dataobj)
+    assert 0 < masks["ras"].sum() < masks["ras"].size, "the check needs a non-trivial mask"
+    # Same anatomy, opposite storage order: the LPS mask is the RAS one reversed in x and y.
+    assert np.array_equal(masks["lps"], masks["ras"][::-1, ::-1, :])
+
+
+def test_slices_option_limits_the_work(tmp_path: Path, scan_pair, random_checkpoint: Checkpoint,
+                                       capsys: pytest.CaptureFixture) -> None:
+    ras, _, _ = scan_pair
+    summary = tmp_path / "s.json"
+    code, _, err = _run(["segment", str(ras), "-o", str(tmp_path / "m.nii.gz"), "--json", str(summary),
+                         "--weights", str(random_checkpoint.path), "--slices", "2:3"], capsys)
+    assert code == 0, err
+    report = json.loads(summary.read_text())
+    assert report["slices_computed"] == 2
+    assert set(report["lesion_slices"]) <= {2, 3}
+
+
+def test_parse_slices() -> None:
+    assert parse_slices("all", 4) == [0, 1, 2, 3]
+    assert parse_slices("1:3", 10) == [1, 2, 3]
+    assert parse_slices("5,1,5", 10) == [1, 5]
+    assert parse_slices("lesion", 10) == "lesion"
+    for bad in ("3:1", "a:b", "12", "", "-1"):
+        with pytest.raises(XNetError):
+            parse_slices(bad, 10)
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda d, ck: ["segment", str(d / "missing.nii.gz"), "-o", str(d / "m.nii.gz")], "no such file"),
+        (lambda d, ck: ["segment", str(d / "scan.nii.gz"), "-o", str(d / "m.nii.gz"), "--weights",
+                        str(d / "cut.pt")], "truncated or not a PyTorch weights file"),
+        (lambda d, ck: ["segment", str(d / "scan.nii.gz"), "-o", str(d / "scan.nii.gz"), "--weights", ck],
+         "input files are never overwritten"),
+        (lambda d, ck: ["segment", str(d / "scan.nii.gz"), "-o", str(d / "no" / "m.nii.gz"), "--weights", ck],
+         "does not exist"),
+        (lambda d, ck: ["segment", str(d / "scan.nii.gz"), "-o", str(d / "m.nii.gz"), "--weights", ck,
+                        "--slices", "40:50"], "outside 0..4"),
+        (lambda d, ck: ["segment", str(d / "scan.nii.gz"), "-o", str(d / "m.nii.gz"), "--weights", ck,
+                        "--threshold", "1.5"], "strictly between 0 and 1"),
+        (lambda d, ck: ["segment", str(d / "scan.nii.gz"), "-o", str(d / "m.nii.gz"), "--weights", ck,
+                        "--volume", "3"], "no volume 3"),
+    ],
+    ids=["missing-scan", "truncated-weights", "overwrite-input", "missing-folder", "bad-slices",
+         "bad-threshold", "bad-volume"],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, random_checkpoint: Checkpoint, capsys, make_args,
+                                         message: str) -> None:
+    write_nifti(tmp_path / "scan.nii.gz", _scan())
+    (tmp_path / "cut.pt").write_bytes(random_checkpoint.path.read_bytes()[:5000])
+    before = (tmp_path / "scan.nii.gz").read_bytes()
+    code, _, err = _run(make_args(tmp_path, str(random_checkpoint.path)), capsys)
+    lines = [line for line in err.splitlines() if line.strip() and "segmenting" not in line]
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("xnet segment: error: ") and message in lines[0], err
+    assert "Traceback" not in err
+    assert (tmp_path / "scan.nii.gz").read_bytes() == before
+
+
+def test_segment_never_loads_qt(tmp_path: Path) -> None:
+    code = (
+        "import sys; from app.cli import main; "
+        f"rc = main(['segment', {str(tmp_path / 'none.nii.gz')!r}, '-o', {str(tmp_path / 'm.nii.gz')!r}]); "
+        "assert rc == 2, rc; "
+        "assert not [m for m in sys.modules if m.startswith(('PySide6', 'pyqtgraph'))], 'Qt was imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
