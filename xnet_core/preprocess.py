@@ -153,9 +153,12 @@ def normalise(data: np.ndarray, mask: np.ndarray, recipe: str = "robust") -> np.
         return np.zeros_like(data, dtype=np.float32)
     lo, hi = np.percentile(inside, ROBUST_PERCENTILES)
     scale = float(hi - lo) if hi > lo else 1.0
-    out = np.clip((data - lo) / scale, 0.0, 1.0)
+    # In place on one float32 copy: this runs before the first slice can be shown.
+    out = np.subtract(data, np.float32(lo), dtype=np.float32)
+    out *= np.float32(1.0 / scale)
+    np.clip(out, 0.0, 1.0, out=out)
     out[mask == 0] = 0.0
-    return out.astype(np.float32)
+    return out
 
 
 def window_for(volume: Volume, mask: np.ndarray) -> SliceGeometry:

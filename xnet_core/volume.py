@@ -211,7 +211,8 @@ def _read_data(
             volume_index = 0
             if n_volumes > 1:
                 warnings.append(
-                    f"{path.name}: 4D file with {n_volumes} volumes; using volume 0 (choose another with --volume)."
+                    f"{path.name}: 4D file with {n_volumes} volumes; using volume 0 "
+                    "(xnet commands choose another with --volume K)."
                 )
         if not 0 <= volume_index < n_volumes:
             raise VolumeError(f"{path}: has {n_volumes} volumes; volume {volume_index} does not exist.")
