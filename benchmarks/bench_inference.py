@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from xnet_core.assets import demo_scan_path  # noqa: E402
 from xnet_core.checkpoint import load_checkpoint  # noqa: E402
 from xnet_core.errors import AssetError  # noqa: E402
-from xnet_core.inference import Segmenter, choose_device, cpu_has_bf16  # noqa: E402
+from xnet_core.inference import Segmentation, Segmenter, choose_device, cpu_has_bf16  # noqa: E402
 from xnet_core.metrics import dice  # noqa: E402
 from xnet_core.model import XNet  # noqa: E402
 from xnet_core.preprocess import prepare  # noqa: E402
@@ -68,14 +68,14 @@ def naive_segment(model: XNet, volume, device: torch.device, normalisation: str)
     return volume_probs, time.perf_counter() - started
 
 
-def timed_segment(segmenter: Segmenter, volume, first: int) -> tuple[np.ndarray, float, float]:
-    """One Segmenter run; returns probabilities, wall time and time until slice ``first`` arrived."""
+def timed_segment(segmenter: Segmenter, volume, first: int) -> tuple[Segmentation, float, float]:
+    """One Segmenter run; returns the result, wall time and time until slice ``first`` arrived."""
     arrived: dict[int, float] = {}
     started = time.perf_counter()
     result = segmenter.segment(volume, first=[first],
                                on_slice=lambda z, _: arrived.setdefault(z, time.perf_counter()))
     wall = time.perf_counter() - started
-    return result.probabilities, wall, arrived[first] - started
+    return result, wall, arrived[first] - started
 
 
 def reset_peak_rss() -> bool:
@@ -139,17 +139,25 @@ def main() -> int:
     segmenter = Segmenter(model, device=device, normalisation=normalisation)
     warmup_s = segmenter.warm_up()
     middle = n_slices // 2
-    runs = [timed_segment(segmenter, volume, first=middle + 7 * i) for i in range(
-        max(args.volumes, 1) if device.type == "cuda" else max(args.repeats, 1))]
-    walls = [wall for _, wall, _ in runs]
-    firsts = [first for _, _, first in runs]
-    seg_probs = runs[0][0]
+    n_runs = max(args.volumes, 1) if device.type == "cuda" else max(args.repeats, 1)
+    walls, firsts, network_s = [], [], []
+    for i in range(n_runs):  # keep only the first result: 20 full volumes would not fit the RSS target
+        result, wall, first = timed_segment(segmenter, volume, first=middle + 7 * (i % 5))
+        walls.append(wall)
+        firsts.append(first)
+        network_s.append(result.timings_s["inference"])
+        if i == 0:
+            seg_probs = result.probabilities
+        del result
+    model_only_s = statistics.median(network_s)
     segmenter_s = statistics.median(walls) if device.type != "cuda" else sum(walls) / len(walls)
     prepared = prepare(volume, normalisation)
     computed = int(prepared.brain_slices.sum())
     print(f"segmenter: {segmenter_s:7.2f} s per volume ({n_slices / segmenter_s:6.2f} slices/s), "
           f"{segmenter.precision} batch {segmenter.batch_size} channels-last, {computed}/{n_slices} slices "
           f"with brain; runs {', '.join(f'{w:.2f}' for w in walls)} s")
+    print(f"  of which the network (no pre/post-processing): {model_only_s:.2f} s "
+          f"({computed / model_only_s:.1f} brain slices/s)")
     print(f"first slice (z={middle}...): median {statistics.median(firsts):.3f} s "
           f"[{', '.join(f'{f:.3f}' for f in firsts)}], warm-up {warmup_s:.2f} s")
 
@@ -163,7 +171,9 @@ def main() -> int:
           f"segmenter {int((seg_probs >= 0.5).sum())}); max |p diff| on brain slices {max_diff:.4f}")
 
     if not args.no_sweep:
-        sweep = batch_sweep(segmenter, prepared.slices[prepared.brain_slices][:16])
+        sizes = (1, 2, 4, 8) if device.type == "cpu" else (8, 16, 32, 64, 128)
+        brain_slices = prepared.slices[prepared.brain_slices]
+        sweep = batch_sweep(segmenter, brain_slices[:16] if device.type == "cpu" else brain_slices, sizes)
         print("batch sweep (s/slice): " + ", ".join(f"b{k} {v:.3f}" for k, v in sweep.items()))
 
     speedup = naive_s / segmenter_s
@@ -181,6 +191,7 @@ def main() -> int:
         "peak_rss_with_naive_mb": round(naive_peak_mb, 1),
         "precision": segmenter.precision,
         "mask_dice_vs_naive": round(agreement, 5),
+        "network_slices_per_s": round(computed / model_only_s, 2),
         "device": str(device),
         "cpu_bf16": cpu_has_bf16(),
         "torch": torch.__version__,
