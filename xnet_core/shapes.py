@@ -109,15 +109,16 @@ def save_shape_bank(shapes: list[LesionShape], out: Path) -> None:
 @lru_cache(maxsize=1)
 def load_shape_bank() -> tuple[LesionShape, ...]:
     """The bundled real lesion shapes (read once; immutable)."""
-    with np.load(asset_path(SHAPE_BANK)) as bank:
-        starts = np.r_[0, bank["bit_ends"][:-1]]
-        shapes = []
-        for i, (source, name) in enumerate(zip(bank["sources"], bank["names"])):
-            dims = tuple(int(d) for d in bank["box_shapes"][i])
-            bits = bank["bits"][starts[i]:bank["bit_ends"][i]]
-            box = np.unpackbits(bits, count=int(np.prod(dims))).reshape(dims).astype(bool)
-            box.setflags(write=False)
-            shapes.append(LesionShape(str(source), str(name), tuple(int(o) for o in bank["offsets"][i]), box))
+    with np.load(asset_path(SHAPE_BANK)) as npz:
+        bank = {key: npz[key] for key in npz.files}  # each npz access re-reads: read once
+    ends = bank["bit_ends"]
+    starts = np.r_[0, ends[:-1]]
+    shapes = []
+    for i, (source, name) in enumerate(zip(bank["sources"], bank["names"])):
+        dims = tuple(int(d) for d in bank["box_shapes"][i])
+        box = np.unpackbits(bank["bits"][starts[i]:ends[i]], count=int(np.prod(dims))).reshape(dims).astype(bool)
+        box.setflags(write=False)
+        shapes.append(LesionShape(str(source), str(name), tuple(int(o) for o in bank["offsets"][i]), box))
     return tuple(shapes)
 
 
