@@ -45,6 +45,32 @@ def build_parser() -> argparse.ArgumentParser:
                          help="volume of a 4D file (default: the first)")
     _add_common(segment)
     segment.set_defaults(handler=_segment)
+
+    synth = commands.add_parser("synth", help="write synthetic chronic-stroke cases (ATLAS R2.0 layout)")
+    synth.add_argument("--n", type=int, required=True, help="number of cases")
+    synth.add_argument("--seed", type=int, default=0, help="case k uses seed S + k")
+    synth.add_argument("--out", required=True, metavar="DIR")
+    synth.set_defaults(handler=_synth)
+
+    train = commands.add_parser("train", help="train X-Net (paper recipe; synthetic cases unless --data)")
+    train.add_argument("--out", required=True, metavar="DIR", help="where best.pt and last.pt go")
+    train.add_argument("--data", metavar="DIR", help="an ATLAS copy (default: synthetic cases)")
+    train.add_argument("--fold", type=int, default=0, help="validation fold of --data (0-4)")
+    train.add_argument("--split", choices=("paper", "patient"), default="paper")
+    train.add_argument("--train-cases", type=int, default=200, help="synthetic training cases in the pool")
+    train.add_argument("--val-cases", type=int, default=3, help="synthetic validation cases")
+    train.add_argument("--steps-per-epoch", type=int, default=500)
+    train.add_argument("--epochs", type=int, default=100)
+    train.add_argument("--batch", type=int, default=8)
+    train.add_argument("--crop", metavar="HxW", help="random crops, sides divisible by 16 (CPU-friendly)")
+    train.add_argument("--lesion-fraction", type=float, default=0.5, help="share of lesion slices sampled")
+    train.add_argument("--bf16", action="store_true", help="bf16 autocast on the CPU")
+    train.add_argument("--workers", type=int, default=1, help="processes preparing synthetic cases")
+    train.add_argument("--max-minutes", type=float, help="stop resumably after this long")
+    train.add_argument("--resume", action="store_true", help="continue from the saved state")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    train.set_defaults(handler=_train)
     return parser
 
 
@@ -137,6 +163,77 @@ def _segment(args: argparse.Namespace) -> int:
         _write_json(args.json, summary)
     print(f"{volume.name}: {result.n_lesions} lesion(s), {result.lesion_volume_ml:.2f} ml "
           f"on {len(result.lesion_slices)} slice(s); mask written to {args.output}. {DISCLAIMER}")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from xnet_core.errors import XNetError
+    from xnet_core.synthetic import make_case, write_case
+
+    if args.n < 1:
+        raise XNetError(f"--n {args.n}: give at least one case.")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = _ProgressBar("synthesising")
+    rows = []
+    for k in range(args.n):
+        case = make_case(args.seed + k)
+        image_path, mask_path = write_case(case, out, k + 1)
+        rows.append({**case.meta, "image": str(image_path), "mask": str(mask_path),
+                     "lesion_volume_ml": round(case.lesion_volume_ml, 4)})
+        progress(k + 1, args.n)
+    _write_json(out / "synthetic_cases.json", {"cases": rows, "disclaimer": DISCLAIMER, "version": __version__,
+                                               "derived_from": "MNI ICBM152 2009a template, see its LICENSE"})
+    print(f"{args.n} synthetic cases written under {out / 'ATLAS_2'}")
+    return 0
+
+
+def _parse_crop(text: str | None) -> tuple[int, int] | None:
+    from xnet_core.errors import XNetError
+
+    if not text:
+        return None
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise XNetError(f"--crop {text}: expected HxW, e.g. 128x128.") from None
+    if height % 16 or width % 16 or not (16 <= height <= 224 and 16 <= width <= 192):
+        raise XNetError(f"--crop {text}: sides must be multiples of 16 within 224x192.")
+    return height, width
+
+
+def _train(args: argparse.Namespace) -> int:
+    from xnet_core.errors import XNetError
+    from xnet_core.inference import choose_device
+    from xnet_core.synthetic import SEED_RANGES
+    from xnet_core.train import SlicePool, TrainConfig, Trainer, default_state_dir, synthetic_pool
+
+    if args.data:
+        raise XNetError("--data (training on ATLAS) is not available in this build yet; train on synthetic cases.")
+    device = choose_device(args.device)
+    out = Path(args.out)
+    config = TrainConfig(
+        out_dir=out, state_dir=default_state_dir(out.resolve().name), steps_per_epoch=args.steps_per_epoch,
+        max_epochs=args.epochs, batch_size=args.batch, crop=_parse_crop(args.crop),
+        lesion_fraction=args.lesion_fraction, bf16_cpu=args.bf16, seed=args.seed, max_minutes=args.max_minutes,
+        data_description=(f"{args.train_cases} synthetic chronic-stroke cases (seeds {args.seed}.."
+                          f"{args.seed + args.train_cases - 1}) on the MNI152 2009a template; "
+                          f"validation seeds {SEED_RANGES['validation']}..+{args.val_cases - 1}"),
+    )
+    started = time.perf_counter()
+    print(f"preparing {args.train_cases} training and {args.val_cases} validation cases "
+          f"with {args.workers} worker(s)...", file=sys.stderr)
+    train_cases = synthetic_pool(list(range(args.seed, args.seed + args.train_cases)), args.workers)
+    val_seeds = list(range(SEED_RANGES["validation"], SEED_RANGES["validation"] + args.val_cases))
+    val_cases = synthetic_pool(val_seeds, args.workers)
+    print(f"cases ready in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    pool = SlicePool(train_cases, lesion_fraction=args.lesion_fraction, crop=config.crop)
+    trainer = Trainer(config, pool, val_cases, device, on_log=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.resume and not trainer.resume():
+        print(f"no saved state in {config.state_dir}; starting afresh", file=sys.stderr)
+    state = trainer.run()
+    print(f"stopped after {state.epoch} epochs, {state.step} steps, {state.wall_s / 60:.1f} min; "
+          f"best val loss {state.best_val:.4f}; weights in {out}")
     return 0
 
 
