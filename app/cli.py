@@ -18,14 +18,15 @@ from xnet_core import DISCLAIMER, __version__
 EXIT_BAD_INPUT = 2
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _add_common(parser: argparse.ArgumentParser, slices: bool = True) -> None:
     """The options DESIGN.md's Contracts give the same spelling and meaning everywhere."""
     parser.add_argument("--weights", metavar="CKPT", help="X-Net checkpoint (default: the shipped demo weights)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     parser.add_argument("--fp32", action="store_true", help="full precision instead of bf16/fp16")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the mask")
-    parser.add_argument("--slices", default="all", metavar="lesion|all|A:B|z,z,...",
-                        help="0-based axial slices of the RAS volume; A:B is inclusive")
+    if slices:
+        parser.add_argument("--slices", default="all", metavar="lesion|all|A:B|z,z,...",
+                            help="0-based axial slices of the RAS volume; A:B is inclusive")
     parser.add_argument("--json", metavar="OUT", help="write a JSON summary here")
 
 
@@ -51,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0, help="case k uses seed S + k")
     synth.add_argument("--out", required=True, metavar="DIR")
     synth.set_defaults(handler=_synth)
+
+    evaluate = commands.add_parser("evaluate", help="score a model on ATLAS-layout scans with masks")
+    evaluate.add_argument("--data", required=True, metavar="DIR", help="ATLAS R1.1/R1.2/R2.0 (or xnet synth) folder")
+    evaluate.add_argument("--csv", metavar="OUT.csv", help="per-subject figures")
+    evaluate.add_argument("--limit", type=int, help="only the first N scans")
+    _add_common(evaluate, slices=False)
+    evaluate.set_defaults(handler=_evaluate)
 
     train = commands.add_parser("train", help="train X-Net (paper recipe; synthetic cases unless --data)")
     train.add_argument("--out", required=True, metavar="DIR", help="where best.pt and last.pt go")
@@ -188,6 +196,33 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from xnet_core.assets import demo_weights_path
+    from xnet_core.checkpoint import load_checkpoint
+    from xnet_core.datasets import find_scans
+    from xnet_core.evaluate import evaluate, summarise, summary_table, write_csv
+    from xnet_core.inference import Segmenter
+
+    for out in filter(None, (args.csv, args.json)):
+        _check_output(out, [])
+    scans = find_scans(args.data)[: args.limit]
+    checkpoint = load_checkpoint(args.weights or demo_weights_path())
+    segmenter = Segmenter(checkpoint.build_model(), device=args.device, fp32=args.fp32,
+                          normalisation=checkpoint.normalisation, threshold=args.threshold)
+    started = time.perf_counter()
+    scores = evaluate(scans, segmenter, on_progress=_ProgressBar("evaluating"))
+    summary = summarise(scores)
+    if args.csv:
+        write_csv(scores, args.csv)
+    if args.json:
+        _write_json(args.json, {**summary, "threshold": args.threshold, "device": segmenter.device.type,
+                                "precision": segmenter.precision, "data": str(args.data),
+                                "wall_s": round(time.perf_counter() - started, 1), "disclaimer": DISCLAIMER,
+                                **checkpoint.provenance(), "version": __version__})
+    print(summary_table(summary))
+    return 0
+
+
 def _parse_crop(text: str | None) -> tuple[int, int] | None:
     from xnet_core.errors import XNetError
 
@@ -202,15 +237,41 @@ def _parse_crop(text: str | None) -> tuple[int, int] | None:
     return height, width
 
 
+def _distributed_device(name: str):
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPUs)."""
+    import torch
+    import torch.distributed as dist
+
+    from xnet_core.inference import choose_device
+
+    device = choose_device(name)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def _atlas_cases(args: argparse.Namespace) -> tuple[list, list, str]:
+    """ATLAS scans of --data split by --split/--fold, prepared for training (held in memory)."""
+    from xnet_core.datasets import find_scans, split
+    from xnet_core.train import atlas_volume_slices
+
+    train_scans, val_scans = split(find_scans(args.data), args.fold, args.split)
+    print(f"ATLAS: {len(train_scans)} training and {len(val_scans)} validation scans "
+          f"(fold {args.fold}, split {args.split})", file=sys.stderr)
+    prepared = [atlas_volume_slices(s) for s in train_scans], [atlas_volume_slices(s) for s in val_scans]
+    releases = sorted({s.release for s in train_scans})
+    return (*prepared, f"ATLAS {'/'.join(releases)} at {args.data}, {args.split} split, fold {args.fold}")
+
+
 def _train(args: argparse.Namespace) -> int:
     from xnet_core.errors import XNetError
-    from xnet_core.inference import choose_device
     from xnet_core.synthetic import SEED_RANGES
     from xnet_core.train import SlicePool, TrainConfig, Trainer, default_state_dir, synthetic_pool
 
-    if args.data:
-        raise XNetError("--data (training on ATLAS) is not available in this build yet; train on synthetic cases.")
-    device = choose_device(args.device)
+    device = _distributed_device(args.device)
     out = Path(args.out)
     config = TrainConfig(
         out_dir=out, state_dir=default_state_dir(out.resolve().name), steps_per_epoch=args.steps_per_epoch,
@@ -221,11 +282,16 @@ def _train(args: argparse.Namespace) -> int:
                           f"validation seeds {SEED_RANGES['validation']}..+{args.val_cases - 1}"),
     )
     started = time.perf_counter()
-    print(f"preparing {args.train_cases} training and {args.val_cases} validation cases "
-          f"with {args.workers} worker(s)...", file=sys.stderr)
-    train_cases = synthetic_pool(list(range(args.seed, args.seed + args.train_cases)), args.workers)
-    val_seeds = list(range(SEED_RANGES["validation"], SEED_RANGES["validation"] + args.val_cases))
-    val_cases = synthetic_pool(val_seeds, args.workers)
+    if args.data:
+        train_cases, val_cases, config.data_description = _atlas_cases(args)
+    else:
+        print(f"preparing {args.train_cases} training and {args.val_cases} validation cases "
+              f"with {args.workers} worker(s)...", file=sys.stderr)
+        train_cases = synthetic_pool(list(range(args.seed, args.seed + args.train_cases)), args.workers)
+        val_seeds = list(range(SEED_RANGES["validation"], SEED_RANGES["validation"] + args.val_cases))
+        val_cases = synthetic_pool(val_seeds, args.workers)
+    if not train_cases or not val_cases:
+        raise XNetError("training needs at least one training and one validation scan.")
     print(f"cases ready in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     pool = SlicePool(train_cases, lesion_fraction=args.lesion_fraction, crop=config.crop)
     trainer = Trainer(config, pool, val_cases, device, on_log=lambda line: print(line, file=sys.stderr, flush=True))

@@ -65,6 +65,17 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
     return save_checkpoint(model, path, card)
 
 
+class BrightIsLesion(torch.nn.Module):
+    """A transparent stand-in for X-Net: normalised intensity above 0.7 is 'lesion'."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(40.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * (x - 0.7)
+
+
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None, dtype=np.float32) -> Path:
     """A small NIfTI file for tests (1 mm RAS unless an affine is given)."""
     image = nib.Nifti1Image(np.asarray(data, dtype=dtype), np.eye(4) if affine is None else affine)

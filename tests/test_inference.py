@@ -10,23 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import blob_batch, write_nifti
+from tests.conftest import BrightIsLesion, blob_batch, write_nifti
 from xnet_core.errors import Cancelled, DeviceError
 from xnet_core.inference import Segmenter, choose_device, fold_batchnorm
 from xnet_core.metrics import dice
 from xnet_core.model import XNet
 from xnet_core.volume import load_volume, save_like
-
-
-class BrightIsLesion(nn.Module):
-    """A transparent stand-in for X-Net: normalised intensity above 0.7 is 'lesion'."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.tensor(40.0))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * (x - 0.7)
 
 
 def _scan_with_spot(shape=(40, 36, 6)) -> np.ndarray:

@@ -35,3 +35,21 @@ def test_six_connectivity_and_volumes() -> None:
     assert found[0].volume_ml == pytest.approx(0.006)
     assert found[0].z_range == (2, 4) and found[0].centroid == (4.0, 4.0, 3.0)
     assert lesions(np.zeros_like(mask), 1.0) == []
+
+
+def test_challenge_figures_by_hand() -> None:
+    from xnet_core.metrics import lesion_count_difference, lesion_f1, volume_difference
+
+    truth = np.zeros((10, 10, 10), np.uint8)
+    pred = np.zeros_like(truth)
+    truth[1:3, 1:3, 1:3] = 1  # lesion A (8 voxels), detected
+    truth[6, 6, 6] = 1  # lesion B (1 voxel), missed
+    pred[2, 2, 2] = 1  # touches A
+    pred[8:10, 0, 0] = 1  # a false positive (2 voxels)
+    assert lesion_f1(pred, truth) == pytest.approx(1 / (1 + (1 + 1) / 2))
+    assert volume_difference(pred, truth) == 9 - 3
+    assert lesion_count_difference(pred, truth) == 0
+    empty = np.zeros_like(truth)
+    assert lesion_f1(empty, empty) == 1.0
+    assert lesion_f1(pred, empty) == 0.0 and lesion_f1(empty, truth) == 0.0
+    assert volume_difference(empty, empty) == 0 and lesion_count_difference(empty, truth) == 2

@@ -29,3 +29,7 @@ class DeviceError(XNetError):
 
 class Cancelled(XNetError):
     """Long work stopped because the caller asked it to."""
+
+
+class DatasetError(XNetError):
+    """A dataset folder cannot be used (no known layout, a mask on another grid)."""

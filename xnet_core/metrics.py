@@ -1,8 +1,9 @@
 """The only implementation of mask-vs-mask figures and lesion components (DESIGN.md, Metrics).
 
 Dice, IoU, precision and recall follow the X-Net paper: per subject, in 3D, on binary masks,
-0 when the denominator is 0. Lesions are 6-connected components, as the ATLAS R2.0 challenge
-defines them.
+0 when the denominator is 0. Lesion-wise F1, lesion count and volume difference follow the ATLAS
+R2.0 challenge (npnl/atlas2_grand_challenge): 6-connected components, F1 = 1 when both masks are
+empty, volume difference in voxels. Callers convert to ml on the native grid.
 """
 
 from __future__ import annotations
@@ -42,6 +43,33 @@ def precision(pred: np.ndarray, truth: np.ndarray) -> float:
 def recall(pred: np.ndarray, truth: np.ndarray) -> float:
     p, g = _binary(pred), _binary(truth)
     return _ratio(np.count_nonzero(p & g), np.count_nonzero(g))
+
+
+def volume_difference(pred: np.ndarray, truth: np.ndarray) -> int:
+    """ATLAS R2.0 challenge: |total predicted - total true| lesion volume, in voxels (no overlap)."""
+    return abs(int(np.count_nonzero(_binary(pred))) - int(np.count_nonzero(_binary(truth))))
+
+
+def lesion_count_difference(pred: np.ndarray, truth: np.ndarray) -> int:
+    """ATLAS R2.0 challenge 'simple lesion count': |n_pred - n_true| with 6-connectivity."""
+    return abs(label_lesions(pred)[1] - label_lesions(truth)[1])
+
+
+def lesion_f1(pred: np.ndarray, truth: np.ndarray) -> float:
+    """ATLAS R2.0 challenge lesion-wise F1: a true lesion is detected by one overlapping voxel.
+
+    TP = true components touched by the prediction, FN = untouched ones, FP = predicted components
+    touching no true lesion; F1 = TP / (TP + (FP + FN) / 2), and 1 when both masks are empty.
+    """
+    p, g = _binary(pred), _binary(truth)
+    true_labels, n_true = label_lesions(g)
+    pred_labels, n_pred = label_lesions(p)
+    if n_true == 0 and n_pred == 0:
+        return 1.0
+    tp = len(np.unique(true_labels[p & (true_labels > 0)]))
+    fp = n_pred - len(np.unique(pred_labels[g & (pred_labels > 0)]))
+    fn = n_true - tp
+    return tp / (tp + (fp + fn) / 2)
 
 
 @dataclass(frozen=True)

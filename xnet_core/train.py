@@ -315,6 +315,18 @@ def synthetic_volume_slices(seed: int, normalisation: str = "robust", augment: b
     return VolumeSlices(slices.astype(np.float16), geometry.to_model(case.mask).astype(np.uint8), brain)
 
 
+def atlas_volume_slices(scan, normalisation: str = "robust") -> VolumeSlices:
+    """An ATLAS scan and its mask union, prepared exactly as inference prepares it."""
+    from xnet_core.datasets import load_lesion_mask
+    from xnet_core.preprocess import prepare
+    from xnet_core.volume import load_volume
+
+    volume = load_volume(scan.t1)
+    prepared = prepare(volume, normalisation)
+    masks = prepared.geometry.to_model(load_lesion_mask(scan, volume))
+    return VolumeSlices(prepared.slices.astype(np.float16), masks.astype(np.uint8), prepared.brain_slices)
+
+
 def synthetic_pool(seeds: list[int], workers: int = 1, augment: bool = True) -> list[VolumeSlices]:
     """Prepare synthetic cases, in parallel processes when ``workers`` > 1."""
     if workers <= 1:
