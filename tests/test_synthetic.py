@@ -93,3 +93,16 @@ def test_written_cases_use_the_r20_layout(tmp_path: Path, case) -> None:
     volume = load_volume(scans[0].t1)
     assert np.array_equal(load_lesion_mask(scans[0], volume), case.mask)
     assert np.allclose(nib.load(image_path).affine[:3, 3], (-98, -134, -72))
+
+
+def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from app.cli import main
+
+    assert main(["synth", "--n", "1", "--seed", "1000000", "--out", str(tmp_path)]) == 0
+    listing = json.loads((tmp_path / "synthetic_cases.json").read_text())
+    assert listing["cases"][0]["seed"] == 1_000_000 and "disclaimer" in listing
+    assert len(find_scans(tmp_path)) == 1
+    assert main(["synth", "--n", "0", "--out", str(tmp_path)]) == 2
+    assert "at least one case" in capsys.readouterr().err

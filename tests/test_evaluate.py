@@ -1,0 +1,80 @@
+"""Evaluation through the Segmenter, on a small R2.0-layout tree made in the test."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.cli import main
+from tests.conftest import BrightIsLesion, write_nifti
+from xnet_core.checkpoint import Checkpoint
+from xnet_core.datasets import find_scans
+from xnet_core.evaluate import evaluate, summarise, summary_table, write_csv
+from xnet_core.inference import Segmenter
+
+STEM = "_ses-1_space-MNI152NLin2009aSym"
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two subjects: bright 'lesions' of 32 voxels at 1 mm (0.032 ml) and 75 voxels at 2 mm (0.6 ml)."""
+    root = tmp_path_factory.mktemp("atlas")
+    rng = np.random.default_rng(0)
+    for index, (voxel_mm, spot) in enumerate(((1.0, (slice(8, 12), slice(8, 12), slice(1, 3))),
+                                              (2.0, (slice(5, 10), slice(5, 10), slice(1, 4))))):
+        subject = f"sub-r001s00{index + 1}"
+        anat = root / "ATLAS_2" / "Training" / "R001" / subject / "ses-1" / "anat"
+        anat.mkdir(parents=True)
+        data = np.zeros((30, 32, 5), np.float32)
+        data[3:27, 3:29, :] = rng.uniform(40, 60, (24, 26, 5))
+        data[spot] = 100.0
+        mask = np.zeros(data.shape, np.uint8)
+        mask[spot] = 1
+        affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
+        write_nifti(anat / f"{subject}{STEM}_T1w.nii.gz", data, affine)
+        write_nifti(anat / f"{subject}{STEM}_label-L_desc-T1lesion_mask.nii.gz", mask, affine, dtype=np.uint8)
+    return root
+
+
+def test_perfect_model_scores_one(tree: Path, tmp_path: Path) -> None:
+    segmenter = Segmenter(BrightIsLesion(), device="cpu", fp32=True)
+    progress = []
+    scores = evaluate(find_scans(tree), segmenter, on_progress=lambda d, t: progress.append((d, t)))
+    assert progress[-1] == (2, 2)
+    for score in scores:
+        assert score.dice == score.iou == score.precision == score.recall == score.lesion_f1 == 1.0
+        assert score.volume_difference == 0 and score.lesion_count_difference == 0
+    assert scores[0].true_volume_ml == pytest.approx(0.032)
+    assert scores[1].true_volume_ml == pytest.approx(75 * 8 / 1000)  # native voxels: 2 mm -> 8 ul
+    summary = summarise(scores)
+    assert summary["n"] == 2 and summary["dice"] == 1.0
+    assert summary["by_size"]["<1ml"]["n"] == 2 and summary["by_size"][">10ml"]["n"] == 0
+    assert summary["by_size"][">10ml"]["dice"] is None
+    assert "all" in summary_table(summary)
+    write_csv(scores, tmp_path / "scores.csv")
+    rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
+    assert [r["scan_id"] for r in rows] == ["sub-r001s001_ses-1", "sub-r001s002_ses-1"]
+
+
+def test_cli_evaluate_reports_the_issue_keys(tree: Path, tmp_path: Path, random_checkpoint: Checkpoint,
+                                             capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "eval.json"
+    code = main(["evaluate", "--data", str(tree), "--weights", str(random_checkpoint.path), "--json", str(out),
+                 "--csv", str(tmp_path / "e.csv"), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(out.read_text())
+    for key in ("dice", "iou", "precision", "recall", "lesion_f1", "volume_difference", "volume_difference_ml",
+                "lesion_count_difference", "n", "by_size", "checkpoint_sha256", "disclaimer"):
+        assert key in report
+    assert report["n"] == 2 and set(report["by_size"]) == {"<1ml", "1-10ml", ">10ml"}
+    assert "dice" in captured.out
+
+
+def test_cli_evaluate_without_scans_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["evaluate", "--data", str(tmp_path)]) == 2
+    assert "no ATLAS scan found" in capsys.readouterr().err
