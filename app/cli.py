@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, default=1, help="processes preparing synthetic cases")
     train.add_argument("--max-minutes", type=float, help="stop resumably after this long")
     train.add_argument("--resume", action="store_true", help="continue from the saved state")
+    train.add_argument("--precise-bn", type=int, default=0, metavar="BATCHES",
+                       help="re-estimate BatchNorm statistics on whole slices before each validation")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     train.set_defaults(handler=_train)
@@ -277,6 +279,7 @@ def _train(args: argparse.Namespace) -> int:
         out_dir=out, state_dir=default_state_dir(out.resolve().name), steps_per_epoch=args.steps_per_epoch,
         max_epochs=args.epochs, batch_size=args.batch, crop=_parse_crop(args.crop),
         lesion_fraction=args.lesion_fraction, bf16_cpu=args.bf16, seed=args.seed, max_minutes=args.max_minutes,
+        precise_bn_batches=args.precise_bn,
         data_description=(f"{args.train_cases} synthetic chronic-stroke cases (seeds {args.seed}.."
                           f"{args.seed + args.train_cases - 1}) on the MNI152 2009a template; "
                           f"validation seeds {SEED_RANGES['validation']}..+{args.val_cases - 1}"),
@@ -287,9 +290,11 @@ def _train(args: argparse.Namespace) -> int:
     else:
         print(f"preparing {args.train_cases} training and {args.val_cases} validation cases "
               f"with {args.workers} worker(s)...", file=sys.stderr)
-        train_cases = synthetic_pool(list(range(args.seed, args.seed + args.train_cases)), args.workers)
+        cache = default_state_dir("synthetic-cases")  # cases are pure functions of their seeds
+        train_cases = synthetic_pool(list(range(args.seed, args.seed + args.train_cases)), args.workers,
+                                     cache_dir=cache)
         val_seeds = list(range(SEED_RANGES["validation"], SEED_RANGES["validation"] + args.val_cases))
-        val_cases = synthetic_pool(val_seeds, args.workers)
+        val_cases = synthetic_pool(val_seeds, args.workers, cache_dir=cache)
     if not train_cases or not val_cases:
         raise XNetError("training needs at least one training and one validation scan.")
     print(f"cases ready in {time.perf_counter() - started:.0f} s", file=sys.stderr)

@@ -129,3 +129,43 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("ok") == 2
+
+
+def test_batchnorm_recalibration_matches_batch_statistics() -> None:
+    from xnet_core.train import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = XNet()
+    pool = SlicePool(tiny_cases(1), crop=None, flip=False)
+    images = torch.from_numpy(pool.batch(np.random.default_rng(1), 4)[0])
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    seen: dict[int, torch.Tensor] = {}
+    hooks = [n.register_forward_pre_hook(lambda mod, inp, i=i: seen.setdefault(i, inp[0].detach().clone()))
+             for i, n in enumerate(norms)]
+    model.train()
+    with torch.no_grad():
+        model(images)  # train mode: every BN normalises with these batch statistics
+    for hook in hooks:
+        hook.remove()
+    recalibrate_batchnorm(model, pool, np.random.default_rng(1), batches=1, batch_size=4, device=torch.device("cpu"))
+    for i, norm in enumerate(norms):
+        x = seen[i].double()
+        assert torch.allclose(norm.running_mean.double(), x.mean(dim=(0, 2, 3)), atol=1e-4, rtol=1e-3)
+        assert torch.allclose(norm.running_var.double(), x.var(dim=(0, 2, 3), unbiased=True), atol=1e-4, rtol=1e-3)
+        assert norm.momentum == 0.01
+
+
+def test_synthetic_pool_cache_round_trip(tmp_path: Path, monkeypatch) -> None:
+    import xnet_core.train as train
+
+    made = []
+
+    def fake_case(seed, normalisation="robust", augment=True):
+        made.append(seed)
+        return tiny_cases(1)[0]
+
+    monkeypatch.setattr(train, "synthetic_volume_slices", fake_case)
+    first = train.synthetic_pool([5, 6], cache_dir=tmp_path)
+    second = train.synthetic_pool([5, 6], cache_dir=tmp_path)
+    assert made == [5, 6], "the second pool comes from the cache"
+    assert all(np.array_equal(a.slices, b.slices) and np.array_equal(a.masks, b.masks) for a, b in zip(first, second))
