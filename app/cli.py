@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 class _ProgressBar:
     """``on_progress(done, total)`` drawn on stderr: redrawn in place on a terminal, else one line."""
 
-    def __init__(self, label: str, stream=sys.stderr) -> None:
-        self.label, self.stream, self.started = label, stream, time.perf_counter()
+    def __init__(self, label: str, unit: str = "slices", stream=sys.stderr) -> None:
+        self.label, self.unit, self.stream, self.started = label, unit, stream, time.perf_counter()
         self.interactive = hasattr(stream, "isatty") and stream.isatty()
 
     def __call__(self, done: int, total: int) -> None:
@@ -98,7 +98,7 @@ class _ProgressBar:
         filled = width * done // max(total, 1)
         elapsed = time.perf_counter() - self.started
         eta = elapsed / done * (total - done) if done else 0.0
-        line = f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} slices, ETA {eta:4.0f} s"
+        line = f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {self.unit}, ETA {eta:4.0f} s"
         self.stream.write(("\r" if self.interactive else "") + line + ("\n" if done >= total else ""))
         self.stream.flush()
 
@@ -184,7 +184,7 @@ def _synth(args: argparse.Namespace) -> int:
         raise XNetError(f"--n {args.n}: give at least one case.")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    progress = _ProgressBar("synthesising")
+    progress = _ProgressBar("synthesising", unit="cases")
     rows = []
     for k in range(args.n):
         case = make_case(args.seed + k)
@@ -212,7 +212,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     segmenter = Segmenter(checkpoint.build_model(), device=args.device, fp32=args.fp32,
                           normalisation=checkpoint.normalisation, threshold=args.threshold)
     started = time.perf_counter()
-    scores = evaluate(scans, segmenter, on_progress=_ProgressBar("evaluating"))
+    scores = evaluate(scans, segmenter, on_progress=_ProgressBar("evaluating", unit="scans"))
     summary = summarise(scores)
     if args.csv:
         write_csv(scores, args.csv)
