@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, default=1, help="processes preparing synthetic cases")
     train.add_argument("--max-minutes", type=float, help="stop resumably after this long")
     train.add_argument("--resume", action="store_true", help="continue from the saved state")
+    train.add_argument("--init", metavar="CKPT", help="start from these weights (e.g. the shipped demo model)")
     train.add_argument("--precise-bn", type=int, default=0, metavar="BATCHES",
                        help="re-estimate BatchNorm statistics on whole slices before each validation")
     train.add_argument("--seed", type=int, default=0)
@@ -302,6 +303,13 @@ def _train(args: argparse.Namespace) -> int:
     trainer = Trainer(config, pool, val_cases, device, on_log=lambda line: print(line, file=sys.stderr, flush=True))
     if args.resume and not trainer.resume():
         print(f"no saved state in {config.state_dir}; starting afresh", file=sys.stderr)
+    elif args.init and not args.resume:
+        from xnet_core.checkpoint import load_checkpoint
+
+        initial = load_checkpoint(args.init)
+        trainer.model.load_state_dict({k: v.float() for k, v in initial.state_dict.items()})
+        config.extra_card["initialised_from"] = f"{initial.path.name} (sha256 {initial.sha256})"
+        print(f"starting from the weights of {initial.path}", file=sys.stderr)
     state = trainer.run()
     print(f"stopped after {state.epoch} epochs, {state.step} steps, {state.wall_s / 60:.1f} min; "
           f"best val loss {state.best_val:.4f}; weights in {out}")

@@ -169,3 +169,21 @@ def test_synthetic_pool_cache_round_trip(tmp_path: Path, monkeypatch) -> None:
     second = train.synthetic_pool([5, 6], cache_dir=tmp_path)
     assert made == [5, 6], "the second pool comes from the cache"
     assert all(np.array_equal(a.slices, b.slices) and np.array_equal(a.masks, b.masks) for a, b in zip(first, second))
+
+
+def test_cli_train_starts_from_given_weights(tmp_path: Path, monkeypatch, random_checkpoint, capsys) -> None:
+    import json
+
+    import xnet_core.train as train
+    from app.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(train, "synthetic_pool", lambda seeds, workers=1, augment=True, cache_dir=None:
+                        tiny_cases(len(seeds)))
+    code = main(["train", "--out", str(tmp_path / "run"), "--init", str(random_checkpoint.path),
+                 "--train-cases", "1", "--val-cases", "1", "--steps-per-epoch", "1", "--epochs", "1",
+                 "--crop", "32x32", "--batch", "2"])
+    assert code == 0, capsys.readouterr().err
+    card = json.loads((tmp_path / "run" / "last.card.json").read_text())
+    assert random_checkpoint.sha256 in card["initialised_from"]
+    assert main(["train", "--out", str(tmp_path / "run"), "--crop", "30x30"]) == 2
