@@ -81,8 +81,12 @@ def add_metrics(eval_json: Path, command: str, table: Path | None) -> None:
         "figures": {k: report[k] for k in keep if k in report},
         "output": table.read_text() if table else None,
     }
+    dice = report["dice"]
+    card["status"] = ("meets the demo quality bar (held-out mean Dice >= 0.75)" if dice >= 0.75 else
+                      f"INTERIM: held-out mean Dice {dice:.3f} is below the demo quality bar of 0.75; "
+                      "continue training (xnet train --init) before relying on it even as a demo")
     card_path.write_text(json.dumps(card, indent=2) + "\n")
-    print(f"metrics added to {card_path}")
+    print(f"metrics added to {card_path}: {card['status']}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ def test_round_trip_keeps_weights_card_and_hash(random_checkpoint: Checkpoint) -
     assert loaded.card["sha256"] == loaded.sha256
     assert loaded.card["architecture"]["parameters"] == 15_072_332
     assert loaded.normalisation == "robust"
-    assert all(v.dtype == torch.float16 for v in loaded.state_dict.values() if v.is_floating_point())
+    for name, value in loaded.state_dict.items():
+        if value.is_floating_point():
+            assert value.dtype == (torch.float32 if "running_" in name else torch.float16), name
     model = loaded.build_model()
     assert not model.training
     source = XNet(keras_init=False)
@@ -31,6 +33,16 @@ def test_round_trip_keeps_weights_card_and_hash(random_checkpoint: Checkpoint) -
         assert torch.equal(a, b), name
     provenance = loaded.provenance()
     assert provenance["checkpoint_sha256"] == loaded.sha256 and provenance["checkpoint"].endswith(".pt")
+
+
+def test_large_batchnorm_statistics_survive_fp16_saving(tmp_path: Path) -> None:
+    from xnet_core.checkpoint import save_checkpoint
+
+    model = XNet()
+    model.fsm.expand[1].running_var.fill_(1e6)  # beyond fp16's 65504, as in a trained FSM
+    saved = save_checkpoint(model, tmp_path / "big.pt", {})
+    loaded = load_checkpoint(saved.path)
+    assert torch.equal(loaded.state_dict["fsm.expand.1.running_var"], model.fsm.expand[1].running_var)
 
 
 def test_training_format_with_embedded_card(tmp_path: Path, random_checkpoint: Checkpoint) -> None:

@@ -191,18 +191,32 @@ def default_card(model: XNet, normalisation: str = "robust", **fields: Any) -> d
     }
 
 
+FP16_MAX = 65504.0
+
+
+def _to_half(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """fp16 for weights; BN statistics and anything beyond fp16's range stay fp32 (45 k values).
+
+    Measured: a trained FSM's running variance exceeded 65504 and became inf in fp16.
+    """
+    if not tensor.is_floating_point() or "running_" in name or float(tensor.abs().max()) >= FP16_MAX:
+        return tensor
+    return tensor.half()
+
+
 def save_checkpoint(
     model: XNet, path: str | os.PathLike, card: dict[str, Any], half: bool = True
 ) -> Checkpoint:
-    """Write weights (fp16 by default) and ``<name>.card.json`` with the file's SHA-256, atomically."""
+    """Write weights (fp16 by default, BN statistics fp32) and ``<name>.card.json`` with the file's
+    SHA-256, atomically."""
     path = Path(path)
-    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
-             for k, v in model.state_dict().items()}
+    state = {k: (_to_half(k, v) if half else v).detach().cpu().clone() for k, v in model.state_dict().items()}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(state, tmp)
     os.replace(tmp, path)
     sha256 = file_sha256(path)
-    card = {**card, "weights_file": path.name, "weights_dtype": "float16" if half else "float32", "sha256": sha256}
+    card = {**card, "weights_file": path.name, "sha256": sha256,
+            "weights_dtype": "float16 (BatchNorm statistics float32)" if half else "float32"}
     sidecar = card_path_for(path)
     tmp_card = sidecar.with_name(f".{sidecar.name}.tmp{os.getpid()}")
     tmp_card.write_text(json.dumps(card, indent=2) + "\n")
