@@ -34,7 +34,6 @@ from torch.nn.parallel import DistributedDataParallel
 from xnet_core import metrics
 from xnet_core.checkpoint import default_card, save_checkpoint
 from xnet_core.model import XNet
-from xnet_core.preprocess import MODEL_HEIGHT, MODEL_WIDTH
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +387,3 @@ def default_state_dir(name: str) -> Path:
     """Resumable state lives in the user's cache folder, never in the repository."""
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "xnet-viewer" / "train" / name
-
-
-def model_input_shape(crop: tuple[int, int] | None) -> tuple[int, int]:
-    return crop or (MODEL_HEIGHT, MODEL_WIDTH)
