@@ -90,6 +90,15 @@ def test_requested_slices_first_and_each_as_soon_as_ready(tmp_path: Path) -> Non
     assert result.requested_slices == list(range(6))
 
 
+def test_empty_slices_answer_at_once_and_priority_wins(tmp_path: Path) -> None:
+    volume = load_volume(write_nifti(tmp_path / "scan.nii.gz", _scan_with_spot()))
+    arrived: list[int] = []
+    Segmenter(BrightIsLesion(), device="cpu", fp32=True).segment(
+        volume, first=[5, 2], on_slice=lambda z, plane: arrived.append(z))
+    # 5 has no brain (instant), 2 is computed next; then the other empty slice, then the rest.
+    assert arrived == [5, 2, 0, 1, 3, 4]
+
+
 def test_a_subset_of_slices(tmp_path: Path) -> None:
     volume = load_volume(write_nifti(tmp_path / "scan.nii.gz", _scan_with_spot()))
     result = Segmenter(BrightIsLesion(), device="cpu", fp32=True).segment(volume, slices=[3])
@@ -101,9 +110,9 @@ def test_cancel_stops_between_batches(tmp_path: Path) -> None:
     arrived: list[int] = []
     with pytest.raises(Cancelled, match="cancelled after 1 slices"):
         Segmenter(BrightIsLesion(), device="cpu", fp32=True).segment(
-            volume, on_slice=lambda z, plane: arrived.append(z), should_cancel=lambda: bool(arrived)
+            volume, on_slice=lambda z, plane: arrived.append(z), should_cancel=lambda: 1 in arrived
         )
-    assert arrived == [1]
+    assert arrived == [0, 5, 1]  # the empty slices answer at once; computing stops after slice 1
 
 
 def test_gpu_out_of_memory_halves_the_batch_then_falls_back_to_cpu(caplog: pytest.LogCaptureFixture) -> None:

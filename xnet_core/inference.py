@@ -227,28 +227,32 @@ class Segmenter:
         requested = sorted(set(range(n_z) if slices is None else slices))
         if any(not 0 <= z < n_z for z in requested):
             raise XNetError(f"slices must lie in 0..{n_z - 1} for {volume.name}.")
-        order = _ordered(requested, first)
-        to_compute = [z for z in order if model_input.brain_slices[z]]
+        brain = model_input.brain_slices
+        priority = [z for z in dict.fromkeys(first) if z in set(requested)]
+        groups = (priority, [z for z in requested if z not in set(priority)])
+        to_compute = [z for group in groups for z in group if brain[z]]
 
         model_probs = np.zeros(model_input.slices.shape, dtype=np.float32)
         geometry = model_input.geometry
         done = 0
         started = time.perf_counter()
-        for batch in _batches(to_compute, first, self.batch_size):
-            if should_cancel is not None and should_cancel():
-                raise Cancelled(f"segmentation of {volume.name} cancelled after {done} slices.")
-            model_probs[batch] = self._predict_batch(model_input.slices[batch])
-            done += len(batch)
-            if on_slice is not None:
-                for z in batch:
-                    on_slice(z, geometry.from_model(model_probs[z]))
-            if on_progress is not None:
-                on_progress(done, len(to_compute))
-        inference_s = time.perf_counter() - started
-        if on_slice is not None:  # slices with no brain: an immediate, empty answer
-            for z in order:
-                if not model_input.brain_slices[z]:
+        for group in groups:  # the slices asked for first, then the rest
+            if on_slice is not None:  # slices with no brain: an immediate, empty answer
+                for z in (z for z in group if not brain[z]):
                     on_slice(z, np.zeros(geometry.plane_shape, dtype=np.float32))
+            computed = [z for z in group if brain[z]]
+            for start in range(0, len(computed), self.batch_size):
+                if should_cancel is not None and should_cancel():
+                    raise Cancelled(f"segmentation of {volume.name} cancelled after {done} slices.")
+                batch = computed[start:start + self.batch_size]
+                model_probs[batch] = self._predict_batch(model_input.slices[batch])
+                done += len(batch)
+                if on_slice is not None:
+                    for z in batch:
+                        on_slice(z, geometry.from_model(model_probs[z]))
+                if on_progress is not None:
+                    on_progress(done, len(to_compute))
+        inference_s = time.perf_counter() - started
         return self._result(volume, model_input, model_probs, requested, to_compute,
                             {"preprocess": preprocess_s, "inference": inference_s})
 
@@ -278,19 +282,3 @@ class Segmenter:
             timings_s=timings,
             warnings=list(model_input.warnings),
         )
-
-
-def _ordered(requested: list[int], first: Sequence[int]) -> list[int]:
-    wanted = set(requested)
-    head = [z for z in dict.fromkeys(first) if z in wanted]
-    return head + [z for z in requested if z not in set(head)]
-
-
-def _batches(order: list[int], first: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Priority slices form their own batch so they never wait for a full batch of others."""
-    priority = set(first)
-    head = [z for z in order if z in priority]
-    tail = [z for z in order if z not in priority]
-    batches = [head[i:i + batch_size] for i in range(0, len(head), batch_size)]
-    batches += [tail[i:i + batch_size] for i in range(0, len(tail), batch_size)]
-    return batches
