@@ -46,20 +46,12 @@ def package_weights(source: Path) -> None:
 
 
 def write_demo_case(seed: int) -> None:
-    import nibabel as nib
-
-    from xnet_core.shapes import TEMPLATE_AFFINE
-    from xnet_core.synthetic import make_case
+    from xnet_core.synthetic import make_case, write_template_nifti
 
     case = make_case(seed)
-    for array, relative, dtype in ((np.round(case.image), DEMO_SCAN, np.int16), (case.mask, DEMO_LESION, np.uint8)):
-        path = assets_dir() / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image = nib.Nifti1Image(array.astype(dtype), TEMPLATE_AFFINE)
-        image.set_sform(TEMPLATE_AFFINE, code=2)
-        image.set_qform(TEMPLATE_AFFINE, code=2)
-        image.header["descrip"] = f"xnet synthetic demo seed {seed} research use only".encode()[:79]
-        nib.save(image, path)
+    descrip = f"xnet synthetic demo seed {seed} research use only"
+    write_template_nifti(np.round(case.image), assets_dir() / DEMO_SCAN, np.int16, descrip)
+    write_template_nifti(case.mask, assets_dir() / DEMO_LESION, np.uint8, descrip)
     info = {**case.meta, "lesion_volume_ml": round(case.lesion_volume_ml, 3),
             "note": "Synthetic case from the held-out seed range, derived from the MNI152 2009a template "
                     "(see ../template/LICENSE) with a real lesion shape or a procedural one (see ../lesion-shapes)."}

@@ -112,9 +112,7 @@ def load_lesion_mask(scan: Scan, volume: Volume) -> np.ndarray:
         union = data if union is None else union | data
     if union is None:
         raise DatasetError(f"{scan.t1}: has no lesion mask.")
-    to_ras = nib.orientations.io_orientation(volume.source_affine)
-    return np.ascontiguousarray(nib.orientations.apply_orientation(union.reshape(volume.source_shape), to_ras)
-                                ).astype(np.uint8)
+    return volume.to_ras(union.reshape(volume.source_shape)).astype(np.uint8)
 
 
 def kfold_blocks(n: int, n_folds: int = 5) -> list[range]:

@@ -26,7 +26,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from xnet_core.errors import Cancelled, DeviceError, XNetError
 from xnet_core.metrics import Lesion, lesions
-from xnet_core.preprocess import ModelInput, prepare
+from xnet_core.preprocess import MODEL_HEIGHT, MODEL_WIDTH, ModelInput, prepare
 from xnet_core.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -202,8 +202,6 @@ class Segmenter:
 
     def warm_up(self) -> float:
         """Run one dummy batch so that the first real slice pays no start-up cost; seconds taken."""
-        from xnet_core.preprocess import MODEL_HEIGHT, MODEL_WIDTH
-
         started = time.perf_counter()
         self.predict(np.zeros((min(self.batch_size, 2), MODEL_HEIGHT, MODEL_WIDTH), dtype=np.float32))
         return time.perf_counter() - started

@@ -3,7 +3,7 @@
 Geometry, from the official code: the paper's array is ``volume.transpose(2, 1, 0)`` (z, y, x) of
 a 197x233x189 template-grid volume, cropped ``[5:229, 2:194]``. In our RAS ``[x, y, z]`` terms a
 model slice is ``slice[h, w] = volume[2 + w, 5 + h, z]``: rows run along y (posterior to
-anterior), columns along x (right to left... in voxel terms, increasing x). A scan on another grid
+anterior), columns along increasing RAS x (towards the patient's right). A scan on another grid
 gets a crop/pad of the same size centred on its brain, with a warning, until registration to the
 template (its own module) puts it on the template grid.
 

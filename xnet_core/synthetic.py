@@ -409,14 +409,21 @@ def case_paths(out_dir: Path, index: int) -> tuple[Path, Path]:
     return anat / f"{stem}_T1w.nii.gz", anat / f"{stem}_label-L_desc-T1lesion_mask.nii.gz"
 
 
+def write_template_nifti(array: np.ndarray, path: Path, dtype: type, descrip: str) -> Path:
+    """Write an array on the template grid (its affine, sform/qform code 2) with a provenance note."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = nib.Nifti1Image(np.asarray(array).astype(dtype), TEMPLATE_AFFINE)
+    image.set_sform(TEMPLATE_AFFINE, code=2)
+    image.set_qform(TEMPLATE_AFFINE, code=2)
+    image.header["descrip"] = descrip.encode()[:79]
+    nib.save(image, path)
+    return path
+
+
 def write_case(case: SyntheticCase, out_dir: Path, index: int) -> tuple[Path, Path]:
     """Write one case (int16 T1, uint8 mask) with the template's affine and a provenance note."""
     image_path, mask_path = case_paths(out_dir, index)
-    image_path.parent.mkdir(parents=True, exist_ok=True)
-    for array, path, dtype in ((np.round(case.image), image_path, np.int16), (case.mask, mask_path, np.uint8)):
-        image = nib.Nifti1Image(array.astype(dtype), TEMPLATE_AFFINE)
-        image.set_sform(TEMPLATE_AFFINE, code=2)
-        image.set_qform(TEMPLATE_AFFINE, code=2)
-        image.header["descrip"] = f"xnet synthetic seed {case.seed} MNI152-2009a derived".encode()[:79]
-        nib.save(image, path)
+    descrip = f"xnet synthetic seed {case.seed} MNI152-2009a derived"
+    write_template_nifti(np.round(case.image), image_path, np.int16, descrip)
+    write_template_nifti(case.mask, mask_path, np.uint8, descrip)
     return image_path, mask_path

@@ -63,6 +63,10 @@ class Volume:
     def source_axcodes(self) -> tuple[str, ...]:
         return nib.aff2axcodes(self.source_affine)
 
+    def to_ras(self, array: np.ndarray) -> np.ndarray:
+        """Reorder an array stored in the file's own voxel order into RAS ``[x, y, z]``."""
+        return np.ascontiguousarray(apply_orientation(array, io_orientation(self.source_affine)))
+
     def to_source_order(self, array: np.ndarray) -> np.ndarray:
         """Reorder a RAS ``[x, y, z]`` array into the file's own voxel order."""
         back = ornt_transform(RAS, io_orientation(self.source_affine))
