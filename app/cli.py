@@ -18,15 +18,20 @@ from xnet_core import DISCLAIMER, __version__
 EXIT_BAD_INPUT = 2
 
 
-def _add_common(parser: argparse.ArgumentParser, slices: bool = True) -> None:
+def _add_common(parser: argparse.ArgumentParser, slices: bool = True, slices_default: str = "all",
+                methods: bool = False) -> None:
     """The options DESIGN.md's Contracts give the same spelling and meaning everywhere."""
     parser.add_argument("--weights", metavar="CKPT", help="X-Net checkpoint (default: the shipped demo weights)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     parser.add_argument("--fp32", action="store_true", help="full precision instead of bf16/fp16")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the mask")
     if slices:
-        parser.add_argument("--slices", default="all", metavar="lesion|all|A:B|z,z,...",
-                            help="0-based axial slices of the RAS volume; A:B is inclusive")
+        parser.add_argument("--slices", default=slices_default, metavar="lesion|all|A:B|z,z,...",
+                            help=f"0-based axial slices of the RAS volume; A:B is inclusive (default {slices_default})")
+    if methods:
+        parser.add_argument("--methods", default="gradcam,gradcampp,lime", metavar="gradcam,gradcampp,lime",
+                            help="explanation methods (default all three)")
+        parser.add_argument("--no-cache", action="store_true", help="neither read nor write the explanation cache")
     parser.add_argument("--json", metavar="OUT", help="write a JSON summary here")
 
 
@@ -46,6 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
                          help="volume of a 4D file (default: the first)")
     _add_common(segment)
     segment.set_defaults(handler=_segment)
+
+    explain = commands.add_parser("explain", help="Grad-CAM, Grad-CAM++ and LIME maps of the model's lesion score")
+    explain.add_argument("input", metavar="INPUT", help="NIfTI scan (.nii or .nii.gz)")
+    explain.add_argument("--out-dir", required=True, metavar="DIR", help="where the maps and <stem>_explain.json go")
+    explain.add_argument("--layer", default=None, metavar="NAME",
+                         help="Grad-CAM target layer: fsm, decoders.0 ... decoders.3 (default decoders.1)")
+    explain.add_argument("--lime-samples", type=int, default=None, metavar="N", help="LIME samples per slice")
+    explain.add_argument("--lime-segments", type=int, default=None, metavar="N", help="LIME superpixels per slice")
+    explain.add_argument("--seed", type=int, default=0, help="LIME's segmentation and sampling seed")
+    explain.add_argument("--reader", metavar="MASK", help="the reader's lesion mask: attention-vs-reader figures")
+    explain.add_argument("--faithfulness", action="store_true",
+                         help="deletion/insertion AUCs per map and the model-randomisation sanity check")
+    explain.add_argument("--volume", type=int, default=None, metavar="K", help="volume of a 4D file")
+    _add_common(explain, slices_default="lesion", methods=True)
+    explain.set_defaults(handler=_explain)
 
     synth = commands.add_parser("synth", help="write synthetic chronic-stroke cases (ATLAS R2.0 layout)")
     synth.add_argument("--n", type=int, required=True, help="number of cases")
@@ -175,6 +195,12 @@ def _segment(args: argparse.Namespace) -> int:
     print(f"{volume.name}: {result.n_lesions} lesion(s), {result.lesion_volume_ml:.2f} ml "
           f"on {len(result.lesion_slices)} slice(s); mask written to {args.output}. {DISCLAIMER}")
     return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from app.cli_explain import run
+
+    return run(args, _ProgressBar, _write_json, _check_output)
 
 
 def _synth(args: argparse.Namespace) -> int:

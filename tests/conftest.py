@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from xnet_core.checkpoint import Checkpoint, default_card, save_checkpoint
+from xnet_core.assets import demo_weights_path
+from xnet_core.checkpoint import Checkpoint, default_card, load_checkpoint, save_checkpoint
 from xnet_core.model import XNet
 
 
@@ -83,3 +84,9 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None, 
     image.set_qform(image.affine, code=1)
     nib.save(image, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_checkpoint() -> Checkpoint:
+    """The shipped demo model, loaded once per test run."""
+    return load_checkpoint(demo_weights_path())

@@ -9,14 +9,8 @@ import numpy as np
 import pytest
 
 from xnet_core.assets import DEMO_LESION, assets_dir, demo_scan_path, demo_weights_path
-from xnet_core.checkpoint import load_checkpoint
 from xnet_core.inference import Segmenter
 from xnet_core.volume import load_volume
-
-
-@pytest.fixture(scope="module")
-def demo_checkpoint():
-    return load_checkpoint(demo_weights_path())
 
 
 def test_demo_weights_and_card(demo_checkpoint) -> None:

@@ -64,3 +64,9 @@ def demo_weights_path() -> Path:
             "(see README: 'Your own scan and weights')."
         )
     return path
+
+
+def user_cache_dir(*parts: str) -> Path:
+    """``$XDG_CACHE_HOME/xnet-viewer/...`` (default ``~/.cache``): state and caches, never the repository."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base.joinpath("xnet-viewer", *parts)

@@ -385,5 +385,6 @@ def synthetic_pool(seeds: list[int], workers: int = 1, augment: bool = True,
 
 def default_state_dir(name: str) -> Path:
     """Resumable state lives in the user's cache folder, never in the repository."""
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "xnet-viewer" / "train" / name
+    from xnet_core.assets import user_cache_dir
+
+    return user_cache_dir("train", name)

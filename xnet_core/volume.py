@@ -96,10 +96,11 @@ def guess_sequence(name: str) -> str:
     return "T1w"
 
 
-def load_volume(path: str | os.PathLike, volume_index: int | None = None) -> Volume:
+def load_volume(path: str | os.PathLike, volume_index: int | None = None, *, is_mask: bool = False) -> Volume:
     """Load a 3D or 4D NIfTI file, validate it and reorient it to RAS.
 
     For 4D files ``volume_index`` picks the volume (default 0, with a warning that says so).
+    ``is_mask``: a label file (a reader's mask), which must be 3D and may be empty.
     Raises ``VolumeError`` with a message naming the file and the problem.
     """
     path = Path(path)
@@ -107,11 +108,14 @@ def load_volume(path: str | os.PathLike, volume_index: int | None = None) -> Vol
     image = _open_nifti(path)
     shape = tuple(int(s) for s in image.header.get_data_shape())
     _check_shape(path, shape)
+    if is_mask and len([s for s in shape[3:] if s > 1]):
+        raise VolumeError(f"{path}: a lesion mask must be 3D; this file has shape {shape}.")
     _check_memory(path, shape)
     warnings: list[str] = []
     data = _read_data(path, image, shape, volume_index, warnings)
     data = _replace_non_finite(path, data, warnings)
-    _check_content(path, data)
+    if not is_mask:
+        _check_content(path, data)
 
     source_affine = _usable_affine(path, image, warnings)
     to_ras = io_orientation(source_affine)

@@ -1,0 +1,129 @@
+"""LIME for one segmentation slice, on top of the ``lime`` package.
+
+What lime does wrong for MRI segmentation out of the box (reference/viewers-and-xai.md §3.6), and
+what this module does instead:
+
+* superpixels: quickshift on an RGB copy of a grey slice makes hundreds of tiny segments that cross
+  the brain edge. Here SLIC runs on the grey slice *inside the brain mask* (``N_SEGMENTS`` = 100
+  segments, about 15x15 voxels each on a mid-brain slice; compactness 0.1 for intensities in
+  [0, 1]); everything outside the brain is one segment that hiding cannot change.
+* hidden superpixels take the background value (``hide_color=0``: the normalised slice is 0 outside
+  the brain), ``labels=(1,)`` with ``top_labels=None`` so that the lesion class is the one explained.
+* the classifier is the frozen target's mean lesion probability, ``[1 - s, s]`` per sample, from the
+  Segmenter (its precision, BN folding and per-device batch size, chosen by measurement in
+  ``inference.py``).
+* lime's perturbation loop deep-copies the image and rebuilds a mask per superpixel per sample; it is
+  replaced by an equivalent vectorised loop (same random draws from lime's own ``random_state``, same
+  rows, same order) that also reports progress and honours cancel.
+* both seeds are set: ``random_seed`` (segmentation) and ``random_state`` (sampling).
+
+``DEFAULT_SAMPLES`` comes from the stability study in ``benchmarks/bench_explain.py``: the Spearman
+correlation between two seeds' maps rises steeply up to a few hundred samples and then flattens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from lime import lime_image
+from skimage.segmentation import slic
+
+from explain.targets import Target
+from xnet_core.errors import Cancelled
+
+N_SEGMENTS = 100
+COMPACTNESS = 0.1
+DEFAULT_SAMPLES = 300
+LIME_BATCH = 32  # images built per call of the classifier; the Segmenter sub-batches them
+
+Predict = Callable[[np.ndarray], np.ndarray]  # [N, H, W] float32 -> [N, H, W] probabilities
+
+
+def superpixels(image: np.ndarray, brain: np.ndarray, n_segments: int = N_SEGMENTS, seed: int = 0) -> np.ndarray:
+    """SLIC labels of a grey slice ``[H, W]``: 0 outside ``brain``, 1..K inside (contiguous)."""
+    del seed  # SLIC is deterministic; kept so that every segmentation function takes a seed
+    if not brain.any():
+        return np.zeros(image.shape, np.int64)
+    labels = slic(image.astype(np.float64), n_segments=n_segments, compactness=COMPACTNESS,
+                  mask=brain.astype(bool), channel_axis=None, start_label=1, enforce_connectivity=True)
+    _, contiguous = np.unique(labels, return_inverse=True)  # 0 stays 0 (outside), inside -> 1..K
+    return contiguous.reshape(labels.shape).astype(np.int64)
+
+
+@dataclass
+class LimeResult:
+    weights: np.ndarray  # float32 [H, W]: each superpixel's signed weight painted back; 0 outside the brain
+    score: float  # R^2 of lime's local weighted linear fit
+    intercept: float
+    local_prediction: float
+    segments: np.ndarray  # int [H, W]
+    n_segments: int  # superpixels inside the brain
+    num_samples: int
+    seed: int
+
+
+class _Explainer(lime_image.LimeImageExplainer):
+    """lime's explainer with its perturbation loop vectorised, progress and cancel."""
+
+    def __init__(self, seed: int, on_progress=None, should_cancel=None) -> None:
+        super().__init__(random_state=seed)
+        self.on_progress, self.should_cancel = on_progress, should_cancel
+
+    def data_labels(self, image, fudged_image, segments, classifier_fn, num_samples, batch_size=10):
+        n_features = np.unique(segments).shape[0]
+        data = self.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
+        data[0, :] = 1
+        labels = []
+        for start in range(0, num_samples, batch_size):
+            if self.should_cancel is not None and self.should_cancel():
+                raise Cancelled(f"LIME cancelled after {start} of {num_samples} samples.")
+            rows = data[start:start + batch_size]
+            keep = rows[:, segments].astype(bool)[..., None]  # [n, H, W, 1]: superpixel shown?
+            labels.extend(classifier_fn(np.where(keep, image[None], fudged_image[None])))
+            if self.on_progress is not None:
+                self.on_progress(min(start + batch_size, num_samples), num_samples)
+        return data, np.array(labels)
+
+
+def explain_slice(
+    image: np.ndarray,
+    brain: np.ndarray,
+    target: Target,
+    predict: Predict,
+    num_samples: int = DEFAULT_SAMPLES,
+    n_segments: int = N_SEGMENTS,
+    seed: int = 0,
+    batch_size: int = LIME_BATCH,
+    on_progress: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> LimeResult:
+    """LIME weights for the lesion score of ``target`` on one normalised model slice ``[H, W]``."""
+    segments = superpixels(image, brain, n_segments, seed)
+
+    def classifier(rgb: np.ndarray) -> np.ndarray:
+        probabilities = predict(rgb[..., 0].astype(np.float32))
+        score = target.mean_probability(probabilities)
+        return np.stack([1.0 - score, score], axis=1)
+
+    explainer = _Explainer(seed, on_progress, should_cancel)
+    n_features = int(segments.max()) + 1
+    explanation = explainer.explain_instance(
+        image.astype(np.float64), classifier, labels=(1,), hide_color=0, top_labels=None,
+        num_features=n_features, num_samples=num_samples, batch_size=batch_size,
+        segmentation_fn=lambda _rgb: segments, random_seed=seed)
+    lookup = np.zeros(n_features, np.float32)
+    for segment, weight in explanation.local_exp[1]:
+        lookup[segment] = weight
+    lookup[0] = 0.0  # outside the brain: nothing to explain
+    return LimeResult(
+        weights=lookup[segments],
+        score=float(explanation.score),
+        intercept=float(explanation.intercept[1]),
+        local_prediction=float(np.ravel(explanation.local_pred)[0]),
+        segments=segments,
+        n_segments=n_features - 1,
+        num_samples=num_samples,
+        seed=seed,
+    )
