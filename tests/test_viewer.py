@@ -1,4 +1,4 @@
-"""The minimal viewer (app/main.py) on a tiny LPS-stored scan, so the flip and the readout are checked
+"""The viewer window without a model (app/window.py) on a tiny LPS-stored scan, so the flip and the readout are checked
 against the file's own voxel order, not against the RAS copy the viewer is built on."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from PySide6.QtCore import QPoint, QPointF, QStandardPaths, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
-from app.main import ScanWindow, main
+from app.main import main
+from app.window import ViewerWindow
 from xnet_core import DISCLAIMER, __version__
 from xnet_core.volume import Volume, load_volume
 
@@ -44,8 +45,8 @@ def volume(stored) -> Volume:
 
 
 @pytest.fixture
-def window(qtbot, volume) -> ScanWindow:
-    win = ScanWindow(volume)
+def window(qtbot, volume) -> ViewerWindow:
+    win = ViewerWindow(volume, None)
     qtbot.addWidget(win)
     win.show()
     qtbot.waitExposed(win)
@@ -62,7 +63,7 @@ def test_window_opens_on_the_middle_slice(window):
 def test_displayed_image_is_the_radiologically_flipped_slice(window, stored):
     array, _ = stored
     z = window.current_slice
-    shown = window.image_item.image  # [column, row], rows drawn upwards
+    shown = window.panels['segmentation'].scan_item.image  # [column, row], rows drawn upwards
     # Radiological: column c must hold the voxel nearest the patient's right. In this LPS file that is
     # stored i = c, and row r (anterior at the top) is stored j = n_j - 1 - r.
     np.testing.assert_array_equal(shown, array[:, ::-1, z])
@@ -70,9 +71,9 @@ def test_displayed_image_is_the_radiologically_flipped_slice(window, stored):
 
 
 def test_voxel_aspect_follows_voxel_sizes(window):
-    transform = window.image_item.transform()
+    transform = window.panels['segmentation'].scan_item.transform()
     assert (transform.m11(), transform.m22()) == pytest.approx((2.0, 3.0))
-    assert window.view_box.state["aspectLocked"] == 1.0
+    assert window.panels['segmentation'].view_box.state["aspectLocked"] == 1.0
 
 
 def test_grey_window_is_fixed_across_slices(window, volume):
@@ -80,7 +81,7 @@ def test_grey_window_is_fixed_across_slices(window, volume):
     expected = tuple(np.percentile(foreground, [1, 99.5]))
     for z in (0, SHAPE[2] - 1):
         window.set_slice(z)
-        assert tuple(window.image_item.levels) == pytest.approx(expected)
+        assert tuple(window.panels['segmentation'].scan_item.levels) == pytest.approx(expected)
 
 
 def test_set_slice_and_keys_move_and_clamp(window, qtbot):
@@ -89,7 +90,7 @@ def test_set_slice_and_keys_move_and_clamp(window, qtbot):
     assert window.current_slice == 2
     qtbot.keyClick(window, Qt.Key.Key_Up)
     assert window.current_slice == 3
-    qtbot.keyClick(window.graphics_view, Qt.Key.Key_Down)  # focus on the image: still reaches the window
+    qtbot.keyClick(window.panels['segmentation'].graphics_view, Qt.Key.Key_Down)  # focus on the image: still reaches the window
     assert window.current_slice == 2
     qtbot.keyClick(window, Qt.Key.Key_PageUp)
     assert window.current_slice == last
@@ -103,11 +104,11 @@ def test_set_slice_and_keys_move_and_clamp(window, qtbot):
     assert window.current_slice == last
     window.slider.setValue(1)
     assert window.current_slice == 1
-    np.testing.assert_array_equal(window.image_item.image, window.volume.data[::-1, :, 1])
+    np.testing.assert_array_equal(window.panels['segmentation'].scan_item.image, window.volume.data[::-1, :, 1])
 
 
-def _wheel(window: ScanWindow, angle: int) -> None:
-    viewport = window.graphics_view.viewport()
+def _wheel(window: ViewerWindow, angle: int) -> None:
+    viewport = window.panels['segmentation'].graphics_view.viewport()
     centre = QPointF(viewport.rect().center())
     event = QWheelEvent(centre, viewport.mapToGlobal(centre), QPoint(), QPoint(0, angle),
                         Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
@@ -141,9 +142,9 @@ def test_readout_under_the_mouse_undoes_the_flip(window, stored):
     array, _ = stored
     window.set_slice(2)
     column, row = 0, SHAPE[1] - 1  # top-left of the screen: patient's right, anterior
-    window._on_hover(QPointF(column + 0.5, row + 0.5))
+    window._on_hover(window.panels['segmentation'].ras_xy_at(QPointF(column + 0.5, row + 0.5)))
     i, j, k = column, SHAPE[1] - 1 - row, 2  # LPS file: rightmost is i = 0 ... and anterior is j = 0
-    assert window.ras_xy_at(QPointF(column + 0.5, row + 0.5)) == (SHAPE[0] - 1, SHAPE[1] - 1)
+    assert window.panels['segmentation'].ras_xy_at(QPointF(column + 0.5, row + 0.5)) == (SHAPE[0] - 1, SHAPE[1] - 1)
     assert f"({i}, {j}, {k})" in window.readout_label.text()
     assert f"value {array[i, j, k]:.6g}" in window.readout_label.text()
     window.step_slice(1)  # the readout follows the slice while the mouse rests
@@ -153,9 +154,9 @@ def test_readout_under_the_mouse_undoes_the_flip(window, stored):
 
 
 def test_orientation_letters_sit_on_the_radiological_edges(window):
-    view = window.graphics_view.geometry()
-    where = {letter: label.geometry().center() for letter, label in window.orientation_labels.items()}
-    assert all(window.orientation_labels[letter].isVisible() for letter in "RLAP")
+    view = window.panels['segmentation'].graphics_view.geometry()
+    where = {letter: label.geometry().center() for letter, label in window.panels['segmentation'].letters.items()}
+    assert all(window.panels['segmentation'].letters[letter].isVisible() for letter in "RLAP")
     assert where["R"].x() < view.left() and where["L"].x() > view.right()
     assert where["A"].y() < view.top() and where["P"].y() > view.bottom()
 
@@ -170,7 +171,7 @@ def test_main_opens_the_window_and_runs_the_loop(qapp, stored, monkeypatch):
     shown = []
 
     def fake_exec(_app=None) -> int:
-        shown.extend(w for w in QApplication.topLevelWidgets() if isinstance(w, ScanWindow) and w.isVisible())
+        shown.extend(w for w in QApplication.topLevelWidgets() if isinstance(w, ViewerWindow) and w.isVisible())
         return 0
 
     monkeypatch.setattr(QApplication, "exec", fake_exec)
@@ -181,20 +182,20 @@ def test_main_opens_the_window_and_runs_the_loop(qapp, stored, monkeypatch):
 
 
 def test_main_bad_scan_exits_2_with_one_line(qapp, capsys):
-    before = [w for w in QApplication.topLevelWidgets() if isinstance(w, ScanWindow)]
+    before = [w for w in QApplication.topLevelWidgets() if isinstance(w, ViewerWindow)]
     assert main(["/nonexistent.nii.gz"]) == 2
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("xnet-viewer: error: /nonexistent.nii.gz")
     assert "Traceback" not in captured.err and captured.out == ""
-    assert [w for w in QApplication.topLevelWidgets() if isinstance(w, ScanWindow)] == before
+    assert [w for w in QApplication.topLevelWidgets() if isinstance(w, ViewerWindow)] == before
 
 
 def test_real_mouse_move_updates_the_readout(window, qtbot):
     window.set_slice(2)
-    scene_pos = window.image_item.mapToScene(QPointF(0.5, SHAPE[1] - 0.5))  # top-left voxel on screen
-    qtbot.mouseMove(window.graphics_view.viewport(), window.graphics_view.mapFromScene(scene_pos))
+    scene_pos = window.panels['segmentation'].scan_item.mapToScene(QPointF(0.5, SHAPE[1] - 0.5))  # top-left voxel on screen
+    qtbot.mouseMove(window.panels['segmentation'].graphics_view.viewport(), window.panels['segmentation'].graphics_view.mapFromScene(scene_pos))
     qtbot.waitUntil(lambda: "(0, 0, 2)" in window.readout_label.text(), timeout=1000)
 
 
@@ -203,11 +204,11 @@ def test_load_warnings_are_shown(qtbot, tmp_path):
     array[0, 0, 0] = np.nan
     path = tmp_path / "with_nan.nii"
     nib.save(nib.Nifti1Image(array, LPS_AFFINE), path)
-    win = ScanWindow(load_volume(path))
+    win = ViewerWindow(load_volume(path), None)
     qtbot.addWidget(win)
     win.show()
     assert win.warnings_label.isVisible() and "NaN" in win.warnings_label.text()
 
 
-def test_no_warnings_row_for_a_clean_scan(window):
-    assert not window.warnings_label.isVisible()
+def test_only_the_missing_model_is_reported_for_a_clean_scan(window):
+    assert window.warnings_label.text() == "No model loaded: the scan is shown without segmentation or explanations."

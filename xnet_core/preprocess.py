@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from xnet_core.assets import TEMPLATE_T1, asset_path
+from xnet_core.assets import TEMPLATE_GM, TEMPLATE_T1, TEMPLATE_WM, asset_path
 from xnet_core.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,18 @@ def template_brain_mask() -> np.ndarray:
     mask = (np.asarray(template.dataobj) > 0).astype(np.uint8)
     mask.setflags(write=False)
     return mask
+
+
+@lru_cache(maxsize=1)
+def template_tissue_masks(probability: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """(grey matter, white matter) of the template as boolean [x, y, z] masks (probability >= 0.9)."""
+    masks = []
+    for name in (TEMPLATE_GM, TEMPLATE_WM):
+        image = nib.as_closest_canonical(nib.load(asset_path(name)))
+        mask = np.asarray(image.dataobj) >= probability
+        mask.setflags(write=False)
+        masks.append(mask)
+    return masks[0], masks[1]
 
 
 def foreground_mask(data: np.ndarray) -> np.ndarray:

@@ -1,0 +1,188 @@
+"""Model work off the UI thread: segmentation nearest the slice on screen first, Grad-CAM and
+Grad-CAM++ of the visible slice, LIME on request (cancellable), "explain all lesion slices".
+
+One worker thread owns the model. It takes the most urgent task each time it is free, so changing
+slice re-prioritises at the next slice boundary (about 0.1 s on a CPU). Results travel to the UI as
+Qt signals (queued across threads). torch is limited to all cores but one while the viewer runs, so
+the UI thread keeps a core for painting (measured in benchmarks/bench_viewer.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PySide6.QtCore import QObject, Signal
+
+from app.study import Study
+from explain.engine import ExplainParams, ExplanationEngine, SliceExplanation
+from xnet_core.errors import Cancelled, XNetError
+
+log = logging.getLogger(__name__)
+
+CAM_METHODS = ("gradcam", "gradcampp")
+
+
+def limit_torch_threads() -> int:
+    """Leave one core to the UI thread; returns the number of torch threads."""
+    threads = max(1, (os.cpu_count() or 2) - 1)
+    torch.set_num_threads(threads)
+    return threads
+
+
+@dataclass
+class _Requests:
+    visible: int = 0
+    lime: list[int] = field(default_factory=list)
+    explain_all: bool = False
+    cancel_lime: bool = False
+    stop: bool = False
+
+
+class ModelWorker(QObject):
+    """Runs in its own thread; call the ``request_*`` methods from the UI thread."""
+
+    sliceSegmented = Signal(int, object)  # z, probabilities [x, y]
+    segmentationFinished = Signal()
+    explained = Signal(object)  # SliceExplanation
+    progress = Signal(str, int, int)  # task, done, total
+    failed = Signal(str)
+    limeEnded = Signal(int, str)  # z, "done" | "cancelled"
+
+    def __init__(self, engine: ExplanationEngine, study: Study, params: ExplainParams | None = None) -> None:
+        super().__init__()
+        self.engine, self.study = engine, study
+        self.params = params or ExplainParams()
+        self._requests = _Requests()
+        self._wake = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="xnet-model", daemon=True)
+        self._context = None
+
+    # -- UI side ---------------------------------------------------------------------------
+    def start(self, visible: int) -> None:
+        self._requests.visible = visible
+        self._thread.start()
+
+    def set_visible(self, z: int) -> None:
+        with self._wake:
+            self._requests.visible = z
+            self._wake.notify()
+
+    def request_lime(self, z: int) -> None:
+        with self._wake:
+            if z not in self._requests.lime:
+                self._requests.lime.append(z)
+            self._requests.cancel_lime = False
+            self._wake.notify()
+
+    def cancel_lime(self) -> None:
+        with self._wake:
+            self._requests.lime.clear()
+            self._requests.cancel_lime = True
+
+    def explain_all_lesion_slices(self) -> None:
+        with self._wake:
+            self._requests.explain_all = True
+            self._wake.notify()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._wake:
+            self._requests.stop = True
+            self._requests.cancel_lime = True
+            self._wake.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # -- worker side -----------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                task = self._next_task()
+                if task is None:
+                    return
+                task()
+        except Exception as error:  # the window must survive any model failure
+            log.error("model worker failed: %s", traceback.format_exc())
+            message = str(error) if isinstance(error, XNetError) else f"model worker failed: {error!r}"
+            self.failed.emit(message)
+
+    def _next_task(self):
+        with self._wake:
+            while True:
+                requests = self._requests
+                if requests.stop:
+                    return None
+                z = requests.visible
+                if self.study.segmented[z] and self._needs_cam(z):
+                    return lambda: self._cam([z])
+                nearest = self.study.next_slice_to_segment(z)
+                if nearest is not None:
+                    return lambda: self._segment(nearest)
+                if requests.lime:
+                    lime_z = requests.lime.pop(0)
+                    return lambda: self._lime(lime_z)
+                if requests.explain_all:
+                    todo = [s for s in self._lesion_slices() if self._needs_cam(s)]
+                    if todo:
+                        return lambda: self._cam(todo[:1], report=len(todo))
+                    requests.explain_all = False
+                self._wake.wait()
+
+    def _needs_cam(self, z: int) -> bool:
+        return any(self.study.status(m, z) is None for m in CAM_METHODS)
+
+    def _lesion_slices(self) -> list[int]:
+        return [int(z) for z in np.flatnonzero(self.study.lesion_area_per_slice_mm2() > 0)]
+
+    def _segment(self, z: int) -> None:
+        plane_model = self.engine.segmenter.predict(self.study.model_input.slices[z:z + 1])[0]
+        plane = self.study.model_input.geometry.from_model(plane_model)
+        self.study.set_probabilities(z, plane)
+        self.sliceSegmented.emit(z, plane)
+        done = int(self.study.segmented.sum())
+        self.progress.emit("segmenting", done, len(self.study.segmented))
+        if self.study.segmentation_complete:
+            self.segmentationFinished.emit()
+
+    def _context_now(self):
+        # A fresh context each time: the mask the target freezes follows the current threshold.
+        segmentation = _StudySegmentation(self.study)
+        if self._context is None:
+            self._context = self.engine.context(self.study.volume, segmentation, self.study.model_input)
+        self._context.segmentation = segmentation
+        return self._context
+
+    def _cam(self, zs: list[int], report: int | None = None) -> None:
+        for result in self.engine.explain(self._context_now(), zs, CAM_METHODS, self.params):
+            self.explained.emit(result)
+        if report is not None:
+            self.progress.emit("explaining lesion slices", len(self._lesion_slices()) - report + 1,
+                               len(self._lesion_slices()))
+
+    def _lime(self, z: int) -> None:
+        with self._wake:
+            self._requests.cancel_lime = False
+        try:
+            results = self.engine.explain(
+                self._context_now(), [z], ("lime",), self.params,
+                on_progress=lambda done, total: self.progress.emit(f"LIME z {z}", done, total),
+                should_cancel=lambda: self._requests.cancel_lime or self._requests.stop)
+        except Cancelled:
+            self.limeEnded.emit(z, "cancelled")
+            return
+        for result in results:
+            self.explained.emit(result)
+        self.limeEnded.emit(z, "done")
+
+
+class _StudySegmentation:
+    """The slice of the Segmentation interface the engine reads: the mask at the current threshold."""
+
+    def __init__(self, study: Study) -> None:
+        self.mask = study.mask()
+        self.slice_area_mm2 = study.lesion_area_per_slice_mm2()

@@ -1,0 +1,221 @@
+"""One linked slice panel: the scan, an overlay (model mask or a heatmap), outlines, a crosshair,
+orientation letters and a colour bar. Display transforms (radiological flip, window) live here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtGui import QImage, QPixmap, QTransform
+from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout
+
+WHEEL_NOTCH = 120  # angle delta of one mouse-wheel notch (1/8 degree units)
+LETTER_STYLE = "color: #ffd54f; font-weight: bold; font-size: 14px; padding: 1px;"
+TITLE_STYLE = "color: white; font-weight: bold; padding: 2px;"
+MODEL_COLOUR = (255, 64, 32)  # model mask / outline: vermilion
+READER_COLOUR = (0, 158, 255)  # reader outline: sky blue (Okabe-Ito pair, safe for colour-blind users)
+COLOUR_MAPS = ("inferno", "viridis", "jet")
+
+
+def radiological(axial: np.ndarray) -> np.ndarray:
+    """An axial ``[x, y]`` RAS slice as shown: x reversed, so the patient's right is on the screen's left.
+
+    Image column ``c`` shows RAS ``x = n_x - 1 - c``; image row ``r`` (drawn upwards) shows ``y = r``,
+    so anterior is at the top.
+    """
+    return np.ascontiguousarray(axial[::-1, :])
+
+
+def displayed(axial: np.ndarray, radiological_view: bool) -> np.ndarray:
+    return radiological(axial) if radiological_view else np.ascontiguousarray(axial)
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """The boundary pixels of a 2D mask (4-neighbourhood)."""
+    inside = mask > 0
+    padded = np.pad(inside, 1)
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return inside & ~interior
+
+
+_JET = pg.ColorMap(np.linspace(0, 1, 5), [(0, 0, 143), (0, 127, 255), (127, 255, 127), (255, 127, 0), (127, 0, 0)])
+
+
+def lookup_table(name: str) -> np.ndarray:
+    """RGBA table of a colour map whose lowest 2 % is transparent (no tint where the map is ~0)."""
+    colour_map = _JET if name == "jet" else pg.colormap.get(name)
+    lut = colour_map.getLookupTable(0.0, 1.0, 256, alpha=True)
+    lut[:6, 3] = 0
+    return lut
+
+
+class SliceViewBox(pg.ViewBox):
+    """A ViewBox whose mouse wheel steps through slices (Shift: 5); Ctrl + wheel zooms."""
+
+    sigWheelSteps = Signal(int)
+
+    def __init__(self) -> None:
+        # No context menu: its export would write images without the disclaimer (DESIGN.md).
+        super().__init__(lockAspect=True, invertY=False, enableMenu=False)
+        self._wheel_rest = 0  # trackpads send fractions of a notch
+
+    def wheelEvent(self, ev, axis=None) -> None:  # noqa: N802 (Qt's name)
+        if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            super().wheelEvent(ev, axis)
+            return
+        self._wheel_rest += ev.delta()
+        steps = int(self._wheel_rest / WHEEL_NOTCH)
+        self._wheel_rest -= steps * WHEEL_NOTCH
+        if steps:
+            factor = 5 if ev.modifiers() & Qt.KeyboardModifier.ShiftModifier else 1
+            self.sigWheelSteps.emit(steps * factor)
+        ev.accept()
+
+
+class HoverImageItem(pg.ImageItem):
+    """An ImageItem that reports the image position under the mouse, or None when it leaves."""
+
+    sigHover = Signal(object)
+
+    def hoverEvent(self, ev) -> None:  # noqa: N802 (pyqtgraph's name)
+        self.sigHover.emit(None if ev.isExit() else QPointF(ev.pos()))
+
+
+class ColourBar(QLabel):
+    """A small horizontal strip of a colour map."""
+
+    def show_lut(self, lut: np.ndarray) -> None:
+        strip = np.ascontiguousarray(np.repeat(lut[None, :, :3], 10, axis=0).astype(np.uint8))
+        image = QImage(strip.data, strip.shape[1], strip.shape[0], strip.strides[0], QImage.Format.Format_RGB888)
+        self.setPixmap(QPixmap.fromImage(image.copy()).scaled(140, 10))
+
+
+class SlicePanel(QFrame):
+    """The scan plus one overlay, with letters, title and colour bar; views are linked by the window."""
+
+    hovered = Signal(object)  # RAS (x, y) or None
+    wheelSteps = Signal(int)
+
+    def __init__(self, title: str, voxel_sizes: tuple[float, float, float]) -> None:
+        super().__init__()
+        self.setStyleSheet("QFrame { background: black; }")
+        self.title = QLabel(title)
+        self.title.setStyleSheet(TITLE_STYLE)
+        self.view_box = SliceViewBox()
+        self.graphics_view = pg.GraphicsView(background="k")
+        self.graphics_view.setCentralItem(self.view_box)
+        self.graphics_view.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.scan_item = HoverImageItem(axisOrder="col-major")
+        self.overlay_item = pg.ImageItem(axisOrder="col-major")
+        self.model_outline_item = pg.ImageItem(axisOrder="col-major")
+        self.reader_outline_item = pg.ImageItem(axisOrder="col-major")
+        self.status_text = pg.TextItem("", color=(255, 213, 79), anchor=(0, 0))
+        self.image_items = (self.scan_item, self.overlay_item, self.model_outline_item, self.reader_outline_item)
+        for item in self.image_items:
+            self.view_box.addItem(item)
+        self.view_box.addItem(self.status_text)
+        self.cross_v = pg.InfiniteLine(angle=90, pen=pg.mkPen((0, 255, 0, 120), width=1), movable=False)
+        self.cross_h = pg.InfiniteLine(angle=0, pen=pg.mkPen((0, 255, 0, 120), width=1), movable=False)
+        self.view_box.addItem(self.cross_v)
+        self.view_box.addItem(self.cross_h)
+        self.colour_bar = ColourBar()
+        self.range_label = QLabel("")
+        self.range_label.setStyleSheet("color: white; font-size: 11px;")
+        self.letters = {letter: self._letter(letter) for letter in "RLAP"}
+        self._layout()
+        self.scan_item.sigHover.connect(self._on_hover)
+        self.view_box.sigWheelSteps.connect(self.wheelSteps)
+        self.set_voxel_sizes(voxel_sizes)
+        self.shape_xy = (0, 0)
+        self.radiological_view = True
+
+    def set_voxel_sizes(self, voxel_sizes: tuple[float, float, float]) -> None:
+        """Millimetres on screen: every image item is scaled by the voxel size (true aspect)."""
+        self.voxel_sizes = voxel_sizes
+        scale = QTransform.fromScale(voxel_sizes[0], voxel_sizes[1])
+        for item in self.image_items:
+            item.setTransform(scale)
+
+    def _letter(self, letter: str) -> QLabel:
+        label = QLabel(letter)
+        label.setStyleSheet(LETTER_STYLE)
+        label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        return label
+
+    def _layout(self) -> None:
+        column = QVBoxLayout(self)
+        column.setContentsMargins(2, 2, 2, 2)
+        column.setSpacing(0)
+        header = QHBoxLayout()
+        header.addWidget(self.title, 1)
+        header.addWidget(self.colour_bar)
+        header.addWidget(self.range_label)
+        column.addLayout(header)
+        grid = QGridLayout()
+        grid.setSpacing(0)
+        grid.addWidget(self.letters["A"], 0, 1)
+        grid.addWidget(self.letters["R"], 1, 0)
+        grid.addWidget(self.graphics_view, 1, 1)
+        grid.addWidget(self.letters["L"], 1, 2)
+        grid.addWidget(self.letters["P"], 2, 1)
+        column.addLayout(grid, 1)
+
+    def set_orientation(self, radiological_view: bool) -> None:
+        self.radiological_view = radiological_view
+        left, right = ("R", "L") if radiological_view else ("L", "R")
+        self.letters["R"].setText(left)
+        self.letters["L"].setText(right)
+
+    def show_scan(self, axial: np.ndarray, levels: tuple[float, float]) -> None:
+        self.shape_xy = axial.shape
+        self.scan_item.setImage(displayed(axial, self.radiological_view), autoLevels=False, levels=levels)
+
+    def show_overlay(self, values: np.ndarray | None, lut: np.ndarray, levels: tuple[float, float],
+                     opacity: float) -> None:
+        if values is None:
+            self.overlay_item.clear()
+            return
+        self.overlay_item.setImage(displayed(values, self.radiological_view), autoLevels=False,
+                                   levels=levels, lut=lut)
+        self.overlay_item.setOpacity(opacity)
+
+    def show_outline(self, item: pg.ImageItem, mask: np.ndarray | None, colour: tuple[int, int, int]) -> None:
+        if mask is None or not mask.any():
+            item.clear()
+            return
+        edge = displayed(outline(mask), self.radiological_view)
+        rgba = np.zeros((*edge.shape, 4), np.uint8)
+        rgba[edge] = (*colour, 255)
+        item.setImage(rgba, autoLevels=False)
+
+    def show_scale(self, lut: np.ndarray | None, low: float, high: float, provisional: bool) -> None:
+        """The colour bar and its numeric range; ``lut`` None hides both (the segmentation panel)."""
+        self.colour_bar.setVisible(lut is not None)
+        self.range_label.setVisible(lut is not None)
+        if lut is not None:
+            self.colour_bar.show_lut(lut)
+            self.range_label.setText(f" {low:.3g} – {high:.3g}{' (provisional)' if provisional else ''}")
+
+    def show_status(self, text: str) -> None:
+        self.status_text.setText(text)
+        self.status_text.setPos(2, self.shape_xy[1] * self.voxel_sizes[1] - 2)
+
+    def set_crosshair(self, xy: tuple[int, int] | None) -> None:
+        visible = xy is not None
+        self.cross_v.setVisible(visible)
+        self.cross_h.setVisible(visible)
+        if visible:
+            column = self.shape_xy[0] - 1 - xy[0] if self.radiological_view else xy[0]
+            self.cross_v.setPos((column + 0.5) * self.voxel_sizes[0])
+            self.cross_h.setPos((xy[1] + 0.5) * self.voxel_sizes[1])
+
+    def ras_xy_at(self, image_pos: QPointF) -> tuple[int, int] | None:
+        """RAS ``(x, y)`` under a point in image coordinates (undoes the flip), or None outside."""
+        column, row = int(np.floor(image_pos.x())), int(np.floor(image_pos.y()))
+        n_x, n_y = self.shape_xy
+        if not (0 <= column < n_x and 0 <= row < n_y):
+            return None
+        return (n_x - 1 - column if self.radiological_view else column), row
+
+    def _on_hover(self, image_pos: QPointF | None) -> None:
+        self.hovered.emit(None if image_pos is None else self.ras_xy_at(image_pos))

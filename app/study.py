@@ -1,0 +1,117 @@
+"""What the viewer knows about one scan, as plain arrays (no Qt): the model's probabilities as they
+arrive slice by slice, the threshold and its mask, the explanation maps and their colour scales.
+
+Anything the window shows is computed here, so tests can check it without a display.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from explain.engine import METHODS, SliceExplanation
+from xnet_core.metrics import Lesion, lesions
+from xnet_core.preprocess import ModelInput
+from xnet_core.volume import Volume
+
+SCALE_PERCENTILE = 99.5  # colour scales ignore the hottest 0.5 % (single-voxel spikes)
+
+
+@dataclass
+class ColourScale:
+    low: float
+    high: float
+    provisional: bool  # True until every lesion slice of the method is computed
+
+
+@dataclass
+class Study:
+    volume: Volume
+    model_input: ModelInput
+    threshold: float = 0.5
+    probabilities: np.ndarray = field(init=False)
+    segmented: np.ndarray = field(init=False)  # bool [z]
+    maps: dict[str, np.ndarray] = field(init=False)
+    explained: dict[str, dict[int, str]] = field(init=False)  # method -> z -> status
+    fixed_scales: dict[str, ColourScale] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.probabilities = np.zeros(self.volume.shape, np.float32)
+        self.segmented = ~self.model_input.brain_slices.copy()  # brain-free slices: nothing to compute
+        self.maps = {m: np.zeros(self.volume.shape, np.float32) for m in METHODS}
+        self.explained = {m: {} for m in METHODS}
+
+    # -- segmentation ----------------------------------------------------------------------
+    def set_probabilities(self, z: int, plane: np.ndarray) -> None:
+        self.probabilities[:, :, z] = plane
+        self.segmented[z] = True
+
+    @property
+    def segmentation_complete(self) -> bool:
+        return bool(self.segmented.all())
+
+    def next_slice_to_segment(self, near: int) -> int | None:
+        """The unsegmented slice nearest ``near`` (the slice on screen first, then outwards)."""
+        remaining = np.flatnonzero(~self.segmented)
+        if remaining.size == 0:
+            return None
+        return int(remaining[np.argmin(np.abs(remaining - near))])
+
+    def mask(self) -> np.ndarray:
+        return (self.probabilities >= self.threshold).astype(np.uint8)
+
+    def mask_slice(self, z: int) -> np.ndarray:
+        return (self.probabilities[:, :, z] >= self.threshold).astype(np.uint8)
+
+    def lesions(self) -> list[Lesion]:
+        return lesions(self.mask(), self.volume.voxel_volume_ml)
+
+    def lesion_rows(self) -> list[dict]:
+        """The lesion table: volume, centroid in world mm, hemisphere, slices and the slice to show."""
+        affine = self.volume.affine
+        brain = np.argwhere(self.model_input.brain_mask > 0)
+        midline_x = float((affine @ [*brain.mean(axis=0), 1.0])[0]) if brain.size else 0.0
+        rows = []
+        for lesion in self.lesions():
+            centre = affine @ [*lesion.centroid, 1.0]
+            rows.append({
+                "volume_ml": lesion.volume_ml,
+                "centroid_mm": tuple(float(v) for v in centre[:3]),
+                # RAS: world x grows towards the patient's right; the brain's centre stands for the midline
+                "hemisphere": "R" if centre[0] > midline_x else "L",
+                "slices": lesion.z_range,
+                "z": int(round(lesion.centroid[2])),
+            })
+        return rows
+
+    def lesion_area_per_slice_mm2(self) -> np.ndarray:
+        vx, vy, _ = self.volume.voxel_sizes
+        return (self.probabilities >= self.threshold).sum(axis=(0, 1)) * vx * vy
+
+    def lesion_volume_ml(self) -> float:
+        return float((self.probabilities >= self.threshold).sum() * self.volume.voxel_volume_ml)
+
+    # -- explanations ----------------------------------------------------------------------
+    def add_explanation(self, result: SliceExplanation) -> None:
+        self.explained[result.method][result.z] = result.status
+        if result.ok:
+            self.maps[result.method][:, :, result.z] = result.map
+
+    def status(self, method: str, z: int) -> str | None:
+        return self.explained[method].get(z)
+
+    def scale(self, method: str) -> ColourScale:
+        """One scale per method for every slice (DESIGN.md): from the computed maps, provisional
+        until all lesion slices are explained; LIME shows its positive weights by default."""
+        if method in self.fixed_scales:
+            return self.fixed_scales[method]
+        done = [z for z, status in self.explained[method].items() if status == "ok"]
+        if not done:
+            return ColourScale(0.0, 1.0, True)
+        values = self.maps[method][:, :, done]
+        positive = values[values > 0]
+        high = float(np.percentile(positive, SCALE_PERCENTILE)) if positive.size else 1.0
+        lesion_slices = set(np.flatnonzero(self.lesion_area_per_slice_mm2() > 0).tolist())
+        provisional = not self.segmentation_complete or not lesion_slices <= set(self.explained[method])
+        return ColourScale(0.0, max(high, 1e-12), provisional)

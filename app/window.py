@@ -1,0 +1,604 @@
+"""The main window: the segmentation next to Grad-CAM, Grad-CAM++ and LIME on one shared slice.
+
+Four linked panels (one slice index, crosshair, zoom and pan), the model working in the background
+(``app.jobs``), overlay toggles with one key each, a live threshold, and a readout of every value at
+the cursor. Numbers come from ``app.study`` / ``xnet_core`` / ``explain``; this module arranges them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QDoubleSpinBox,
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QSlider,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.jobs import ModelWorker, limit_torch_threads
+from app.navigator import LesionNavigator
+from app.slice_panel import MODEL_COLOUR, SlicePanel, lookup_table
+from app.study import Study
+from explain.engine import METHOD_NAMES, ExplanationEngine, SliceExplanation
+from xnet_core import DISCLAIMER, __version__
+from xnet_core.checkpoint import Checkpoint, load_checkpoint
+from xnet_core.errors import XNetError
+from xnet_core.preprocess import prepare
+from xnet_core.volume import Volume, load_volume
+
+log = logging.getLogger(__name__)
+
+PAGE_STEP = 10
+MAX_RECENT = 8
+PERCENTILE_SAMPLE = 2_000_000
+BANNER_STYLE = "background: #ffcc00; color: black; font-weight: bold; font-size: 13px; padding: 4px;"
+WARNING_STYLE = "background: #ffe0b2; color: black; padding: 3px;"
+HEATMAP_METHODS = ("gradcam", "gradcampp", "lime")
+SHORTCUTS = [
+    ("Up / Down, mouse wheel", "next / previous slice (Shift: 5 slices)"),
+    ("PageUp / PageDown", f"{PAGE_STEP} slices"),
+    ("Ctrl + wheel, left drag", "zoom, pan (all panels together)"),
+    ("Right drag", "window / level (horizontal: width, vertical: level)"),
+    ("S", "segmentation overlay on/off"),
+    ("O", "model mask filled / outline"),
+    ("H", "heatmaps on/off"),
+    ("+ / -", "overlay opacity up / down"),
+    ("R", "radiological / neurological display"),
+    ("L", "LIME on this slice"),
+    ("Esc", "cancel LIME"),
+    ("E", "explain all lesion slices (Grad-CAM, Grad-CAM++)"),
+    ("F", "single panel / four panels"),
+]
+
+
+def grey_window(data: np.ndarray, percentiles: tuple[float, float] = (1, 99.5)) -> tuple[float, float]:
+    """Percentile window of the non-background voxels: one grey window for every slice.
+
+    Background (the minimum, e.g. the zeros around a skull-stripped brain) is left out, else it
+    pulls the window down and white matter saturates.
+    """
+    step = max(1, data.size // PERCENTILE_SAMPLE)
+    sample = data.ravel()[::step]
+    foreground = sample[sample > sample.min()]
+    sample = foreground if foreground.size > 0.05 * sample.size else sample
+    low, high = (float(v) for v in np.percentile(sample, percentiles))
+    if high <= low:  # mostly-constant scans (e.g. zero padding): fall back to the full range
+        low, high = float(data.min()), float(data.max())
+    return low, high
+
+
+def looks_like_t1(volume: Volume, brain: np.ndarray) -> bool:
+    """On the template grid: is white matter brighter than grey matter (as on a T1)? Elsewhere the
+    tissue maps are not aligned, so no judgement is made (True)."""
+    from xnet_core.preprocess import is_template_grid, template_tissue_masks
+
+    if not is_template_grid(volume):
+        return True
+    grey, white = template_tissue_masks()
+    inside = brain > 0
+    return float(np.median(volume.data[white & inside])) > float(np.median(volume.data[grey & inside]))
+
+
+class WindowLevelViewBox:
+    """Right-drag window/level on a panel's ViewBox (patched in; pyqtgraph's right-drag zooms)."""
+
+    def __init__(self, window: "ViewerWindow") -> None:
+        self.window = window
+
+    def install(self, view_box: pg.ViewBox) -> None:
+        original = view_box.mouseDragEvent
+
+        def drag(ev, axis=None):
+            if ev.button() != Qt.MouseButton.RightButton:
+                original(ev, axis)
+                return
+            ev.accept()
+            delta = ev.screenPos() - ev.lastScreenPos()
+            self.window.adjust_window(delta.x(), -delta.y())
+
+        view_box.mouseDragEvent = drag
+
+
+class ViewerWindow(QMainWindow):
+    """One scan, the model's mask and three explanation maps in linked axial panels."""
+
+    def __init__(self, volume: Volume, checkpoint: Checkpoint | None, device: str = "auto",
+                 engine: ExplanationEngine | None = None, start_model: bool = True) -> None:
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.start_model = start_model and checkpoint is not None
+        self.engine = engine
+        if self.start_model and engine is None:
+            limit_torch_threads()
+            self.engine = ExplanationEngine(checkpoint, device=device)
+        self._hover: tuple[int, int] | None = None
+        self.show_segmentation, self.show_heatmaps, self.outline_mode = True, True, False
+        self.opacity, self.radiological_view, self.single_panel = 0.5, True, False
+        self.colour_map = "inferno"
+        self.worker: ModelWorker | None = None
+        self.volume, self._z = volume, volume.shape[2] // 2
+        self.panels = {"segmentation": SlicePanel("Segmentation", volume.voxel_sizes)}
+        for method in HEATMAP_METHODS:
+            self.panels[method] = SlicePanel(METHOD_NAMES[method], volume.voxel_sizes)
+        self._link_panels()
+        self.slider = self._make_slider()
+        self.slice_label = QLabel()
+        self.threshold_box = self._make_threshold_box()
+        self.colour_box = QComboBox()
+        self.colour_box.addItems(["inferno", "viridis", "jet"])
+        self.colour_box.currentTextChanged.connect(self.set_colour_map)
+        self.model_label = QLabel()
+        self.progress_label = QLabel()
+        self.readout_label = QLabel()
+        self.navigator = LesionNavigator()
+        self.navigator.jump.connect(self.set_slice)
+        self._lesion_timer = QTimer(self)
+        self._lesion_timer.setSingleShot(True)
+        self._lesion_timer.setInterval(150)  # debounce threshold changes: labelling takes ~0.2 s
+        self._lesion_timer.timeout.connect(self._update_navigator)
+        self._make_actions()
+        self.setCentralWidget(self._layout())
+        dock = QDockWidget("Lesions", self)
+        dock.setWidget(self.navigator)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self._make_status_bar()
+        self.setAcceptDrops(True)
+        if self.engine is not None:
+            self.model_label.setText(self._model_text())
+        available = self.screen().availableGeometry()
+        self.resize(min(1600, int(available.width() * 0.9)), min(1000, int(available.height() * 0.9)))
+        self.set_volume(volume)
+
+    def set_volume(self, volume: Volume) -> None:
+        """Show ``volume``: a fresh study and model worker; the previous scan's work stops."""
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+        self.volume = volume
+        self.levels = self.initial_levels = grey_window(volume.data)
+        normalisation = self.checkpoint.normalisation if self.checkpoint else "robust"
+        self.study = Study(volume, prepare(volume, normalisation), threshold=self.threshold_box.value())
+        self._z = volume.shape[2] // 2
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, volume.shape[2] - 1)
+        self.slider.setValue(self._z)
+        self.slider.blockSignals(False)
+        for panel in self.panels.values():
+            panel.set_voxel_sizes(volume.voxel_sizes)
+        self.setWindowTitle(f"{volume.name} — X-Net Viewer {__version__}")
+        self._show_warnings()
+        if self.start_model:
+            self.worker = ModelWorker(self.engine, self.study)
+            self.worker.sliceSegmented.connect(self._on_slice_segmented)
+            self.worker.explained.connect(self._on_explained)
+            self.worker.progress.connect(self._on_progress)
+            self.worker.failed.connect(self._on_failed)
+            self.worker.limeEnded.connect(self._on_lime_ended)
+            self.worker.segmentationFinished.connect(self._on_segmentation_finished)
+            self.worker.start(self._z)
+        self._refresh()
+        self._update_navigator()
+        self.panels["segmentation"].view_box.autoRange(padding=0.02)
+
+    def _show_warnings(self) -> None:
+        warnings = list(self.volume.warnings)
+        if self.checkpoint is not None:
+            warnings += self.study.model_input.warnings
+            if not looks_like_t1(self.volume, self.study.model_input.brain_mask):
+                warnings.append("This scan does not look T1-weighted (white matter is not brighter than grey "
+                                "matter); X-Net was trained on T1 scans, so its output may be meaningless.")
+        else:
+            warnings.append("No model loaded: the scan is shown without segmentation or explanations.")
+        self.warnings_label.setText("\n".join(warnings))
+        self.warnings_label.setVisible(bool(warnings))
+
+    # -- construction ----------------------------------------------------------------------
+    def _link_panels(self) -> None:
+        first = self.panels["segmentation"]
+        wl = WindowLevelViewBox(self)
+        for panel in self.panels.values():
+            if panel is not first:
+                panel.view_box.setXLink(first.view_box)
+                panel.view_box.setYLink(first.view_box)
+            panel.wheelSteps.connect(self.step_slice)
+            panel.hovered.connect(self._on_hover)
+            wl.install(panel.view_box)
+
+    def _make_slider(self) -> QSlider:
+        slider = QSlider(Qt.Orientation.Vertical)  # top = superior, like the Up key
+        slider.setRange(0, self.volume.shape[2] - 1)
+        slider.setPageStep(PAGE_STEP)
+        slider.setToolTip("Axial slice z (also: mouse wheel, Up/Down, PageUp/PageDown)")
+        slider.setValue(self._z)
+        slider.valueChanged.connect(self.set_slice)
+        slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        return slider
+
+    def _make_threshold_box(self) -> QDoubleSpinBox:
+        box = QDoubleSpinBox()
+        box.setRange(0.05, 0.95)
+        box.setSingleStep(0.05)
+        box.setDecimals(2)
+        box.setValue(0.5)
+        box.setToolTip("Probability threshold of the model mask")
+        box.valueChanged.connect(self.set_threshold)
+        return box
+
+    def _action(self, text: str, key: str, slot, checkable: bool = False, checked: bool = False) -> QAction:
+        action = QAction(text, self)
+        action.setShortcut(QKeySequence(key))
+        action.setCheckable(checkable)
+        if checkable:
+            action.setChecked(checked)
+            action.toggled.connect(slot)
+        else:
+            action.triggered.connect(slot)
+        self.addAction(action)
+        return action
+
+    def _make_actions(self) -> None:
+        self.actions_by_name = {
+            "segmentation": self._action("Segmentation", "S", self.set_show_segmentation, True, True),
+            "outline": self._action("Outline", "O", self.set_outline_mode, True, False),
+            "heatmaps": self._action("Heatmaps", "H", self.set_show_heatmaps, True, True),
+            "radiological": self._action("Radiological", "R", self.set_radiological, True, True),
+            "single": self._action("Single panel", "F", self.set_single_panel, True, False),
+            "opacity_up": self._action("Opacity +", "+", lambda: self.set_opacity(self.opacity + 0.1)),
+            "opacity_down": self._action("Opacity −", "-", lambda: self.set_opacity(self.opacity - 0.1)),
+            "lime": self._action("LIME this slice", "L", self.request_lime),
+            "cancel": self._action("Cancel LIME", "Esc", self.cancel_lime),
+            "explain_all": self._action("Explain all lesion slices", "E", self.explain_all),
+        }
+        toolbar = QToolBar("Overlays")
+        toolbar.setMovable(False)
+        for name in ("segmentation", "outline", "heatmaps", "radiological", "single", "opacity_down", "opacity_up",
+                     "lime", "cancel", "explain_all"):
+            toolbar.addAction(self.actions_by_name[name])
+        toolbar.addSeparator()
+        toolbar.addWidget(QLabel(" threshold "))
+        toolbar.addWidget(self.threshold_box)
+        toolbar.addWidget(QLabel(" colours "))
+        toolbar.addWidget(self.colour_box)
+        self.addToolBar(toolbar)
+        file_menu = self.menuBar().addMenu("&File")
+        file_menu.addAction("Open scan…", QKeySequence.StandardKey.Open, self._choose_scan)
+        self.recent_menu = file_menu.addMenu("Open recent")
+        self._fill_recent_menu()
+        file_menu.addAction("Choose weights…", self._choose_weights)
+        file_menu.addSeparator()
+        file_menu.addAction("Quit", QKeySequence.StandardKey.Quit, self.close)
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction("Keyboard shortcuts", self.show_shortcuts)
+        view_menu = self.menuBar().addMenu("&View")
+        for name in ("segmentation", "outline", "heatmaps", "radiological", "single"):
+            view_menu.addAction(self.actions_by_name[name])
+        view_menu.addAction("Reset window/level", self.reset_window)
+
+    def _layout(self) -> QWidget:
+        grid = QGridLayout()
+        grid.setSpacing(3)
+        for index, name in enumerate(("segmentation", "gradcam", "gradcampp", "lime")):
+            grid.addWidget(self.panels[name], index // 2, index % 2)
+        slider_column = QVBoxLayout()
+        slider_column.addWidget(QLabel("S"), 0, Qt.AlignmentFlag.AlignHCenter)
+        slider_column.addWidget(self.slider, 1, Qt.AlignmentFlag.AlignHCenter)
+        slider_column.addWidget(QLabel("I"), 0, Qt.AlignmentFlag.AlignHCenter)
+        slider_column.addWidget(self.slice_label, 0, Qt.AlignmentFlag.AlignHCenter)
+        row = QHBoxLayout()
+        row.addLayout(grid, 1)
+        row.addLayout(slider_column)
+        central = QWidget()
+        column = QVBoxLayout(central)
+        intended = (self.checkpoint.card.get("intended_use", "") if self.checkpoint else "")
+        self.banner = QLabel(DISCLAIMER + (f"  Model: {intended}" if intended else ""))
+        self.banner.setStyleSheet(BANNER_STYLE)
+        self.banner.setWordWrap(True)
+        column.addWidget(self.banner)
+        self.warnings_label = QLabel()
+        self.warnings_label.setStyleSheet(WARNING_STYLE)
+        self.warnings_label.setWordWrap(True)
+        column.addWidget(self.warnings_label)
+        column.addLayout(row, 1)
+        return central
+
+    def _make_status_bar(self) -> None:
+        self.statusBar().addWidget(self.readout_label, 1)
+        self.statusBar().addPermanentWidget(self.progress_label)
+        self.statusBar().addPermanentWidget(self.model_label)
+
+    def _model_text(self) -> str:
+        segmenter = self.engine.segmenter
+        return (f"{self.checkpoint.path.name} ({self.checkpoint.short_hash}) · {segmenter.device.type} · "
+                f"{segmenter.precision}")
+
+    # -- slices ----------------------------------------------------------------------------
+    @property
+    def current_slice(self) -> int:
+        return self._z
+
+    def set_slice(self, z: int) -> None:
+        z = int(np.clip(z, 0, self.volume.shape[2] - 1))
+        if z == self._z and self.slider.value() == z:
+            return
+        self._z = z
+        self.slider.setValue(z)
+        if self.worker is not None:
+            self.worker.set_visible(z)
+        self._refresh()
+
+    def step_slice(self, steps: int) -> None:
+        self.set_slice(self._z + steps)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt's name)
+        shift = 5 if event.modifiers() & Qt.KeyboardModifier.ShiftModifier else 1
+        steps = {Qt.Key.Key_Up: shift, Qt.Key.Key_Down: -shift,
+                 Qt.Key.Key_PageUp: PAGE_STEP, Qt.Key.Key_PageDown: -PAGE_STEP}.get(event.key())
+        if steps is None:
+            super().keyPressEvent(event)
+            return
+        self.step_slice(steps)
+        event.accept()
+
+    # -- overlays --------------------------------------------------------------------------
+    def set_show_segmentation(self, on: bool) -> None:
+        self.show_segmentation = on
+        self._refresh()
+
+    def set_outline_mode(self, on: bool) -> None:
+        self.outline_mode = on
+        self._refresh()
+
+    def set_show_heatmaps(self, on: bool) -> None:
+        self.show_heatmaps = on
+        self._refresh()
+
+    def set_radiological(self, on: bool) -> None:
+        self.radiological_view = on
+        for panel in self.panels.values():
+            panel.set_orientation(on)
+        self._refresh()
+
+    def set_single_panel(self, on: bool) -> None:
+        self.single_panel = on
+        for name, panel in self.panels.items():
+            panel.setVisible(not on or name == "segmentation")
+
+    def set_opacity(self, value: float) -> None:
+        self.opacity = float(np.clip(value, 0.0, 1.0))
+        self._refresh()
+
+    def set_colour_map(self, name: str) -> None:
+        self.colour_map = name
+        self._refresh()
+
+    def set_threshold(self, value: float) -> None:
+        self.study.threshold = float(value)
+        if self.threshold_box.value() != value:
+            self.threshold_box.setValue(value)
+        self._refresh()
+        self._lesion_timer.start()
+
+    def adjust_window(self, dx: float, dy: float) -> None:
+        low, high = self.levels
+        width, level = high - low, (high + low) / 2
+        span = self.initial_levels[1] - self.initial_levels[0]
+        width = max(width + dx * span / 200, span / 1000)
+        level = level + dy * span / 200
+        self.levels = (level - width / 2, level + width / 2)
+        self._refresh()
+
+    def reset_window(self) -> None:
+        self.levels = self.initial_levels
+        self._refresh()
+
+    # -- model results ---------------------------------------------------------------------
+    def _on_slice_segmented(self, z: int, _plane) -> None:
+        if abs(z - self._z) <= 0:
+            self._refresh()
+        else:
+            self._show_readout()
+
+    def _on_explained(self, result: SliceExplanation) -> None:
+        self.study.add_explanation(result)
+        if result.z == self._z or result.ok:
+            self._refresh()
+
+    def _on_segmentation_finished(self) -> None:
+        self._on_progress("segmentation complete", 1, 1)
+        self._update_navigator()
+
+    def _update_navigator(self) -> None:
+        self.navigator.update_from(self.study)
+        self.navigator.set_current(self._z)
+
+    def _on_progress(self, task: str, done: int, total: int) -> None:
+        self.progress_label.setText(f"{task} {done}/{total}" if done < total else f"{task}: done")
+
+    def _on_failed(self, message: str) -> None:
+        self.statusBar().showMessage(message, 15000)
+        self.progress_label.setText("model stopped")
+
+    def _on_lime_ended(self, z: int, how: str) -> None:
+        self.progress_label.setText(f"LIME z {z}: {how}")
+        self._refresh()
+
+    def request_lime(self) -> None:
+        if self.worker is not None:
+            self.worker.request_lime(self._z)
+            self.progress_label.setText(f"LIME z {self._z}: queued")
+
+    def cancel_lime(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel_lime()
+
+    def explain_all(self) -> None:
+        if self.worker is not None:
+            self.worker.explain_all_lesion_slices()
+
+    # -- drawing ---------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        z = self._z
+        axial = self.volume.data[:, :, z]
+        mask = self.study.mask_slice(z) if self.study.segmented[z] else None
+        lut = lookup_table(self.colour_map)
+        for name, panel in self.panels.items():
+            panel.show_scan(axial, self.levels)
+            outline_mask = mask if self.show_segmentation and (self.outline_mode or name != "segmentation") else None
+            panel.show_outline(panel.model_outline_item, outline_mask, MODEL_COLOUR)
+            if name == "segmentation":
+                self._draw_segmentation(panel, mask)
+            else:
+                self._draw_heatmap(panel, name, lut)
+        self.slice_label.setText(f"z {z}\nof 0–{self.volume.shape[2] - 1}")
+        self.navigator.set_current(z)
+        self._show_readout()
+
+    def _draw_segmentation(self, panel: SlicePanel, mask: np.ndarray | None) -> None:
+        panel.show_scale(None, 0, 0, False)
+        if not self.study.segmented[self._z]:
+            panel.show_status("segmenting…")
+        else:
+            area = float(mask.sum() * self.volume.voxel_sizes[0] * self.volume.voxel_sizes[1])
+            panel.show_status(f"lesion {area:.0f} mm² on this slice · {self.study.lesion_volume_ml():.2f} ml "
+                              f"so far (threshold {self.study.threshold:.2f})")
+        if mask is None or not self.show_segmentation or self.outline_mode:
+            panel.overlay_item.clear()
+            return
+        lut = np.zeros((2, 4), np.uint8)
+        lut[1] = (*MODEL_COLOUR, 255)
+        panel.show_overlay(mask.astype(np.float32), lut, (0.0, 1.0), self.opacity)
+
+    def _draw_heatmap(self, panel: SlicePanel, method: str, lut: np.ndarray) -> None:
+        scale = self.study.scale(method)
+        panel.show_scale(lut, scale.low, scale.high, scale.provisional)
+        status = self.study.status(method, self._z)
+        if status is None:
+            waiting = "press L for LIME" if method == "lime" else "computing…"
+            panel.show_status(waiting if self.study.segmented[self._z] else "waiting for segmentation")
+            panel.overlay_item.clear()
+            return
+        panel.show_status("" if status == "ok" else status)
+        if status != "ok" or not self.show_heatmaps:
+            panel.overlay_item.clear()
+            return
+        values = self.study.maps[method][:, :, self._z]
+        panel.show_overlay(values, lut, (scale.low, scale.high), self.opacity)
+
+    # -- readout ---------------------------------------------------------------------------
+    def _on_hover(self, xy: tuple[int, int] | None) -> None:
+        self._hover = xy
+        for panel in self.panels.values():
+            panel.set_crosshair(xy)
+        self._show_readout()
+
+    def readout(self, ras_index: tuple[int, int, int]) -> str:
+        """Slice, file voxel (i, j, k), world mm, intensity, model probability and each map's value."""
+        x, y, z = (int(v) for v in ras_index)
+        i, j, k = self.volume.source_index((x, y, z))
+        mm = self.volume.affine @ np.array([x, y, z, 1.0])
+        parts = [f"slice z {z}", f"voxel (i, j, k) ({i}, {j}, {k})",
+                 f"RAS ({mm[0]:.1f}, {mm[1]:.1f}, {mm[2]:.1f}) mm", f"value {float(self.volume.data[x, y, z]):.6g}"]
+        parts.append(f"p {self.study.probabilities[x, y, z]:.3f}" if self.study.segmented[z] else "p …")
+        for method in HEATMAP_METHODS:
+            if self.study.status(method, z) == "ok":
+                parts.append(f"{METHOD_NAMES[method]} {self.study.maps[method][x, y, z]:.3g}")
+        return "    ".join(parts)
+
+    def _show_readout(self) -> None:
+        if self._hover is None:
+            window = f"W {self.levels[1] - self.levels[0]:.4g} L {(self.levels[0] + self.levels[1]) / 2:.4g}"
+            self.readout_label.setText(f"slice z {self._z}    {window}    (point at the image for values)")
+        else:
+            self.readout_label.setText(self.readout((*self._hover, self._z)))
+
+    # -- files ---------------------------------------------------------------------------------
+    def open_scan(self, path: str) -> bool:
+        """Open another NIfTI scan; a file that cannot be read leaves the current scan on screen."""
+        try:
+            volume = load_volume(path)
+        except XNetError as exc:
+            self.show_error(f"Cannot open the scan: {exc}")
+            return False
+        self.set_volume(volume)
+        self._remember_recent(str(path))
+        return True
+
+    def open_weights(self, path: str) -> bool:
+        """Use other X-Net weights; the current scan is segmented again with them."""
+        try:
+            checkpoint = load_checkpoint(path)
+            engine = ExplanationEngine(checkpoint, device=self.engine.device.type if self.engine else "auto")
+        except XNetError as exc:
+            self.show_error(f"Cannot use these weights: {exc}")
+            return False
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+        self.checkpoint, self.engine, self.start_model = checkpoint, engine, True
+        self.model_label.setText(self._model_text())
+        self.set_volume(self.volume)
+        return True
+
+    def show_error(self, message: str) -> None:
+        """A message that says what is wrong, without blocking the window."""
+        self.last_error = message
+        log.warning(message)
+        self.statusBar().showMessage(message, 30000)
+        box = QMessageBox(QMessageBox.Icon.Warning, "X-Net Viewer", message, QMessageBox.StandardButton.Ok, self)
+        box.setModal(False)
+        box.show()
+
+    def _choose_scan(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open scan", "", "NIfTI (*.nii *.nii.gz);;All files (*)")
+        if path:
+            self.open_scan(path)
+
+    def _choose_weights(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose X-Net weights", "", "PyTorch weights (*.pt *.pth)")
+        if path:
+            self.open_weights(path)
+
+    def _remember_recent(self, path: str) -> None:
+        settings = QSettings()
+        recent = [p for p in (settings.value("recent_files") or []) if p != path]
+        settings.setValue("recent_files", [path, *recent][:MAX_RECENT])
+        self._fill_recent_menu()
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for path in QSettings().value("recent_files") or []:
+            self.recent_menu.addAction(path, lambda p=path: self.open_scan(p))
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        urls = event.mimeData().urls()
+        if urls:
+            self.open_scan(urls[0].toLocalFile())
+
+    # -- help and closing ------------------------------------------------------------------
+    def show_shortcuts(self) -> None:
+        rows = "".join(f"<tr><td><b>{key}</b></td><td>{what}</td></tr>" for key, what in SHORTCUTS)
+        QMessageBox.information(self, "Keyboard shortcuts", f"<table>{rows}</table>")
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        if self.worker is not None:
+            self.worker.stop()
+        super().closeEvent(event)

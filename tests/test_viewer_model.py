@@ -1,0 +1,123 @@
+"""The viewer with the demo model (pytest-qt, offscreen): background segmentation of the slice on
+screen first, Grad-CAM/Grad-CAM++ following, overlays, threshold, window/level, orientation, LIME."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPointF, QStandardPaths, Qt
+
+from app.window import ViewerWindow
+from explain.engine import ExplainParams, ExplanationEngine
+from xnet_core.assets import DEMO_LESION, asset_path, demo_scan_path
+from xnet_core.volume import load_volume
+
+
+@pytest.fixture(scope="module")
+def lesion_z() -> int:
+    truth = load_volume(asset_path(DEMO_LESION)).data
+    return int(np.argmax(truth.sum(axis=(0, 1))))
+
+
+@pytest.fixture(scope="module")
+def window(qapp, demo_checkpoint, tmp_path_factory, lesion_z):
+    QStandardPaths.setTestModeEnabled(True)
+    engine = ExplanationEngine(demo_checkpoint, device="cpu", cache_dir=tmp_path_factory.mktemp("viewer-cache"))
+    win = ViewerWindow(load_volume(demo_scan_path()), demo_checkpoint, engine=engine)
+    win.worker.params = ExplainParams(lime_samples=200)
+    win.show()
+    win.set_slice(lesion_z)
+    yield win
+    win.close()
+
+
+def test_slice_on_screen_is_segmented_and_explained_first(window, qtbot, lesion_z) -> None:
+    qtbot.waitUntil(lambda: window.study.segmented[lesion_z], timeout=60_000)
+    assert window.study.segmented.sum() < len(window.study.segmented)  # the rest is still to come
+    qtbot.waitUntil(lambda: window.study.status("gradcampp", lesion_z) is not None, timeout=60_000)
+    assert window.study.status("gradcam", lesion_z) in ("ok", "no lesion predicted on this slice")
+    assert "lesion" in window.panels["segmentation"].status_text.toPlainText()
+
+
+def test_changing_slice_reprioritises(window, qtbot, lesion_z) -> None:
+    far = lesion_z + 40
+    window.set_slice(far)
+    qtbot.waitUntil(lambda: window.study.segmented[far], timeout=30_000)
+    window.set_slice(lesion_z)
+
+
+def test_overlay_toggles(window, qtbot, lesion_z) -> None:
+    panel = window.panels["segmentation"]
+    assert window.study.mask_slice(lesion_z).any(), "the demo model should find lesion on this slice"
+    assert panel.overlay_item.image is not None
+    qtbot.keyClick(window, Qt.Key.Key_S)
+    assert not window.show_segmentation and panel.overlay_item.image is None
+    qtbot.keyClick(window, Qt.Key.Key_S)
+    assert panel.overlay_item.image is not None
+    qtbot.keyClick(window, Qt.Key.Key_O)  # outline instead of fill
+    assert panel.overlay_item.image is None and panel.model_outline_item.image is not None
+    qtbot.keyClick(window, Qt.Key.Key_O)
+    heat = window.panels["gradcam"].overlay_item
+    assert heat.image is not None
+    qtbot.keyClick(window, Qt.Key.Key_H)
+    assert heat.image is None
+    qtbot.keyClick(window, Qt.Key.Key_H)
+    assert heat.image is not None
+    before = window.opacity
+    qtbot.keyClick(window, Qt.Key.Key_Minus)
+    assert window.opacity == pytest.approx(before - 0.1) and heat.opacity() == pytest.approx(before - 0.1)
+
+
+def test_threshold_updates_mask_and_volume_at_once(window, lesion_z) -> None:
+    window.set_threshold(0.3)
+    low = window.study.mask_slice(lesion_z).sum()
+    window.set_threshold(0.9)
+    high = window.study.mask_slice(lesion_z).sum()
+    assert high <= low
+    assert "threshold 0.90" in window.panels["segmentation"].status_text.toPlainText()
+    window.set_threshold(0.5)
+    assert window.threshold_box.value() == pytest.approx(0.5)
+
+
+def test_window_level_drag_changes_every_panel(window, qtbot) -> None:
+    panel = window.panels["gradcam"]
+    before = tuple(window.levels)
+    viewport = panel.graphics_view.viewport()
+    centre = viewport.rect().center()
+    qtbot.mousePress(viewport, Qt.MouseButton.RightButton, pos=centre)
+    for step in range(1, 6):
+        qtbot.mouseMove(viewport, centre + type(centre)(10 * step, 0))
+    qtbot.mouseRelease(viewport, Qt.MouseButton.RightButton, pos=centre + type(centre)(50, 0))
+    after = tuple(window.levels)
+    assert after[1] - after[0] > before[1] - before[0]  # dragging right widens the window
+    assert tuple(window.panels["lime"].scan_item.levels) == pytest.approx(after)
+    window._on_hover(None)
+    assert f"W {after[1] - after[0]:.4g}" in window.readout_label.text()  # the values are shown
+    window.reset_window()
+    assert tuple(window.levels) == pytest.approx(before)
+
+
+def test_radiological_toggle_and_readout(window, qtbot, lesion_z) -> None:
+    panel = window.panels["segmentation"]
+    data = window.volume.data[:, :, lesion_z]
+    np.testing.assert_array_equal(panel.scan_item.image, data[::-1, :])
+    qtbot.keyClick(window, Qt.Key.Key_R)
+    np.testing.assert_array_equal(panel.scan_item.image, data)
+    assert panel.letters["R"].text() == "L"  # neurological: the patient's left on the screen's left
+    qtbot.keyClick(window, Qt.Key.Key_R)
+    xs, ys = np.nonzero(window.study.mask_slice(lesion_z))
+    x, y = int(xs[0]), int(ys[0])
+    text = window.readout((x, y, lesion_z))
+    assert f"p {window.study.probabilities[x, y, lesion_z]:.3f}" in text and "Grad-CAM" in text
+    column = window.volume.shape[0] - 1 - x  # radiological column of RAS x
+    assert panel.ras_xy_at(QPointF(column + 0.5, y + 0.5)) == (x, y)
+
+
+def test_lime_starts_and_cancels(window, qtbot, lesion_z) -> None:
+    qtbot.waitUntil(lambda: window.study.segmented.all(), timeout=120_000)  # LIME waits for segmentation
+    qtbot.keyClick(window, Qt.Key.Key_L)
+    qtbot.waitUntil(lambda: window.progress_label.text().startswith(f"LIME z {lesion_z} "), timeout=30_000)
+    qtbot.keyClick(window, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: "cancelled" in window.progress_label.text(), timeout=30_000)
+    assert window.study.status("lime", lesion_z) is None
+    assert window.panels["lime"].overlay_item.image is None
