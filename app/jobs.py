@@ -14,6 +14,7 @@ import os
 import threading
 import traceback
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -53,10 +54,16 @@ class ModelWorker(QObject):
     progress = Signal(str, int, int)  # task, done, total
     failed = Signal(str)
     limeEnded = Signal(int, str)  # z, "done" | "cancelled"
+    ready = Signal(object)  # the ExplanationEngine, once built on the worker thread
 
-    def __init__(self, engine: ExplanationEngine, study: Study, params: ExplainParams | None = None) -> None:
+    def __init__(self, engine: ExplanationEngine | Callable[[], ExplanationEngine], study: Study,
+                 params: ExplainParams | None = None) -> None:
+        """``engine`` or a function that builds one: building (model copies, BN folding) then runs
+        on the worker thread, so the scan is on screen before the model is ready."""
         super().__init__()
-        self.engine, self.study = engine, study
+        self.engine = engine if isinstance(engine, ExplanationEngine) else None
+        self._make_engine = None if self.engine is not None else engine
+        self.study = study
         self.params = params or ExplainParams()
         self._requests = _Requests()
         self._wake = threading.Condition()
@@ -101,6 +108,9 @@ class ModelWorker(QObject):
     # -- worker side -----------------------------------------------------------------------
     def _run(self) -> None:
         try:
+            if self.engine is None:
+                self.engine = self._make_engine()
+            self.ready.emit(self.engine)
             while True:
                 task = self._next_task()
                 if task is None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
+import time
 from pathlib import Path
 
-from PySide6.QtCore import QStandardPaths
+from PySide6.QtCore import QEvent, QObject, QStandardPaths, QTimer
 from PySide6.QtWidgets import QApplication
 
 from app.window import ViewerWindow
@@ -24,6 +26,7 @@ from xnet_core.errors import XNetError
 from xnet_core.volume import load_volume
 
 EXIT_BAD_INPUT = 2
+FIRST_FRAME_ENV = "XNET_VIEWER_FIRST_FRAME"  # set by benchmarks/bench_viewer.py only
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +79,33 @@ def main(argv: list[str] | None = None) -> int:
         window.warnings_label.setText("\n".join(filter(None, [window.warnings_label.text(), problem])))
         window.warnings_label.setVisible(True)
     window.show()
+    if os.environ.get(FIRST_FRAME_ENV):
+        _report_first_frame(app, window, Path(os.environ[FIRST_FRAME_ENV]))
     return app.exec()
+
+
+class _FirstPaint(QObject):
+    """benchmarks/bench_viewer.py: write the wall-clock time of the first painted scan, then quit."""
+
+    def __init__(self, app: QApplication, path: Path) -> None:
+        super().__init__()
+        self.app, self.path, self.done = app, path, False
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.Paint and not self.done:
+            self.done = True
+            QTimer.singleShot(0, self._report)  # after this paint has been drawn
+        return False
+
+    def _report(self) -> None:
+        self.path.write_text(f"{time.time():.6f}\n")
+        self.app.quit()
+
+
+def _report_first_frame(app: QApplication, window: ViewerWindow, path: Path) -> None:
+    watcher = _FirstPaint(app, path)
+    window.panels["segmentation"].graphics_view.viewport().installEventFilter(watcher)
+    window._first_paint_watcher = watcher  # keep it alive
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ orientation letters and a colour bar. Display transforms (radiological flip, win
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
@@ -17,6 +19,12 @@ READER_COLOUR = (0, 158, 255)  # reader outline: sky blue (Okabe-Ito pair, safe 
 COLOUR_MAPS = ("inferno", "viridis", "jet")
 
 
+PLANES = ("axial", "coronal", "sagittal")
+PLANE_AXES = {"axial": (0, 1, 2), "coronal": (0, 2, 1), "sagittal": (1, 2, 0)}  # columns, rows, fixed axis
+# Letters at the (left, right, top, bottom) edges; radiological swaps left/right of axial and coronal.
+PLANE_LETTERS = {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I"), "sagittal": ("A", "P", "S", "I")}
+
+
 def radiological(axial: np.ndarray) -> np.ndarray:
     """An axial ``[x, y]`` RAS slice as shown: x reversed, so the patient's right is on the screen's left.
 
@@ -26,8 +34,20 @@ def radiological(axial: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(axial[::-1, :])
 
 
-def displayed(axial: np.ndarray, radiological_view: bool) -> np.ndarray:
-    return radiological(axial) if radiological_view else np.ascontiguousarray(axial)
+def plane_slice(volume_xyz: np.ndarray, plane: str, index: int) -> np.ndarray:
+    """The 2D ``[column axis, row axis]`` section of a RAS volume (axial [x, y], coronal [x, z],
+    sagittal [y, z]); rows are drawn upwards, so anterior / superior are at the top."""
+    fixed = PLANE_AXES[plane][2]
+    return np.take(volume_xyz, index, axis=fixed)
+
+
+def flips_columns(plane: str, radiological_view: bool) -> bool:
+    """Axial and coronal: x reversed in radiological display; sagittal: anterior on the left."""
+    return radiological_view if plane != "sagittal" else True
+
+
+def displayed(section: np.ndarray, flip: bool) -> np.ndarray:
+    return np.ascontiguousarray(section[::-1, :]) if flip else np.ascontiguousarray(section)
 
 
 def outline(mask: np.ndarray) -> np.ndarray:
@@ -41,6 +61,7 @@ def outline(mask: np.ndarray) -> np.ndarray:
 _JET = pg.ColorMap(np.linspace(0, 1, 5), [(0, 0, 143), (0, 127, 255), (127, 255, 127), (255, 127, 0), (127, 0, 0)])
 
 
+@lru_cache(maxsize=8)
 def lookup_table(name: str) -> np.ndarray:
     """RGBA table of a colour map whose lowest 2 % is transparent (no tint where the map is ~0)."""
     colour_map = _JET if name == "jet" else pg.colormap.get(name)
@@ -125,14 +146,16 @@ class SlicePanel(QFrame):
         self._layout()
         self.scan_item.sigHover.connect(self._on_hover)
         self.view_box.sigWheelSteps.connect(self.wheelSteps)
-        self.set_voxel_sizes(voxel_sizes)
         self.shape_xy = (0, 0)
-        self.radiological_view = True
+        self.radiological_view, self.plane, self.flip = True, "axial", True
+        self.set_voxel_sizes(voxel_sizes)
 
     def set_voxel_sizes(self, voxel_sizes: tuple[float, float, float]) -> None:
         """Millimetres on screen: every image item is scaled by the voxel size (true aspect)."""
-        self.voxel_sizes = voxel_sizes
-        scale = QTransform.fromScale(voxel_sizes[0], voxel_sizes[1])
+        self.volume_voxel_sizes = voxel_sizes
+        columns, rows, _ = PLANE_AXES[self.plane]
+        self.voxel_sizes = (voxel_sizes[columns], voxel_sizes[rows])
+        scale = QTransform.fromScale(*self.voxel_sizes)
         for item in self.image_items:
             item.setTransform(scale)
 
@@ -160,33 +183,45 @@ class SlicePanel(QFrame):
         grid.addWidget(self.letters["P"], 2, 1)
         column.addLayout(grid, 1)
 
-    def set_orientation(self, radiological_view: bool) -> None:
-        self.radiological_view = radiological_view
-        left, right = ("R", "L") if radiological_view else ("L", "R")
-        self.letters["R"].setText(left)
-        self.letters["L"].setText(right)
+    def set_orientation(self, radiological_view: bool, plane: str = "axial") -> None:
+        """Display convention and plane; the letters keys name their edge in the axial view."""
+        self.radiological_view, self.plane = radiological_view, plane
+        self.flip = flips_columns(plane, radiological_view)
+        left, right, top, bottom = PLANE_LETTERS[plane]
+        if plane != "sagittal" and not radiological_view:
+            left, right = right, left
+        for key, text in zip("RLAP", (left, right, top, bottom)):
+            self.letters[key].setText(text)
+        self.set_voxel_sizes(self.volume_voxel_sizes)
 
-    def show_scan(self, axial: np.ndarray, levels: tuple[float, float]) -> None:
-        self.shape_xy = axial.shape
-        self.scan_item.setImage(displayed(axial, self.radiological_view), autoLevels=False, levels=levels)
+    def show_scan(self, section: np.ndarray, levels: tuple[float, float]) -> None:
+        self.shape_xy = section.shape
+        self.scan_item.setImage(displayed(section, self.flip), autoLevels=False, levels=levels)
 
     def show_overlay(self, values: np.ndarray | None, lut: np.ndarray, levels: tuple[float, float],
                      opacity: float) -> None:
         if values is None:
             self.overlay_item.clear()
             return
-        self.overlay_item.setImage(displayed(values, self.radiological_view), autoLevels=False,
+        self.overlay_item.setImage(displayed(values, self.flip), autoLevels=False,
                                    levels=levels, lut=lut)
         self.overlay_item.setOpacity(opacity)
 
-    def show_outline(self, item: pg.ImageItem, mask: np.ndarray | None, colour: tuple[int, int, int]) -> None:
-        if mask is None or not mask.any():
+    def show_outline(self, item: pg.ImageItem, mask: np.ndarray | None, colour: tuple[int, int, int],
+                     hatched_rows: np.ndarray | None = None) -> None:
+        """A mask's outline; ``hatched_rows`` (bool per row) are striped: not computed yet."""
+        has_hatch = hatched_rows is not None and hatched_rows.any()
+        if (mask is None or not mask.any()) and not has_hatch:
             item.clear()
             return
-        edge = displayed(outline(mask), self.radiological_view)
-        rgba = np.zeros((*edge.shape, 4), np.uint8)
-        rgba[edge] = (*colour, 255)
-        item.setImage(rgba, autoLevels=False)
+        rgba = np.zeros((*self.shape_xy, 4), np.uint8)
+        if mask is not None:
+            rgba[outline(mask)] = (*colour, 255)
+        if has_hatch:
+            columns, rows = np.indices(self.shape_xy)
+            stripes = ((columns + rows) % 6 == 0) & hatched_rows[None, :]
+            rgba[stripes] = (160, 160, 160, 200)
+        item.setImage(displayed(rgba, self.flip), autoLevels=False)
 
     def show_scale(self, lut: np.ndarray | None, low: float, high: float, provisional: bool) -> None:
         """The colour bar and its numeric range; ``lut`` None hides both (the segmentation panel)."""
@@ -201,21 +236,23 @@ class SlicePanel(QFrame):
         self.status_text.setPos(2, self.shape_xy[1] * self.voxel_sizes[1] - 2)
 
     def set_crosshair(self, xy: tuple[int, int] | None) -> None:
+        """Crosshair at section coordinates (column axis, row axis), e.g. RAS (x, y) on an axial panel."""
         visible = xy is not None
         self.cross_v.setVisible(visible)
         self.cross_h.setVisible(visible)
         if visible:
-            column = self.shape_xy[0] - 1 - xy[0] if self.radiological_view else xy[0]
+            column = self.shape_xy[0] - 1 - xy[0] if self.flip else xy[0]
             self.cross_v.setPos((column + 0.5) * self.voxel_sizes[0])
             self.cross_h.setPos((xy[1] + 0.5) * self.voxel_sizes[1])
 
     def ras_xy_at(self, image_pos: QPointF) -> tuple[int, int] | None:
-        """RAS ``(x, y)`` under a point in image coordinates (undoes the flip), or None outside."""
+        """Section coordinates under a point in image coordinates (undoes the flip), or None outside:
+        RAS (x, y) on an axial panel, (x, z) coronal, (y, z) sagittal."""
         column, row = int(np.floor(image_pos.x())), int(np.floor(image_pos.y()))
         n_x, n_y = self.shape_xy
         if not (0 <= column < n_x and 0 <= row < n_y):
             return None
-        return (n_x - 1 - column if self.radiological_view else column), row
+        return (n_x - 1 - column if self.flip else column), row
 
     def _on_hover(self, image_pos: QPointF | None) -> None:
         self.hovered.emit(None if image_pos is None else self.ras_xy_at(image_pos))

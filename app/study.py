@@ -27,6 +27,9 @@ class ColourScale:
 
 @dataclass
 class Study:
+    """Whole-volume figures (mask volume, area per slice, colour scales) are cached until the next
+    change (a segmented slice, a map, a threshold), so stepping through slices never recomputes them."""
+
     volume: Volume
     model_input: ModelInput
     threshold: float = 0.5
@@ -35,6 +38,20 @@ class Study:
     maps: dict[str, np.ndarray] = field(init=False)
     explained: dict[str, dict[int, str]] = field(init=False)  # method -> z -> status
     fixed_scales: dict[str, ColourScale] = field(default_factory=dict)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "threshold":
+            self.__dict__["_cache"] = {}
+        super().__setattr__(name, value)
+
+    def _cached(self, key, compute):
+        cache = self.__dict__.setdefault("_cache", {})
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]
+
+    def _changed(self) -> None:
+        self.__dict__["_cache"] = {}
 
     def __post_init__(self) -> None:
         self.probabilities = np.zeros(self.volume.shape, np.float32)
@@ -46,6 +63,7 @@ class Study:
     def set_probabilities(self, z: int, plane: np.ndarray) -> None:
         self.probabilities[:, :, z] = plane
         self.segmented[z] = True
+        self._changed()
 
     @property
     def segmentation_complete(self) -> bool:
@@ -87,16 +105,18 @@ class Study:
 
     def lesion_area_per_slice_mm2(self) -> np.ndarray:
         vx, vy, _ = self.volume.voxel_sizes
-        return (self.probabilities >= self.threshold).sum(axis=(0, 1)) * vx * vy
+        return self._cached("area", lambda: (self.probabilities >= self.threshold).sum(axis=(0, 1)) * vx * vy)
 
     def lesion_volume_ml(self) -> float:
-        return float((self.probabilities >= self.threshold).sum() * self.volume.voxel_volume_ml)
+        vx, vy, vz = self.volume.voxel_sizes
+        return float(self.lesion_area_per_slice_mm2().sum() * vz / 1000.0)
 
     # -- explanations ----------------------------------------------------------------------
     def add_explanation(self, result: SliceExplanation) -> None:
         self.explained[result.method][result.z] = result.status
         if result.ok:
             self.maps[result.method][:, :, result.z] = result.map
+        self._changed()
 
     def status(self, method: str, z: int) -> str | None:
         return self.explained[method].get(z)
@@ -106,6 +126,9 @@ class Study:
         until all lesion slices are explained; LIME shows its positive weights by default."""
         if method in self.fixed_scales:
             return self.fixed_scales[method]
+        return self._cached(("scale", method), lambda: self._scale(method))
+
+    def _scale(self, method: str) -> ColourScale:
         done = [z for z, status in self.explained[method].items() if status == "ok"]
         if not done:
             return ColourScale(0.0, 1.0, True)

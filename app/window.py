@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 
 from app.jobs import ModelWorker, limit_torch_threads
 from app.navigator import LesionNavigator
-from app.slice_panel import MODEL_COLOUR, SlicePanel, lookup_table
+from app.slice_panel import MODEL_COLOUR, PLANE_AXES, PLANES, SlicePanel, lookup_table, plane_slice
 from app.study import Study
 from explain.engine import METHOD_NAMES, ExplanationEngine, SliceExplanation
 from xnet_core import DISCLAIMER, __version__
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 PAGE_STEP = 10
 MAX_RECENT = 8
+WINDOW_PRESETS = ((1, 99.5), (0.5, 99.9), (5, 95), (0, 100))
 PERCENTILE_SAMPLE = 2_000_000
 BANNER_STYLE = "background: #ffcc00; color: black; font-weight: bold; font-size: 13px; padding: 4px;"
 WARNING_STYLE = "background: #ffe0b2; color: black; padding: 3px;"
@@ -62,6 +63,7 @@ SHORTCUTS = [
     ("Esc", "cancel LIME"),
     ("E", "explain all lesion slices (Grad-CAM, Grad-CAM++)"),
     ("F", "single panel / four panels"),
+    ("Ctrl+1 / 2 / 3", "axial / coronal / sagittal"),
 ]
 
 
@@ -121,16 +123,17 @@ class ViewerWindow(QMainWindow):
         super().__init__()
         self.checkpoint = checkpoint
         self.start_model = start_model and checkpoint is not None
-        self.engine = engine
-        if self.start_model and engine is None:
+        self.engine = engine  # built by the first worker when not given (off the UI thread)
+        self.device = device
+        if self.start_model:
             limit_torch_threads()
-            self.engine = ExplanationEngine(checkpoint, device=device)
         self._hover: tuple[int, int] | None = None
         self.show_segmentation, self.show_heatmaps, self.outline_mode = True, True, False
         self.opacity, self.radiological_view, self.single_panel = 0.5, True, False
         self.colour_map = "inferno"
         self.worker: ModelWorker | None = None
-        self.volume, self._z = volume, volume.shape[2] // 2
+        self.volume, self.plane = volume, "axial"
+        self._cursor = [n // 2 for n in volume.shape]  # RAS (x, y, z) of the sections shown
         self.panels = {"segmentation": SlicePanel("Segmentation", volume.voxel_sizes)}
         for method in HEATMAP_METHODS:
             self.panels[method] = SlicePanel(METHOD_NAMES[method], volume.voxel_sizes)
@@ -158,8 +161,7 @@ class ViewerWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self._make_status_bar()
         self.setAcceptDrops(True)
-        if self.engine is not None:
-            self.model_label.setText(self._model_text())
+        self.model_label.setText("loading the model…" if self.start_model else "no model")
         available = self.screen().availableGeometry()
         self.resize(min(1600, int(available.width() * 0.9)), min(1000, int(available.height() * 0.9)))
         self.set_volume(volume)
@@ -173,24 +175,27 @@ class ViewerWindow(QMainWindow):
         self.levels = self.initial_levels = grey_window(volume.data)
         normalisation = self.checkpoint.normalisation if self.checkpoint else "robust"
         self.study = Study(volume, prepare(volume, normalisation), threshold=self.threshold_box.value())
-        self._z = volume.shape[2] // 2
-        self.slider.blockSignals(True)
-        self.slider.setRange(0, volume.shape[2] - 1)
-        self.slider.setValue(self._z)
-        self.slider.blockSignals(False)
+        self._cursor = [n // 2 for n in volume.shape]
         for panel in self.panels.values():
             panel.set_voxel_sizes(volume.voxel_sizes)
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, volume.shape[PLANE_AXES[self.plane][2]] - 1)
+        self.slider.setValue(self.plane_index)
+        self.slider.blockSignals(False)
         self.setWindowTitle(f"{volume.name} — X-Net Viewer {__version__}")
         self._show_warnings()
         if self.start_model:
-            self.worker = ModelWorker(self.engine, self.study)
+            checkpoint, device = self.checkpoint, self.device
+            source = self.engine or (lambda: ExplanationEngine(checkpoint, device=device))
+            self.worker = ModelWorker(source, self.study)
+            self.worker.ready.connect(self._on_engine_ready)
             self.worker.sliceSegmented.connect(self._on_slice_segmented)
             self.worker.explained.connect(self._on_explained)
             self.worker.progress.connect(self._on_progress)
             self.worker.failed.connect(self._on_failed)
             self.worker.limeEnded.connect(self._on_lime_ended)
             self.worker.segmentationFinished.connect(self._on_segmentation_finished)
-            self.worker.start(self._z)
+            self.worker.start(self.current_slice)
         self._refresh()
         self._update_navigator()
         self.panels["segmentation"].view_box.autoRange(padding=0.02)
@@ -224,8 +229,8 @@ class ViewerWindow(QMainWindow):
         slider.setRange(0, self.volume.shape[2] - 1)
         slider.setPageStep(PAGE_STEP)
         slider.setToolTip("Axial slice z (also: mouse wheel, Up/Down, PageUp/PageDown)")
-        slider.setValue(self._z)
-        slider.valueChanged.connect(self.set_slice)
+        slider.setValue(self.volume.shape[2] // 2)
+        slider.valueChanged.connect(self.set_plane_index)
         slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         return slider
 
@@ -287,6 +292,13 @@ class ViewerWindow(QMainWindow):
         view_menu = self.menuBar().addMenu("&View")
         for name in ("segmentation", "outline", "heatmaps", "radiological", "single"):
             view_menu.addAction(self.actions_by_name[name])
+        planes = view_menu.addMenu("Plane")
+        for key, plane in zip(("Ctrl+1", "Ctrl+2", "Ctrl+3"), PLANES):
+            planes.addAction(plane.capitalize(), QKeySequence(key), lambda p=plane: self.set_plane(p))
+        presets = view_menu.addMenu("Window/level presets")
+        for low, high in WINDOW_PRESETS:
+            presets.addAction(f"{low:g}–{high:g} % of brain intensities",
+                              lambda lo=low, hi=high: self.set_window_percentiles(lo, hi))
         view_menu.addAction("Reset window/level", self.reset_window)
 
     def _layout(self) -> QWidget:
@@ -329,20 +341,48 @@ class ViewerWindow(QMainWindow):
     # -- slices ----------------------------------------------------------------------------
     @property
     def current_slice(self) -> int:
-        return self._z
+        """The axial slice z (DESIGN.md's slice number), whatever plane is shown."""
+        return self._cursor[2]
+
+    @property
+    def plane_index(self) -> int:
+        """The index of the shown section along the plane's fixed axis (z for axial)."""
+        return self._cursor[PLANE_AXES[self.plane][2]]
 
     def set_slice(self, z: int) -> None:
-        z = int(np.clip(z, 0, self.volume.shape[2] - 1))
-        if z == self._z and self.slider.value() == z:
+        """Go to axial slice ``z`` (clamped); in coronal/sagittal view this moves the cursor's z."""
+        self._move(2, z)
+
+    def set_plane_index(self, index: int) -> None:
+        self._move(PLANE_AXES[self.plane][2], index)
+
+    def _move(self, axis: int, index: int) -> None:
+        index = int(np.clip(index, 0, self.volume.shape[axis] - 1))
+        if index == self._cursor[axis] and self.slider.value() == self.plane_index:
             return
-        self._z = z
-        self.slider.setValue(z)
-        if self.worker is not None:
-            self.worker.set_visible(z)
+        self._cursor[axis] = index
+        self.slider.blockSignals(True)
+        self.slider.setValue(self.plane_index)
+        self.slider.blockSignals(False)
+        if self.worker is not None and axis == 2:
+            self.worker.set_visible(index)
         self._refresh()
 
     def step_slice(self, steps: int) -> None:
-        self.set_slice(self._z + steps)
+        self.set_plane_index(self.plane_index + steps)
+
+    def set_plane(self, plane: str) -> None:
+        """Axial (default), coronal or sagittal sections of the same data, in every panel."""
+        self.plane = plane
+        for panel in self.panels.values():
+            panel.set_orientation(self.radiological_view, plane)
+        fixed = PLANE_AXES[plane][2]
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, self.volume.shape[fixed] - 1)
+        self.slider.setValue(self.plane_index)
+        self.slider.blockSignals(False)
+        self._refresh()
+        self.panels["segmentation"].view_box.autoRange(padding=0.02)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt's name)
         shift = 5 if event.modifiers() & Qt.KeyboardModifier.ShiftModifier else 1
@@ -370,7 +410,7 @@ class ViewerWindow(QMainWindow):
     def set_radiological(self, on: bool) -> None:
         self.radiological_view = on
         for panel in self.panels.values():
-            panel.set_orientation(on)
+            panel.set_orientation(on, self.plane)
         self._refresh()
 
     def set_single_panel(self, on: bool) -> None:
@@ -402,21 +442,30 @@ class ViewerWindow(QMainWindow):
         self.levels = (level - width / 2, level + width / 2)
         self._refresh()
 
+    def set_window_percentiles(self, low: float, high: float) -> None:
+        """MRI presets are percentiles of the scan's foreground (CT's fixed HU windows mean nothing here)."""
+        self.levels = grey_window(self.volume.data, (low, high))
+        self._refresh()
+
     def reset_window(self) -> None:
         self.levels = self.initial_levels
         self._refresh()
 
     # -- model results ---------------------------------------------------------------------
     def _on_slice_segmented(self, z: int, _plane) -> None:
-        if abs(z - self._z) <= 0:
+        if z == self.current_slice or self.plane != "axial":
             self._refresh()
         else:
             self._show_readout()
 
     def _on_explained(self, result: SliceExplanation) -> None:
         self.study.add_explanation(result)
-        if result.z == self._z or result.ok:
+        if result.z == self.current_slice or result.ok:
             self._refresh()
+
+    def _on_engine_ready(self, engine: ExplanationEngine) -> None:
+        self.engine = engine
+        self.model_label.setText(self._model_text())
 
     def _on_segmentation_finished(self) -> None:
         self._on_progress("segmentation complete", 1, 1)
@@ -424,7 +473,7 @@ class ViewerWindow(QMainWindow):
 
     def _update_navigator(self) -> None:
         self.navigator.update_from(self.study)
-        self.navigator.set_current(self._z)
+        self.navigator.set_current(self.current_slice)
 
     def _on_progress(self, task: str, done: int, total: int) -> None:
         self.progress_label.setText(f"{task} {done}/{total}" if done < total else f"{task}: done")
@@ -439,8 +488,8 @@ class ViewerWindow(QMainWindow):
 
     def request_lime(self) -> None:
         if self.worker is not None:
-            self.worker.request_lime(self._z)
-            self.progress_label.setText(f"LIME z {self._z}: queued")
+            self.worker.request_lime(self.current_slice)
+            self.progress_label.setText(f"LIME z {self.current_slice}: queued")
 
     def cancel_lime(self) -> None:
         if self.worker is not None:
@@ -452,30 +501,41 @@ class ViewerWindow(QMainWindow):
 
     # -- drawing ---------------------------------------------------------------------------
     def _refresh(self) -> None:
-        z = self._z
-        axial = self.volume.data[:, :, z]
-        mask = self.study.mask_slice(z) if self.study.segmented[z] else None
+        z, index = self.current_slice, self.plane_index
+        section = lambda volume: plane_slice(volume, self.plane, index)  # noqa: E731
+        axial = self.plane == "axial"
+        pending_rows = None if axial else ~self.study.segmented  # rows of the section are axial slices
+        if axial:
+            mask = self.study.mask_slice(z) if self.study.segmented[z] else None
+        else:
+            mask = (section(self.study.probabilities) >= self.study.threshold).astype(np.uint8)
         lut = lookup_table(self.colour_map)
         for name, panel in self.panels.items():
-            panel.show_scan(axial, self.levels)
+            panel.show_scan(section(self.volume.data), self.levels)
             outline_mask = mask if self.show_segmentation and (self.outline_mode or name != "segmentation") else None
-            panel.show_outline(panel.model_outline_item, outline_mask, MODEL_COLOUR)
             if name == "segmentation":
+                panel.show_outline(panel.model_outline_item, outline_mask, MODEL_COLOUR, pending_rows)
                 self._draw_segmentation(panel, mask)
             else:
-                self._draw_heatmap(panel, name, lut)
-        self.slice_label.setText(f"z {z}\nof 0–{self.volume.shape[2] - 1}")
+                hatched = None if axial else np.array(
+                    [self.study.status(name, s) is None for s in range(self.volume.shape[2])])
+                panel.show_outline(panel.model_outline_item, outline_mask, MODEL_COLOUR, hatched)
+                self._draw_heatmap(panel, name, lut, section)
+        fixed = PLANE_AXES[self.plane][2]
+        self.slice_label.setText(f"{'xyz'[fixed]} {index}\nof 0–{self.volume.shape[fixed] - 1}")
         self.navigator.set_current(z)
         self._show_readout()
 
     def _draw_segmentation(self, panel: SlicePanel, mask: np.ndarray | None) -> None:
         panel.show_scale(None, 0, 0, False)
-        if not self.study.segmented[self._z]:
+        z = self.current_slice
+        if self.plane == "axial" and not self.study.segmented[z]:
             panel.show_status("segmenting…")
         else:
-            area = float(mask.sum() * self.volume.voxel_sizes[0] * self.volume.voxel_sizes[1])
-            panel.show_status(f"lesion {area:.0f} mm² on this slice · {self.study.lesion_volume_ml():.2f} ml "
-                              f"so far (threshold {self.study.threshold:.2f})")
+            where = f"lesion {self.study.lesion_area_per_slice_mm2()[z]:.0f} mm² on slice z {z}"
+            done = "" if self.study.segmentation_complete else " so far"
+            panel.show_status(f"{where} · {self.study.lesion_volume_ml():.2f} ml{done} "
+                              f"(threshold {self.study.threshold:.2f})")
         if mask is None or not self.show_segmentation or self.outline_mode:
             panel.overlay_item.clear()
             return
@@ -483,28 +543,37 @@ class ViewerWindow(QMainWindow):
         lut[1] = (*MODEL_COLOUR, 255)
         panel.show_overlay(mask.astype(np.float32), lut, (0.0, 1.0), self.opacity)
 
-    def _draw_heatmap(self, panel: SlicePanel, method: str, lut: np.ndarray) -> None:
+    def _draw_heatmap(self, panel: SlicePanel, method: str, lut: np.ndarray, section) -> None:
         scale = self.study.scale(method)
         panel.show_scale(lut, scale.low, scale.high, scale.provisional)
-        status = self.study.status(method, self._z)
+        z = self.current_slice
+        status = self.study.status(method, z) if self.plane == "axial" else "ok"
         if status is None:
             waiting = "press L for LIME" if method == "lime" else "computing…"
-            panel.show_status(waiting if self.study.segmented[self._z] else "waiting for segmentation")
+            panel.show_status(waiting if self.study.segmented[z] else "waiting for segmentation")
             panel.overlay_item.clear()
             return
         panel.show_status("" if status == "ok" else status)
         if status != "ok" or not self.show_heatmaps:
             panel.overlay_item.clear()
             return
-        values = self.study.maps[method][:, :, self._z]
-        panel.show_overlay(values, lut, (scale.low, scale.high), self.opacity)
+        panel.show_overlay(section(self.study.maps[method]), lut, (scale.low, scale.high), self.opacity)
 
     # -- readout ---------------------------------------------------------------------------
     def _on_hover(self, xy: tuple[int, int] | None) -> None:
+        """``xy``: section coordinates under the mouse (RAS (x, y) on axial panels), or None."""
         self._hover = xy
         for panel in self.panels.values():
             panel.set_crosshair(xy)
         self._show_readout()
+
+    def _hovered_ras(self) -> tuple[int, int, int] | None:
+        if self._hover is None:
+            return None
+        columns, rows, fixed = PLANE_AXES[self.plane]
+        ras = list(self._cursor)
+        ras[columns], ras[rows] = self._hover
+        return ras[0], ras[1], ras[2]
 
     def readout(self, ras_index: tuple[int, int, int]) -> str:
         """Slice, file voxel (i, j, k), world mm, intensity, model probability and each map's value."""
@@ -522,9 +591,9 @@ class ViewerWindow(QMainWindow):
     def _show_readout(self) -> None:
         if self._hover is None:
             window = f"W {self.levels[1] - self.levels[0]:.4g} L {(self.levels[0] + self.levels[1]) / 2:.4g}"
-            self.readout_label.setText(f"slice z {self._z}    {window}    (point at the image for values)")
+            self.readout_label.setText(f"slice z {self.current_slice}    {window}    (point at the image for values)")
         else:
-            self.readout_label.setText(self.readout((*self._hover, self._z)))
+            self.readout_label.setText(self.readout(self._hovered_ras()))
 
     # -- files ---------------------------------------------------------------------------------
     def open_scan(self, path: str) -> bool:
@@ -542,15 +611,15 @@ class ViewerWindow(QMainWindow):
         """Use other X-Net weights; the current scan is segmented again with them."""
         try:
             checkpoint = load_checkpoint(path)
-            engine = ExplanationEngine(checkpoint, device=self.engine.device.type if self.engine else "auto")
         except XNetError as exc:
             self.show_error(f"Cannot use these weights: {exc}")
             return False
         if self.worker is not None:
             self.worker.stop()
             self.worker = None
-        self.checkpoint, self.engine, self.start_model = checkpoint, engine, True
-        self.model_label.setText(self._model_text())
+        self.checkpoint, self.engine, self.start_model = checkpoint, None, True
+        limit_torch_threads()
+        self.model_label.setText("loading the model…")
         self.set_volume(self.volume)
         return True
 

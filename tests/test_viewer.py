@@ -212,3 +212,27 @@ def test_load_warnings_are_shown(qtbot, tmp_path):
 
 def test_only_the_missing_model_is_reported_for_a_clean_scan(window):
     assert window.warnings_label.text() == "No model loaded: the scan is shown without segmentation or explanations."
+
+
+def test_coronal_and_sagittal_sections_with_letters_and_readout(window, stored):
+    array, _ = stored
+    panel = window.panels["segmentation"]
+    window.set_plane("coronal")
+    y = window.plane_index
+    assert y == SHAPE[1] // 2
+    np.testing.assert_array_equal(panel.scan_item.image, window.volume.data[::-1, y, :])  # [x reversed, z]
+    assert [panel.letters[k].text() for k in "RLAP"] == ["R", "L", "S", "I"]
+    assert panel.voxel_sizes == pytest.approx((2.0, 4.0))
+    window.step_slice(1)
+    assert window.plane_index == y + 1 and window.current_slice == SHAPE[2] // 2  # axial z unchanged
+    window._on_hover((1, 4))  # section coordinates: x = 1, z = 4
+    x, z = 1, 4
+    i, j, k = SHAPE[0] - 1 - x, SHAPE[1] - 1 - (y + 1), z
+    assert f"({i}, {j}, {k})" in window.readout_label.text()
+    assert f"value {array[i, j, k]:.6g}" in window.readout_label.text()
+    window._on_hover(None)
+    window.set_plane("sagittal")
+    np.testing.assert_array_equal(panel.scan_item.image, window.volume.data[window.plane_index, ::-1, :])
+    assert [panel.letters[k].text() for k in "RLAP"] == ["A", "P", "S", "I"]
+    window.set_plane("axial")
+    assert [panel.letters[k].text() for k in "RLAP"] == ["R", "L", "A", "P"]
