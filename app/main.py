@@ -33,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xnet-viewer", description=f"View a brain MRI scan slice by slice. {DISCLAIMER}"
     )
-    parser.add_argument("scan", nargs="?", metavar="SCAN",
-                        help="NIfTI scan (.nii or .nii.gz); default: the bundled demo scan")
+    parser.add_argument("scans", nargs="*", metavar="SCAN",
+                        help="NIfTI scan(s) of one subject on one grid (.nii or .nii.gz): the T1 (or the first) "
+                             "feeds the model, the others can be the background; default: the bundled demo scan")
     parser.add_argument("--weights", metavar="CKPT", help="X-Net checkpoint (default: the bundled demo model)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"), help="compute device")
     parser.add_argument("--version", action="version", version=f"xnet-viewer {__version__}")
@@ -57,10 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="xnet-viewer: %(levelname)s: %(message)s")
     try:
-        volume = load_volume(args.scan or demo_scan_path())
+        volumes = [load_volume(path) for path in args.scans or [demo_scan_path()]]
     except XNetError as exc:
         print(f"xnet-viewer: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    volume = next((v for v in volumes if v.sequence == "T1w"), volumes[0])
     app = QApplication.instance()
     if app is None:
         app = QApplication([sys.argv[0]])
@@ -75,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         problem = f"Model not loaded: {exc}"
         print(f"xnet-viewer: warning: {exc}", file=sys.stderr)
     window = ViewerWindow(volume, checkpoint, device=args.device)
+    for other in volumes:
+        if other is not volume:
+            window.add_sequence(other)
     if problem:
         window.warnings_label.setText("\n".join(filter(None, [window.warnings_label.text(), problem])))
         window.warnings_label.setVisible(True)

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QSlider,
+    QSpinBox,
     QToolBar,
     QVBoxLayout,
     QWidget,
@@ -129,8 +130,14 @@ class ViewerWindow(QMainWindow):
             limit_torch_threads()
         self._hover: tuple[int, int] | None = None
         self.show_segmentation, self.show_heatmaps, self.outline_mode = True, True, False
-        self.opacity, self.radiological_view, self.single_panel = 0.5, True, False
-        self.colour_map = "inferno"
+        settings = QSettings()
+        self.opacity = float(settings.value("heatmap_opacity", 0.5))
+        self.mask_opacity = float(settings.value("mask_opacity", 0.45))
+        self.colour_map = str(settings.value("colour_map", "inferno"))
+        self.radiological_view = str(settings.value("radiological", "true")).lower() != "false"
+        self.single_panel = False
+        self.backgrounds: dict[str, Volume] = {}  # other sequences of the subject on the same grid
+        self.background = ""
         self.worker: ModelWorker | None = None
         self.volume, self.plane = volume, "axial"
         self._cursor = [n // 2 for n in volume.shape]  # RAS (x, y, z) of the sections shown
@@ -143,7 +150,17 @@ class ViewerWindow(QMainWindow):
         self.threshold_box = self._make_threshold_box()
         self.colour_box = QComboBox()
         self.colour_box.addItems(["inferno", "viridis", "jet"])
+        self.colour_box.setCurrentText(self.colour_map)
         self.colour_box.currentTextChanged.connect(self.set_colour_map)
+        self.mask_opacity_box = QSpinBox()
+        self.mask_opacity_box.setRange(0, 100)
+        self.mask_opacity_box.setSuffix(" %")
+        self.mask_opacity_box.setValue(int(round(self.mask_opacity * 100)))
+        self.mask_opacity_box.setToolTip("Opacity of the filled model mask")
+        self.mask_opacity_box.valueChanged.connect(self.set_mask_opacity)
+        self.background_box = QComboBox()
+        self.background_box.setToolTip("Sequence shown under the overlays (the model always reads its input)")
+        self.background_box.currentTextChanged.connect(self.set_background)
         self.model_label = QLabel()
         self.progress_label = QLabel()
         self.readout_label = QLabel()
@@ -172,6 +189,8 @@ class ViewerWindow(QMainWindow):
             self.worker.stop()
             self.worker = None
         self.volume = volume
+        self.backgrounds, self.background = {}, ""
+        self._fill_background_box()
         self.levels = self.initial_levels = grey_window(volume.data)
         normalisation = self.checkpoint.normalisation if self.checkpoint else "robust"
         self.study = Study(volume, prepare(volume, normalisation), threshold=self.threshold_box.value())
@@ -261,7 +280,7 @@ class ViewerWindow(QMainWindow):
             "segmentation": self._action("Segmentation", "S", self.set_show_segmentation, True, True),
             "outline": self._action("Outline", "O", self.set_outline_mode, True, False),
             "heatmaps": self._action("Heatmaps", "H", self.set_show_heatmaps, True, True),
-            "radiological": self._action("Radiological", "R", self.set_radiological, True, True),
+            "radiological": self._action("Radiological", "R", self.set_radiological, True, self.radiological_view),
             "single": self._action("Single panel", "F", self.set_single_panel, True, False),
             "opacity_up": self._action("Opacity +", "+", lambda: self.set_opacity(self.opacity + 0.1)),
             "opacity_down": self._action("Opacity −", "-", lambda: self.set_opacity(self.opacity - 0.1)),
@@ -277,8 +296,12 @@ class ViewerWindow(QMainWindow):
         toolbar.addSeparator()
         toolbar.addWidget(QLabel(" threshold "))
         toolbar.addWidget(self.threshold_box)
+        toolbar.addWidget(QLabel(" mask "))
+        toolbar.addWidget(self.mask_opacity_box)
         toolbar.addWidget(QLabel(" colours "))
         toolbar.addWidget(self.colour_box)
+        toolbar.addWidget(QLabel(" background "))
+        toolbar.addWidget(self.background_box)
         self.addToolBar(toolbar)
         file_menu = self.menuBar().addMenu("&File")
         file_menu.addAction("Open scan…", QKeySequence.StandardKey.Open, self._choose_scan)
@@ -409,6 +432,7 @@ class ViewerWindow(QMainWindow):
 
     def set_radiological(self, on: bool) -> None:
         self.radiological_view = on
+        QSettings().setValue("radiological", "true" if on else "false")
         for panel in self.panels.values():
             panel.set_orientation(on, self.plane)
         self._refresh()
@@ -418,12 +442,20 @@ class ViewerWindow(QMainWindow):
         for name, panel in self.panels.items():
             panel.setVisible(not on or name == "segmentation")
 
+    def set_mask_opacity(self, percent: int) -> None:
+        self.mask_opacity = float(np.clip(percent / 100, 0.0, 1.0))
+        QSettings().setValue("mask_opacity", self.mask_opacity)
+        self._refresh()
+
     def set_opacity(self, value: float) -> None:
-        self.opacity = float(np.clip(value, 0.0, 1.0))
+        """Heatmap opacity (the model mask has its own, in the toolbar)."""
+        self.opacity = float(np.clip(round(value, 2), 0.0, 1.0))
+        QSettings().setValue("heatmap_opacity", self.opacity)
         self._refresh()
 
     def set_colour_map(self, name: str) -> None:
         self.colour_map = name
+        QSettings().setValue("colour_map", name)
         self._refresh()
 
     def set_threshold(self, value: float) -> None:
@@ -444,7 +476,7 @@ class ViewerWindow(QMainWindow):
 
     def set_window_percentiles(self, low: float, high: float) -> None:
         """MRI presets are percentiles of the scan's foreground (CT's fixed HU windows mean nothing here)."""
-        self.levels = grey_window(self.volume.data, (low, high))
+        self.levels = grey_window(self._background_volume().data, (low, high))
         self._refresh()
 
     def reset_window(self) -> None:
@@ -511,7 +543,7 @@ class ViewerWindow(QMainWindow):
             mask = (section(self.study.probabilities) >= self.study.threshold).astype(np.uint8)
         lut = lookup_table(self.colour_map)
         for name, panel in self.panels.items():
-            panel.show_scan(section(self.volume.data), self.levels)
+            panel.show_scan(section(self._background_volume().data), self.levels)
             outline_mask = mask if self.show_segmentation and (self.outline_mode or name != "segmentation") else None
             if name == "segmentation":
                 panel.show_outline(panel.model_outline_item, outline_mask, MODEL_COLOUR, pending_rows)
@@ -541,7 +573,7 @@ class ViewerWindow(QMainWindow):
             return
         lut = np.zeros((2, 4), np.uint8)
         lut[1] = (*MODEL_COLOUR, 255)
-        panel.show_overlay(mask.astype(np.float32), lut, (0.0, 1.0), self.opacity)
+        panel.show_overlay(mask.astype(np.float32), lut, (0.0, 1.0), self.mask_opacity)
 
     def _draw_heatmap(self, panel: SlicePanel, method: str, lut: np.ndarray, section) -> None:
         scale = self.study.scale(method)
@@ -594,6 +626,34 @@ class ViewerWindow(QMainWindow):
             self.readout_label.setText(f"slice z {self.current_slice}    {window}    (point at the image for values)")
         else:
             self.readout_label.setText(self.readout(self._hovered_ras()))
+
+    # -- sequences -----------------------------------------------------------------------------
+    def add_sequence(self, volume: Volume) -> bool:
+        """Another sequence of the subject as a possible background; it must share the model input's grid."""
+        same = volume.shape == self.volume.shape and np.allclose(volume.affine, self.volume.affine, atol=1e-3)
+        if not same:
+            self.show_error(f"{volume.name} is on another grid ({volume.shape}) than {self.volume.name} "
+                            f"({self.volume.shape}); sequences on different grids need registration (not yet).")
+            return False
+        self.backgrounds[volume.name] = volume
+        self._fill_background_box()
+        return True
+
+    def _fill_background_box(self) -> None:
+        self.background_box.blockSignals(True)
+        self.background_box.clear()
+        self.background_box.addItem(f"{self.volume.name} (model input)")
+        self.background_box.addItems(list(self.backgrounds))
+        self.background_box.blockSignals(False)
+        self.background_box.setEnabled(bool(self.backgrounds))
+
+    def set_background(self, name: str) -> None:
+        self.background = name if name in self.backgrounds else ""
+        self.levels = self.initial_levels = grey_window(self._background_volume().data)
+        self._refresh()
+
+    def _background_volume(self) -> Volume:
+        return self.backgrounds.get(self.background, self.volume)
 
     # -- files ---------------------------------------------------------------------------------
     def open_scan(self, path: str) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-from PySide6.QtCore import QPoint, QPointF, QStandardPaths, Qt
+from PySide6.QtCore import QPoint, QPointF, QSettings, QStandardPaths, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
@@ -27,6 +27,7 @@ LPS_AFFINE = np.array([  # i → patient's left, j → posterior, k → superior
 @pytest.fixture(autouse=True)
 def _qt_test_mode() -> None:
     QStandardPaths.setTestModeEnabled(True)
+    QSettings().clear()  # settings live in Qt's test folder; each test starts from the defaults
 
 
 @pytest.fixture
@@ -236,3 +237,28 @@ def test_coronal_and_sagittal_sections_with_letters_and_readout(window, stored):
     assert [panel.letters[k].text() for k in "RLAP"] == ["A", "P", "S", "I"]
     window.set_plane("axial")
     assert [panel.letters[k].text() for k in "RLAP"] == ["R", "L", "A", "P"]
+
+
+def test_sequences_on_the_same_grid_become_backgrounds(window, stored, tmp_path):
+    array, _ = stored
+    other = tmp_path / "tiny_FLAIR.nii.gz"
+    nib.save(nib.Nifti1Image(1000 - array, LPS_AFFINE), other)
+    assert window.add_sequence(load_volume(other))
+    window.background_box.setCurrentIndex(1)
+    z = window.current_slice
+    np.testing.assert_array_equal(window.panels["gradcam"].scan_item.image, (1000 - window.volume.data)[::-1, :, z])
+    elsewhere = tmp_path / "shifted.nii.gz"
+    shifted = LPS_AFFINE.copy()
+    shifted[0, 3] += 50
+    nib.save(nib.Nifti1Image(array, shifted), elsewhere)
+    assert not window.add_sequence(load_volume(elsewhere))
+    assert "another grid" in window.last_error
+
+
+def test_open_a_corrupt_file_shows_the_error_and_keeps_the_scan(window, tmp_path):
+    corrupt = tmp_path / "corrupt.nii.gz"
+    corrupt.write_bytes(b"\x1f\x8b" + b"not really gzip" * 10)
+    name = window.volume.name
+    assert not window.open_scan(str(corrupt))
+    assert "corrupt.nii.gz" in window.last_error and window.volume.name == name
+    assert window.isVisible()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPointF, QStandardPaths, Qt
+from PySide6.QtCore import QPointF, QSettings, QStandardPaths, Qt
 
 from app.window import ViewerWindow
 from explain.engine import ExplainParams, ExplanationEngine
@@ -22,6 +22,7 @@ def lesion_z() -> int:
 @pytest.fixture(scope="module")
 def window(qapp, demo_checkpoint, tmp_path_factory, lesion_z):
     QStandardPaths.setTestModeEnabled(True)
+    QSettings().clear()
     engine = ExplanationEngine(demo_checkpoint, device="cpu", cache_dir=tmp_path_factory.mktemp("viewer-cache"))
     win = ViewerWindow(load_volume(demo_scan_path()), demo_checkpoint, engine=engine)
     win.worker.params = ExplainParams(lime_samples=200)
