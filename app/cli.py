@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--layer", default=None, metavar="NAME",
                          help="Grad-CAM target layer: fsm, decoders.0 ... decoders.3 (default decoders.1)")
     explain.add_argument("--lime-samples", type=int, default=None, metavar="N", help="LIME samples per slice")
-    explain.add_argument("--lime-segments", type=int, default=None, metavar="N", help="LIME superpixels per slice")
+    explain.add_argument("--lime-kernel", type=float, default=None, metavar="K",
+                         help="LIME superpixel size: quickshift kernel (default 6, about 11 superpixels; 4: about 26)")
     explain.add_argument("--seed", type=int, default=0, help="LIME's segmentation and sampling seed")
     explain.add_argument("--reader", metavar="MASK", help="the reader's lesion mask: attention-vs-reader figures")
     explain.add_argument("--faithfulness", action="store_true",

@@ -17,7 +17,7 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
     from explain import agreement
     from explain.cam import DEFAULT_LAYER, check_layer
     from explain.engine import METHOD_NAMES, ExplainParams, ExplanationEngine, _check_methods
-    from explain.lime_seg import DEFAULT_SAMPLES, N_SEGMENTS
+    from explain.lime_seg import DEFAULT_SAMPLES, KERNEL_SIZE
     from xnet_core.assets import demo_weights_path
     from xnet_core.checkpoint import load_checkpoint
     from xnet_core.errors import XNetError
@@ -28,9 +28,9 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
     methods = _check_methods(m.strip() for m in args.methods.split(",") if m.strip())
     params = ExplainParams(layer=check_layer(args.layer or DEFAULT_LAYER),
                            lime_samples=args.lime_samples or DEFAULT_SAMPLES,
-                           lime_segments=args.lime_segments or N_SEGMENTS, seed=args.seed)
-    if params.lime_samples < 10 or params.lime_segments < 2:
-        raise XNetError("--lime-samples must be at least 10 and --lime-segments at least 2.")
+                           lime_kernel=args.lime_kernel or KERNEL_SIZE, seed=args.seed)
+    if params.lime_samples < 10 or not 1 <= params.lime_kernel <= 20:
+        raise XNetError("--lime-samples must be at least 10 and --lime-kernel between 1 and 20.")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = file_stem(args.input)

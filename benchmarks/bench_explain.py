@@ -12,12 +12,12 @@ the predicted mask (the same frozen target for both sides):
   ``num_samples=1000``, ``batch_size=10``, ``top_labels=5``, ``hide_color=None``) around the plain
   fp32 model. Stability = Spearman correlation over the slice's brain pixels between the maps of
   two runs with different seeds (0 and 1), for each side. Timings are medians of the runs.
-* ``--study 100x300,50x500,...`` (superpixels x samples): the stability study behind
-  ``lime_seg.N_SEGMENTS`` and ``lime_seg.DEFAULT_SAMPLES``.
+* ``--study 4x600,5x600,...`` (quickshift kernel x samples): the stability study behind
+  ``lime_seg.KERNEL_SIZE`` and ``lime_seg.DEFAULT_SAMPLES``.
 * On CUDA also LIME with 1,000 samples (``lime_gpu_1000_s``; target <= 2 s per slice).
 
 Prints a human summary, then one JSON line (last line) with the keys the issue names.
-Usage: python benchmarks/bench_explain.py [--weights CKPT] [--device auto] [--cam-repeats 3] [--study 100x300]
+Usage: python benchmarks/bench_explain.py [--weights CKPT] [--device auto] [--cam-repeats 3] [--study 4x600]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from explain.cam import DEFAULT_LAYER, CamExplainer, library_view  # noqa: E402
 from explain.faithfulness import rank_correlation  # noqa: E402
-from explain.lime_seg import DEFAULT_SAMPLES, N_SEGMENTS, explain_slice  # noqa: E402
+from explain.lime_seg import DEFAULT_SAMPLES, KERNEL_SIZE, explain_slice  # noqa: E402
 from explain.targets import TargetSpec, resolve  # noqa: E402
 from xnet_core.assets import demo_scan_path, demo_weights_path  # noqa: E402
 from xnet_core.checkpoint import load_checkpoint  # noqa: E402
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--weights")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cam-repeats", type=int, default=3)
-    parser.add_argument("--study", default="", help="comma-separated SEGMENTSxSAMPLES for the stability study")
+    parser.add_argument("--study", default="", help="comma-separated KERNELxSAMPLES for the stability study")
     parser.add_argument("--skip-baseline-lime", action="store_true", help="smoke runs only (no lime_speedup)")
     args = parser.parse_args()
 
@@ -125,8 +125,8 @@ def main() -> None:
     runs = [timed(explain_slice, image, brain, target, segmenter.predict, seed=seed) for seed in (0, 1)]
     lime_ours = statistics.median(seconds for _, seconds in runs)
     stability = rank_correlation(runs[0][0].weights, runs[1][0].weights, brain)
-    print(f"LIME shipped: {DEFAULT_SAMPLES} samples, {runs[0][0].n_segments} SLIC superpixels "
-          f"(asked {N_SEGMENTS}), {lime_ours:.1f} s/slice, stability (Spearman, seeds 0 vs 1) {stability:.3f}, "
+    print(f"LIME shipped: {DEFAULT_SAMPLES} samples, {runs[0][0].n_segments} superpixels in the brain "
+          f"(quickshift kernel {KERNEL_SIZE}), {lime_ours:.1f} s/slice, stability (Spearman, seeds 0 vs 1) {stability:.3f}, "
           f"local R^2 {runs[0][0].score:.3f}")
     result = {"cam_speedup": round(cam_lib / cam_ours, 3), "cam_max_abs_diff": diff,
               "cam_shipped_s": round(cam_ours, 3), "cam_library_s": round(cam_lib, 3),
@@ -141,11 +141,11 @@ def main() -> None:
         result.update(lime_speedup=round(lime_base / lime_ours, 3), lime_stability_baseline=round(base_stability, 4),
                       lime_baseline_s=round(lime_base, 2))
     for case in [c for c in args.study.split(",") if c.strip()]:
-        segments, samples = (int(v) for v in case.lower().split("x"))
-        pair = [timed(explain_slice, image, brain, target, segmenter.predict, num_samples=samples,
-                      n_segments=segments, seed=s) for s in (0, 1)]
+        kernel, samples = (float(v) for v in case.lower().split("x"))
+        pair = [timed(explain_slice, image, brain, target, segmenter.predict, num_samples=int(samples),
+                      kernel_size=kernel, seed=s) for s in (0, 1)]
         rho = rank_correlation(pair[0][0].weights, pair[1][0].weights, brain)
-        print(f"  study: {pair[0][0].n_segments:4d} superpixels x {samples:5d} samples -> stability {rho:.3f}, "
+        print(f"  study: kernel {kernel:g} ({pair[0][0].n_segments} superpixels) x {int(samples):5d} samples -> stability {rho:.3f}, "
               f"{statistics.median(t for _, t in pair):.1f} s/slice")
         result.setdefault("study", {})[case] = round(rho, 4)
     if device.type == "cuda":

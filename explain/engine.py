@@ -44,7 +44,7 @@ METHODS = ("gradcam", "gradcampp", "lime")
 METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "lime": "LIME"}
 CAM_BATCH = {"cpu": 1, "cuda": 16, "mps": 4}  # a backward pass holds activations: smaller than inference
 DEFAULT_DISK_CAP_BYTES = 1024**3
-CACHE_FORMAT = 1  # bump when a method's arithmetic changes, so old maps are not served
+CACHE_FORMAT = 2  # bump when a method's arithmetic changes, so old maps are not served
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,13 @@ class ExplainParams:
 
     layer: str = cam_module.DEFAULT_LAYER
     lime_samples: int = lime_seg.DEFAULT_SAMPLES
-    lime_segments: int = lime_seg.N_SEGMENTS
+    lime_kernel: float = lime_seg.KERNEL_SIZE
     seed: int = 0
 
     def for_method(self, method: str) -> dict:
         if method == "lime":
-            return {"num_samples": self.lime_samples, "n_segments": self.lime_segments, "seed": self.seed,
-                    "hide_color": 0, "superpixels": "SLIC inside the brain"}
+            return {"num_samples": self.lime_samples, "kernel_size": self.lime_kernel, "seed": self.seed,
+                    "hide_color": 0, "superpixels": "quickshift cut to the brain"}
         return {"layer": self.layer}
 
 
@@ -274,9 +274,9 @@ class ExplanationEngine:
         with self._lock:
             result = lime_seg.explain_slice(
                 context.model_input.slices[z], self._model_brain(context, z), target, self.segmenter.predict,
-                num_samples=params.lime_samples, n_segments=params.lime_segments, seed=params.seed,
+                num_samples=params.lime_samples, kernel_size=params.lime_kernel, seed=params.seed,
                 on_progress=lambda done, _total: progress.set(base + done), should_cancel=should_cancel)
-        lime_params = {**params.for_method("lime"), "n_segments_used": result.n_segments,
+        lime_params = {**params.for_method("lime"), "n_segments": result.n_segments,
                        "precision": self.segmenter.precision}
         return SliceExplanation("lime", z, "ok", context.model_input.geometry.from_model(result.weights),
                                 target.kind, target.area, lime_params, fit_score=result.score,

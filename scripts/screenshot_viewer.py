@@ -1,0 +1,54 @@
+"""Regenerate docs/viewer.png: the demo case on its largest lesion slice with all four panels.
+
+Usage: QT_QPA_PLATFORM=offscreen python scripts/screenshot_viewer.py [OUT.png]
+(Runs the demo model: whole-volume segmentation, Grad-CAM/Grad-CAM++ and LIME of one slice.)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from app.window import ViewerWindow  # noqa: E402
+from xnet_core.assets import demo_scan_path, demo_weights_path  # noqa: E402
+from xnet_core.checkpoint import load_checkpoint  # noqa: E402
+from xnet_core.volume import load_volume  # noqa: E402
+
+
+def wait(app: QApplication, condition, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while not condition() and time.time() < deadline:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def main() -> None:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "docs" / "viewer.png")
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    app.setOrganizationName("xnet-viewer-screenshot")
+    window = ViewerWindow(load_volume(demo_scan_path()), load_checkpoint(demo_weights_path()))
+    window.resize(1600, 1000)
+    window.show()
+    wait(app, lambda: window.study.segmentation_complete, 600)
+    z = int(np.argmax(window.study.lesion_area_per_slice_mm2()))
+    window.set_slice(z)
+    window.request_lime()
+    wait(app, lambda: window.study.status("lime", z) is not None and window.study.status("gradcam", z), 900)
+    window.set_threshold(0.5)
+    app.processEvents()
+    window.grab().scaledToWidth(1280, Qt.TransformationMode.SmoothTransformation).save(str(out))
+    print(f"slice z {z}: {out} ({out.stat().st_size / 1024:.0f} KB)")
+    window.close()
+
+
+if __name__ == "__main__":
+    main()
