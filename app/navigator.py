@@ -41,12 +41,15 @@ class LesionNavigator(QWidget):
         column.addWidget(self.plot)
         self._rows: list[dict] = []
 
-    def update_from(self, study: Study) -> None:
+    def show_areas(self, study: Study) -> None:
         areas = study.lesion_area_per_slice_mm2()
         self.area_curve.setData(np.arange(len(areas)), areas)
-        if not study.segmentation_complete:
-            return
-        self._rows = study.lesion_rows()
+
+    def show_lesions(self, study: Study, rows: list[dict]) -> None:
+        """``rows`` from ``Study.lesion_rows`` at the study's threshold (computed off the UI thread)."""
+        self.show_areas(study)
+        areas = study.lesion_area_per_slice_mm2()
+        self._rows = rows
         self.table.setRowCount(len(self._rows))
         for r, row in enumerate(self._rows):
             x, y, z = row["centroid_mm"]

@@ -76,22 +76,25 @@ class Study:
             return None
         return int(remaining[np.argmin(np.abs(remaining - near))])
 
-    def mask(self) -> np.ndarray:
-        return (self.probabilities >= self.threshold).astype(np.uint8)
+    def mask(self, threshold: float | None = None) -> np.ndarray:
+        return (self.probabilities >= (self.threshold if threshold is None else threshold)).astype(np.uint8)
 
     def mask_slice(self, z: int) -> np.ndarray:
         return (self.probabilities[:, :, z] >= self.threshold).astype(np.uint8)
 
-    def lesions(self) -> list[Lesion]:
-        return lesions(self.mask(), self.volume.voxel_volume_ml)
+    def lesions(self, threshold: float | None = None) -> list[Lesion]:
+        return lesions(self.mask(threshold), self.volume.voxel_volume_ml)
 
-    def lesion_rows(self) -> list[dict]:
+    def lesion_rows(self, threshold: float | None = None) -> list[dict]:
         """The lesion table: volume, centroid in world mm, hemisphere, slices and the slice to show."""
         affine = self.volume.affine
-        brain = np.argwhere(self.model_input.brain_mask > 0)
-        midline_x = float((affine @ [*brain.mean(axis=0), 1.0])[0]) if brain.size else 0.0
+        brain = self.model_input.brain_mask
+        total = float(brain.sum())
+        centre = [float((brain.sum(axis=tuple(a for a in range(3) if a != axis)) * np.arange(n)).sum() / total)
+                  if total else n / 2 for axis, n in enumerate(brain.shape)]  # brain centroid, voxel indices
+        midline_x = float((affine @ [*centre, 1.0])[0])
         rows = []
-        for lesion in self.lesions():
+        for lesion in self.lesions(threshold):
             centre = affine @ [*lesion.centroid, 1.0]
             rows.append({
                 "volume_ml": lesion.volume_ml,

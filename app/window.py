@@ -214,6 +214,7 @@ class ViewerWindow(QMainWindow):
             self.worker.failed.connect(self._on_failed)
             self.worker.limeEnded.connect(self._on_lime_ended)
             self.worker.segmentationFinished.connect(self._on_segmentation_finished)
+            self.worker.lesionsReady.connect(self._on_lesions)
             self.worker.start(self.current_slice)
         self._refresh()
         self._update_navigator()
@@ -500,12 +501,22 @@ class ViewerWindow(QMainWindow):
         self.model_label.setText(self._model_text())
 
     def _on_segmentation_finished(self) -> None:
-        self._on_progress("segmentation complete", 1, 1)
-        self._update_navigator()
+        self._on_progress("segmentation complete", 1, 1)  # the worker sends the lesion table next
 
     def _update_navigator(self) -> None:
-        self.navigator.update_from(self.study)
+        """The lesion table at the current threshold: labelled by the worker (off the UI thread)
+        when there is one, here otherwise."""
+        if self.worker is not None:
+            if self.study.segmentation_complete:
+                self.worker.request_lesions(self.study.threshold)
+        elif self.study.segmentation_complete:
+            self._on_lesions(self.study.threshold, self.study.lesion_rows())
+        self.navigator.show_areas(self.study)
         self.navigator.set_current(self.current_slice)
+
+    def _on_lesions(self, threshold: float, rows: list) -> None:
+        if threshold == self.study.threshold:  # a newer threshold's table is on its way otherwise
+            self.navigator.show_lesions(self.study, rows)
 
     def _on_progress(self, task: str, done: int, total: int) -> None:
         self.progress_label.setText(f"{task} {done}/{total}" if done < total else f"{task}: done")
