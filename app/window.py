@@ -174,6 +174,7 @@ class ViewerWindow(QMainWindow):
         self.setCentralWidget(self._layout())
         dock = QDockWidget("Lesions", self)
         dock.setWidget(self.navigator)
+        self.navigator.setMaximumWidth(380)  # the panels keep most of the window
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self._make_status_bar()
@@ -218,6 +219,7 @@ class ViewerWindow(QMainWindow):
             self.worker.start(self.current_slice)
         self._refresh()
         self._update_navigator()
+        self._on_hover(None)  # no crosshair until the mouse is over a panel
         self.panels["segmentation"].view_box.autoRange(padding=0.02)
 
     def _show_warnings(self) -> None:

@@ -45,7 +45,7 @@ def main() -> None:
     wait(app, lambda: window.study.status("lime", z) is not None and window.study.status("gradcam", z), 900)
     window.set_threshold(0.5)
     app.processEvents()
-    window.grab().scaledToWidth(1280, Qt.TransformationMode.SmoothTransformation).save(str(out))
+    window.grab().scaledToWidth(1120, Qt.TransformationMode.SmoothTransformation).save(str(out))
     print(f"slice z {z}: {out} ({out.stat().st_size / 1024:.0f} KB)")
     window.close()
 
