@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import torch
 from PySide6.QtCore import QObject, Signal
 
 from app.study import Study
-from explain.engine import ExplainParams, ExplanationEngine, SliceExplanation
 from xnet_core.errors import Cancelled, XNetError
 
 log = logging.getLogger(__name__)
@@ -31,6 +29,8 @@ CAM_METHODS = ("gradcam", "gradcampp")
 
 def limit_torch_threads() -> int:
     """Leave one core to the UI thread; returns the number of torch threads."""
+    import torch
+
     threads = max(1, (os.cpu_count() or 2) - 1)
     torch.set_num_threads(threads)
     return threads
@@ -58,16 +58,15 @@ class ModelWorker(QObject):
     ready = Signal(object)  # the ExplanationEngine, once built on the worker thread
     lesionsReady = Signal(float, object)  # threshold, the study's lesion rows at that threshold
 
-    def __init__(self, engine: ExplanationEngine | Callable[[], ExplanationEngine], study: Study,
-                 params: ExplainParams | None = None) -> None:
+    def __init__(self, engine, study: Study, params=None) -> None:
         """``engine`` or a function that builds one: building (model copies, BN folding) then runs
-        on the worker thread, so the scan is on screen before the model is ready."""
+        on the worker thread (torch included), so the scan is on screen before the model is ready."""
         super().__init__()
-        self.engine = engine if isinstance(engine, ExplanationEngine) else None
-        self._make_engine = None if self.engine is not None else engine
+        self.engine = None if callable(engine) else engine
+        self._make_engine: Callable | None = engine if callable(engine) else None
         self.study = study
         self._cam_done: set[int] = set()  # slices whose CAMs were emitted (the UI applies them later)
-        self.params = params or ExplainParams()
+        self.params = params  # None: the engine's defaults, set on the worker thread
         self._requests = _Requests()
         self._wake = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="xnet-model", daemon=True)
@@ -117,8 +116,12 @@ class ModelWorker(QObject):
     # -- worker side -----------------------------------------------------------------------
     def _run(self) -> None:
         try:
+            from explain.engine import ExplainParams
+
+            limit_torch_threads()
             if self.engine is None:
                 self.engine = self._make_engine()
+            self.params = self.params or ExplainParams()
             self.ready.emit(self.engine)
             while True:
                 task = self._next_task()

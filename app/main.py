@@ -21,7 +21,6 @@ from PySide6.QtWidgets import QApplication
 from app.window import ViewerWindow
 from xnet_core import DISCLAIMER, __version__
 from xnet_core.assets import demo_scan_path, demo_weights_path
-from xnet_core.checkpoint import load_checkpoint
 from xnet_core.errors import XNetError
 from xnet_core.volume import load_volume
 
@@ -70,13 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         app.setOrganizationName("xnet-viewer")
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl+C in the terminal closes the viewer
     _log_to_file()
-    checkpoint, problem = None, None
     try:
-        checkpoint = load_checkpoint(args.weights or demo_weights_path())
-    except XNetError as exc:
-        problem = f"Model not loaded: {exc}"
-        print(f"xnet-viewer: warning: {exc}", file=sys.stderr)
-    window = ViewerWindow(volume, checkpoint, device=args.device)
+        weights = Path(args.weights) if args.weights else demo_weights_path()
+    except XNetError as exc:  # no demo weights installed: the scan still opens
+        weights, problem = None, f"Model not loaded: {exc}"
+    else:
+        problem = None
+    # The weights load on the model's worker thread (torch included): the scan shows first.
+    window = ViewerWindow(volume, weights, device=args.device)
     for other in volumes:
         if other is not volume:
             window.add_sequence(other)

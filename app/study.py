@@ -7,13 +7,17 @@ Anything the window shows is computed here, so tests can check it without a disp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from explain.engine import METHODS, SliceExplanation
+from explain.methods import METHODS
 from xnet_core.metrics import Lesion, lesions
 from xnet_core.preprocess import ModelInput
 from xnet_core.volume import Volume
+
+if TYPE_CHECKING:  # the engine imports torch; the window must show before that
+    from explain.engine import SliceExplanation
 
 SCALE_PERCENTILE = 99.5  # colour scales ignore the hottest 0.5 % (single-voxel spikes)
 

@@ -7,7 +7,10 @@ the cursor. Numbers come from ``app.study`` / ``xnet_core`` / ``explain``; this 
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
@@ -30,16 +33,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.jobs import ModelWorker, limit_torch_threads
+from app.jobs import ModelWorker
 from app.navigator import LesionNavigator
 from app.slice_panel import MODEL_COLOUR, PLANE_AXES, PLANES, SlicePanel, lookup_table, plane_slice
 from app.study import Study
-from explain.engine import METHOD_NAMES, ExplanationEngine, SliceExplanation
+from explain.methods import METHOD_NAMES
 from xnet_core import DISCLAIMER, __version__
-from xnet_core.checkpoint import Checkpoint, load_checkpoint
 from xnet_core.errors import XNetError
 from xnet_core.preprocess import prepare
 from xnet_core.volume import Volume, load_volume
+
+if TYPE_CHECKING:  # torch-backed modules load on the worker thread, after the scan is on screen
+    from explain.engine import ExplanationEngine, SliceExplanation
+    from xnet_core.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +90,27 @@ def grey_window(data: np.ndarray, percentiles: tuple[float, float] = (1, 99.5)) 
     return low, high
 
 
+def _sidecar_card(weights: Path | None) -> dict:
+    """The model card next to weights, read without torch (the worker checks it when loading)."""
+    if weights is None:
+        return {}
+    card = weights.with_name(weights.name.removesuffix(".pt").removesuffix(".pth") + ".card.json")
+    try:
+        return json.loads(card.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _engine_factory(checkpoint, weights: Path | None, device: str):
+    """Builds the engine on the worker thread: torch, the weights and the model copies load there."""
+    def build():
+        from explain.engine import ExplanationEngine
+        from xnet_core.checkpoint import load_checkpoint
+
+        return ExplanationEngine(checkpoint or load_checkpoint(weights), device=device)
+    return build
+
+
 def looks_like_t1(volume: Volume, brain: np.ndarray) -> bool:
     """On the template grid: is white matter brighter than grey matter (as on a T1)? Elsewhere the
     tissue maps are not aligned, so no judgement is made (True)."""
@@ -119,15 +146,18 @@ class WindowLevelViewBox:
 class ViewerWindow(QMainWindow):
     """One scan, the model's mask and three explanation maps in linked axial panels."""
 
-    def __init__(self, volume: Volume, checkpoint: Checkpoint | None, device: str = "auto",
-                 engine: ExplanationEngine | None = None, start_model: bool = True) -> None:
+    def __init__(self, volume: Volume, checkpoint: "Checkpoint | str | Path | None", device: str = "auto",
+                 engine: "ExplanationEngine | None" = None, start_model: bool = True) -> None:
+        """``checkpoint``: a loaded Checkpoint, or the path of weights that the worker thread loads
+        (with torch) after the scan is on screen; None shows the scan without a model."""
         super().__init__()
-        self.checkpoint = checkpoint
-        self.start_model = start_model and checkpoint is not None
+        self.checkpoint = None if isinstance(checkpoint, (str, Path)) else checkpoint
+        self.weights_path = Path(checkpoint) if isinstance(checkpoint, (str, Path)) else None
+        self.card = self.checkpoint.card if self.checkpoint is not None else _sidecar_card(self.weights_path)
+        self.has_model = checkpoint is not None
+        self.start_model = start_model and self.has_model
         self.engine = engine  # built by the first worker when not given (off the UI thread)
         self.device = device
-        if self.start_model:
-            limit_torch_threads()
         self._hover: tuple[int, int] | None = None
         self.show_segmentation, self.show_heatmaps, self.outline_mode = True, True, False
         settings = QSettings()
@@ -193,7 +223,7 @@ class ViewerWindow(QMainWindow):
         self.backgrounds, self.background = {}, ""
         self._fill_background_box()
         self.levels = self.initial_levels = grey_window(volume.data)
-        normalisation = self.checkpoint.normalisation if self.checkpoint else "robust"
+        normalisation = str(self.card.get("normalisation", {}).get("recipe", "robust"))
         self.study = Study(volume, prepare(volume, normalisation), threshold=self.threshold_box.value())
         self._cursor = [n // 2 for n in volume.shape]
         for panel in self.panels.values():
@@ -205,8 +235,7 @@ class ViewerWindow(QMainWindow):
         self.setWindowTitle(f"{volume.name} — X-Net Viewer {__version__}")
         self._show_warnings()
         if self.start_model:
-            checkpoint, device = self.checkpoint, self.device
-            source = self.engine or (lambda: ExplanationEngine(checkpoint, device=device))
+            source = self.engine or _engine_factory(self.checkpoint, self.weights_path, self.device)
             self.worker = ModelWorker(source, self.study)
             self.worker.ready.connect(self._on_engine_ready)
             self.worker.sliceSegmented.connect(self._on_slice_segmented)
@@ -224,7 +253,7 @@ class ViewerWindow(QMainWindow):
 
     def _show_warnings(self) -> None:
         warnings = list(self.volume.warnings)
-        if self.checkpoint is not None:
+        if self.has_model:
             warnings += self.study.model_input.warnings
             if not looks_like_t1(self.volume, self.study.model_input.brain_mask):
                 warnings.append("This scan does not look T1-weighted (white matter is not brighter than grey "
@@ -342,7 +371,7 @@ class ViewerWindow(QMainWindow):
         row.addLayout(slider_column)
         central = QWidget()
         column = QVBoxLayout(central)
-        intended = (self.checkpoint.card.get("intended_use", "") if self.checkpoint else "")
+        intended = self.card.get("intended_use", "")
         self.banner = QLabel(DISCLAIMER + (f"  Model: {intended}" if intended else ""))
         self.banner.setStyleSheet(BANNER_STYLE)
         self.banner.setWordWrap(True)
@@ -498,9 +527,15 @@ class ViewerWindow(QMainWindow):
         if result.z == self.current_slice or result.ok:
             self._refresh()
 
-    def _on_engine_ready(self, engine: ExplanationEngine) -> None:
-        self.engine = engine
+    def _on_engine_ready(self, engine: "ExplanationEngine") -> None:
+        self.engine, self.checkpoint = engine, engine.checkpoint
         self.model_label.setText(self._model_text())
+        if engine.checkpoint.card != self.card:  # weights loaded by the worker: their own card rules
+            self.card = engine.checkpoint.card
+            intended = self.card.get("intended_use", "")
+            self.banner.setText(DISCLAIMER + (f"  Model: {intended}" if intended else ""))
+            if engine.checkpoint.normalisation != self.study.model_input.normalisation:
+                self.set_volume(self.volume)  # prepare again with the checkpoint's recipe
 
     def _on_segmentation_finished(self) -> None:
         self._on_progress("segmentation complete", 1, 1)  # the worker sends the lesion table next
@@ -524,8 +559,12 @@ class ViewerWindow(QMainWindow):
         self.progress_label.setText(f"{task} {done}/{total}" if done < total else f"{task}: done")
 
     def _on_failed(self, message: str) -> None:
+        """The model could not run (e.g. unreadable weights): the scan stays, the problem is shown."""
         self.statusBar().showMessage(message, 15000)
         self.progress_label.setText("model stopped")
+        self.model_label.setText("no model")
+        self.warnings_label.setText("\n".join(filter(None, [self.warnings_label.text(), f"Model: {message}"])))
+        self.warnings_label.setVisible(True)
 
     def _on_lime_ended(self, z: int, how: str) -> None:
         self.progress_label.setText(f"LIME z {z}: {how}")
@@ -682,6 +721,8 @@ class ViewerWindow(QMainWindow):
 
     def open_weights(self, path: str) -> bool:
         """Use other X-Net weights; the current scan is segmented again with them."""
+        from xnet_core.checkpoint import load_checkpoint
+
         try:
             checkpoint = load_checkpoint(path)
         except XNetError as exc:
@@ -690,8 +731,8 @@ class ViewerWindow(QMainWindow):
         if self.worker is not None:
             self.worker.stop()
             self.worker = None
-        self.checkpoint, self.engine, self.start_model = checkpoint, None, True
-        limit_torch_threads()
+        self.checkpoint, self.card, self.engine = checkpoint, checkpoint.card, None
+        self.has_model = self.start_model = True
         self.model_label.setText("loading the model…")
         self.set_volume(self.volume)
         return True

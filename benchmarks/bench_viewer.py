@@ -63,7 +63,7 @@ def measure_stalls(app: QApplication, checkpoint, cache_dir: Path) -> tuple[floa
     timer = QTimer()
     timer.setInterval(5)
     timer.timeout.connect(lambda: ticks.append(clock.nsecsElapsed() / 1e6))
-    window = ViewerWindow(volume, checkpoint)
+    window = ViewerWindow(volume, checkpoint.path)  # as the app: the worker thread loads the weights
     window.resize(1600, 1000)
     window.show()
     app.processEvents()

@@ -40,8 +40,7 @@ from xnet_core.volume import Volume
 
 log = logging.getLogger(__name__)
 
-METHODS = ("gradcam", "gradcampp", "lime")
-METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "lime": "LIME"}
+from explain.methods import METHOD_NAMES, METHODS  # noqa: E402,F401  (re-exported)
 CAM_BATCH = {"cpu": 1, "cuda": 16, "mps": 4}  # a backward pass holds activations: smaller than inference
 DEFAULT_DISK_CAP_BYTES = 1024**3
 CACHE_FORMAT = 2  # bump when a method's arithmetic changes, so old maps are not served

@@ -262,3 +262,15 @@ def test_open_a_corrupt_file_shows_the_error_and_keeps_the_scan(window, tmp_path
     assert not window.open_scan(str(corrupt))
     assert "corrupt.nii.gz" in window.last_error and window.volume.name == name
     assert window.isVisible()
+
+
+def test_unreadable_weights_leave_the_scan_with_a_message(qtbot, volume, tmp_path):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a checkpoint")
+    win = ViewerWindow(volume, bad, device="cpu")  # the worker thread loads (and refuses) the weights
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: "Model:" in win.warnings_label.text(), timeout=30_000)
+    assert "broken.pt" in win.warnings_label.text() and win.model_label.text() == "no model"
+    assert win.panels["segmentation"].scan_item.image is not None  # the scan is still shown
+    win.close()
