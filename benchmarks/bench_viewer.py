@@ -9,7 +9,9 @@ Offscreen Qt, 1600x1000 window, the demo case, all four panels and every overlay
 * ``first_image_s``: from starting the ``xnet-viewer`` process (imports included) until the first
   painted frame with the scan (the app writes the time when ``XNET_VIEWER_FIRST_FRAME`` is set).
 * ``max_stall_ms``: the longest gap between 5 ms timer ticks of the UI thread from the scan on screen
-  until the whole-volume segmentation ends, model load included.
+  until the whole-volume segmentation ends, model load included. This process has already imported
+  torch and the explanation modules; in the app the worker thread imports them (about 3 s of
+  grad-cam/torchvision/cv2), which a probe measured as further stalls of up to ~215 ms.
 
 Prints a human summary, then one JSON line (last line) with the keys the issue names.
 Usage: QT_QPA_PLATFORM=offscreen python benchmarks/bench_viewer.py [--steps 200] [--launches 3]
