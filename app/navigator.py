@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QListWidget, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from app.study import Study
 
@@ -27,6 +27,9 @@ class LesionNavigator(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.cellClicked.connect(self._on_click)
+        self.slice_list = QListWidget()  # slices with lesion: "z 68 · 1185 mm²"
+        self.slice_list.setMaximumHeight(120)
+        self.slice_list.itemClicked.connect(lambda item: self.jump.emit(int(item.data(Qt.ItemDataRole.UserRole))))
         self.plot = pg.PlotWidget()
         self.plot.setLabel("bottom", "slice z")
         self.plot.setLabel("left", "lesion area", units="mm²")
@@ -39,12 +42,18 @@ class LesionNavigator(QWidget):
         column = QVBoxLayout(self)
         column.addWidget(self.summary)
         column.addWidget(self.table, 1)
+        column.addWidget(QLabel("Slices with lesion"))
+        column.addWidget(self.slice_list)
         column.addWidget(self.plot)
         self._rows: list[dict] = []
 
     def show_areas(self, study: Study) -> None:
         areas = study.lesion_area_per_slice_mm2()
         self.area_curve.setData(np.arange(len(areas)), areas)
+        self.slice_list.clear()
+        for z in np.flatnonzero(areas > 0):
+            self.slice_list.addItem(f"z {z} · {areas[z]:.0f} mm²")
+            self.slice_list.item(self.slice_list.count() - 1).setData(Qt.ItemDataRole.UserRole, int(z))
 
     def show_lesions(self, study: Study, rows: list[dict]) -> None:
         """``rows`` from ``Study.lesion_rows`` at the study's threshold (computed off the UI thread)."""

@@ -122,3 +122,17 @@ def test_lime_starts_and_cancels(window, qtbot, lesion_z) -> None:
     qtbot.waitUntil(lambda: "cancelled" in window.progress_label.text(), timeout=30_000)
     assert window.study.status("lime", lesion_z) is None
     assert window.panels["lime"].overlay_item.image is None
+
+
+def test_lesion_navigator_lists_lesions_and_slices_and_jumps(window, qtbot) -> None:
+    qtbot.waitUntil(lambda: window.study.segmentation_complete, timeout=120_000)
+    qtbot.waitUntil(lambda: window.navigator.table.rowCount() > 0, timeout=30_000)
+    navigator = window.navigator
+    assert navigator.table.rowCount() == len(window.study.lesions())
+    areas = window.study.lesion_area_per_slice_mm2()
+    assert navigator.slice_list.count() == int((areas > 0).sum())
+    navigator.table.cellClicked.emit(0, 0)  # the largest lesion
+    assert window.current_slice == navigator._rows[0]["z"]
+    item = navigator.slice_list.item(0)
+    navigator.slice_list.itemClicked.emit(item)
+    assert window.current_slice == int(np.flatnonzero(areas > 0)[0])
