@@ -16,7 +16,8 @@ FEW_LIME_SLICES = 3  # beyond this, say how long LIME will take before starting
 def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int:
     from explain import agreement
     from explain.cam import DEFAULT_LAYER, check_layer
-    from explain.engine import METHOD_NAMES, ExplainParams, ExplanationEngine, _check_methods
+    from explain.engine import ExplainParams, ExplanationEngine
+    from explain.methods import METHOD_NAMES, check_methods
     from explain.lime_seg import DEFAULT_SAMPLES, KERNEL_SIZE
     from xnet_core.assets import demo_weights_path
     from xnet_core.checkpoint import load_checkpoint
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
     from xnet_core.slices import LESION, parse_slices
     from xnet_core.volume import file_stem, load_volume, save_like
 
-    methods = _check_methods(m.strip() for m in args.methods.split(",") if m.strip())
+    methods = check_methods(m.strip() for m in args.methods.split(",") if m.strip())
     params = ExplainParams(layer=check_layer(args.layer or DEFAULT_LAYER),
                            lime_samples=args.lime_samples or DEFAULT_SAMPLES,
                            lime_kernel=args.lime_kernel or KERNEL_SIZE, seed=args.seed)

@@ -20,11 +20,11 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from app.study import Study
+from explain.methods import CAM_METHODS
 from xnet_core.errors import Cancelled, XNetError
 
 log = logging.getLogger(__name__)
 
-CAM_METHODS = ("gradcam", "gradcampp")
 
 
 def limit_torch_threads() -> int:
@@ -187,9 +187,9 @@ class ModelWorker(QObject):
         for result in self.engine.explain(self._context_now(), zs, CAM_METHODS, self.params):
             self.explained.emit(result)
         self._cam_done.update(zs)
-        if report is not None:
-            self.progress.emit("explaining lesion slices", len(self._lesion_slices()) - report + 1,
-                               len(self._lesion_slices()))
+        if report is not None:  # ``report``: lesion slices still to explain before this batch
+            total = len(self._lesion_slices())
+            self.progress.emit("explaining lesion slices", total - report + 1, total)
 
     def _lime(self, z: int) -> None:
         with self._wake:

@@ -15,7 +15,6 @@ WHEEL_NOTCH = 120  # angle delta of one mouse-wheel notch (1/8 degree units)
 LETTER_STYLE = "color: #ffd54f; font-weight: bold; font-size: 14px; padding: 1px;"
 TITLE_STYLE = "color: white; font-weight: bold; padding: 2px;"
 MODEL_COLOUR = (255, 64, 32)  # model mask / outline: vermilion
-READER_COLOUR = (0, 158, 255)  # reader outline: sky blue (Okabe-Ito pair, safe for colour-blind users)
 COLOUR_MAPS = ("inferno", "viridis", "jet")
 
 
@@ -23,15 +22,6 @@ PLANES = ("axial", "coronal", "sagittal")
 PLANE_AXES = {"axial": (0, 1, 2), "coronal": (0, 2, 1), "sagittal": (1, 2, 0)}  # columns, rows, fixed axis
 # Letters at the (left, right, top, bottom) edges; radiological swaps left/right of axial and coronal.
 PLANE_LETTERS = {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I"), "sagittal": ("A", "P", "S", "I")}
-
-
-def radiological(axial: np.ndarray) -> np.ndarray:
-    """An axial ``[x, y]`` RAS slice as shown: x reversed, so the patient's right is on the screen's left.
-
-    Image column ``c`` shows RAS ``x = n_x - 1 - c``; image row ``r`` (drawn upwards) shows ``y = r``,
-    so anterior is at the top.
-    """
-    return np.ascontiguousarray(axial[::-1, :])
 
 
 def plane_slice(volume_xyz: np.ndarray, plane: str, index: int) -> np.ndarray:
@@ -47,6 +37,8 @@ def flips_columns(plane: str, radiological_view: bool) -> bool:
 
 
 def displayed(section: np.ndarray, flip: bool) -> np.ndarray:
+    """A section as drawn. Flipped: image column ``c`` shows section column ``n - 1 - c`` (radiological
+    axial: RAS ``x = n_x - 1 - c``, the patient's right on the screen's left); rows are drawn upwards."""
     return np.ascontiguousarray(section[::-1, :]) if flip else np.ascontiguousarray(section)
 
 
@@ -129,9 +121,8 @@ class SlicePanel(QFrame):
         self.scan_item = HoverImageItem(axisOrder="col-major")
         self.overlay_item = pg.ImageItem(axisOrder="col-major")
         self.model_outline_item = pg.ImageItem(axisOrder="col-major")
-        self.reader_outline_item = pg.ImageItem(axisOrder="col-major")
         self.status_text = pg.TextItem("", color=(255, 213, 79), anchor=(0, 0))
-        self.image_items = (self.scan_item, self.overlay_item, self.model_outline_item, self.reader_outline_item)
+        self.image_items = (self.scan_item, self.overlay_item, self.model_outline_item)
         for item in self.image_items:
             self.view_box.addItem(item)
         self.view_box.addItem(self.status_text)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy import ndimage
 
 from explain.methods import METHODS
 from xnet_core.metrics import Lesion, lesions
@@ -41,7 +42,6 @@ class Study:
     segmented: np.ndarray = field(init=False)  # bool [z]
     maps: dict[str, np.ndarray] = field(init=False)
     explained: dict[str, dict[int, str]] = field(init=False)  # method -> z -> status
-    fixed_scales: dict[str, ColourScale] = field(default_factory=dict)
 
     def __setattr__(self, name: str, value) -> None:
         if name == "threshold":
@@ -91,11 +91,8 @@ class Study:
 
     def lesion_rows(self, threshold: float | None = None) -> list[dict]:
         """The lesion table: volume, centroid in world mm, hemisphere, slices and the slice to show."""
-        affine = self.volume.affine
-        brain = self.model_input.brain_mask
-        total = float(brain.sum())
-        centre = [float((brain.sum(axis=tuple(a for a in range(3) if a != axis)) * np.arange(n)).sum() / total)
-                  if total else n / 2 for axis, n in enumerate(brain.shape)]  # brain centroid, voxel indices
+        affine, brain = self.volume.affine, self.model_input.brain_mask
+        centre = ndimage.center_of_mass(brain) if brain.any() else [n / 2 for n in brain.shape]
         midline_x = float((affine @ [*centre, 1.0])[0])
         rows = []
         for lesion in self.lesions(threshold):
@@ -128,11 +125,13 @@ class Study:
     def status(self, method: str, z: int) -> str | None:
         return self.explained[method].get(z)
 
+    def unexplained_slices(self, method: str) -> np.ndarray:
+        """bool [z]: axial slices with no answer yet from ``method`` (hatched in coronal/sagittal views)."""
+        return np.array([z not in self.explained[method] for z in range(self.volume.shape[2])])
+
     def scale(self, method: str) -> ColourScale:
         """One scale per method for every slice (DESIGN.md): from the computed maps, provisional
         until all lesion slices are explained; LIME shows its positive weights by default."""
-        if method in self.fixed_scales:
-            return self.fixed_scales[method]
         return self._cached(("scale", method), lambda: self._scale(method))
 
     def _scale(self, method: str) -> ColourScale:

@@ -7,7 +7,6 @@ the cursor. Numbers come from ``app.study`` / ``xnet_core`` / ``explain``; this 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,13 +34,14 @@ from PySide6.QtWidgets import (
 
 from app.jobs import ModelWorker
 from app.navigator import LesionNavigator
-from app.slice_panel import MODEL_COLOUR, PLANE_AXES, PLANES, SlicePanel, lookup_table, plane_slice
+from app.slice_panel import COLOUR_MAPS, MODEL_COLOUR, PLANE_AXES, PLANES, SlicePanel, lookup_table, plane_slice
 from app.study import Study
-from explain.methods import METHOD_NAMES
+from explain.methods import METHOD_NAMES, METHODS
 from xnet_core import DISCLAIMER, __version__
 from xnet_core.errors import XNetError
-from xnet_core.preprocess import prepare
-from xnet_core.volume import Volume, load_volume
+from xnet_core.cards import card_normalisation, read_sidecar_card
+from xnet_core.preprocess import looks_like_t1, prepare
+from xnet_core.volume import Volume, load_volume, same_grid
 
 if TYPE_CHECKING:  # torch-backed modules load on the worker thread, after the scan is on screen
     from explain.engine import ExplanationEngine, SliceExplanation
@@ -55,7 +55,6 @@ WINDOW_PRESETS = ((1, 99.5), (0.5, 99.9), (5, 95), (0, 100))
 PERCENTILE_SAMPLE = 2_000_000
 BANNER_STYLE = "background: #ffcc00; color: black; font-weight: bold; font-size: 13px; padding: 4px;"
 WARNING_STYLE = "background: #ffe0b2; color: black; padding: 3px;"
-HEATMAP_METHODS = ("gradcam", "gradcampp", "lime")
 SHORTCUTS = [
     ("Up / Down, mouse wheel", "next / previous slice (Shift: 5 slices)"),
     ("PageUp / PageDown", f"{PAGE_STEP} slices"),
@@ -90,17 +89,6 @@ def grey_window(data: np.ndarray, percentiles: tuple[float, float] = (1, 99.5)) 
     return low, high
 
 
-def _sidecar_card(weights: Path | None) -> dict:
-    """The model card next to weights, read without torch (the worker checks it when loading)."""
-    if weights is None:
-        return {}
-    card = weights.with_name(weights.name.removesuffix(".pt").removesuffix(".pth") + ".card.json")
-    try:
-        return json.loads(card.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def _engine_factory(checkpoint, weights: Path | None, device: str):
     """Builds the engine on the worker thread: torch, the weights and the model copies load there."""
     def build():
@@ -109,18 +97,6 @@ def _engine_factory(checkpoint, weights: Path | None, device: str):
 
         return ExplanationEngine(checkpoint or load_checkpoint(weights), device=device)
     return build
-
-
-def looks_like_t1(volume: Volume, brain: np.ndarray) -> bool:
-    """On the template grid: is white matter brighter than grey matter (as on a T1)? Elsewhere the
-    tissue maps are not aligned, so no judgement is made (True)."""
-    from xnet_core.preprocess import is_template_grid, template_tissue_masks
-
-    if not is_template_grid(volume):
-        return True
-    grey, white = template_tissue_masks()
-    inside = brain > 0
-    return float(np.median(volume.data[white & inside])) > float(np.median(volume.data[grey & inside]))
 
 
 class WindowLevelViewBox:
@@ -153,7 +129,7 @@ class ViewerWindow(QMainWindow):
         super().__init__()
         self.checkpoint = None if isinstance(checkpoint, (str, Path)) else checkpoint
         self.weights_path = Path(checkpoint) if isinstance(checkpoint, (str, Path)) else None
-        self.card = self.checkpoint.card if self.checkpoint is not None else _sidecar_card(self.weights_path)
+        self.card = self.checkpoint.card if self.checkpoint is not None else read_sidecar_card(self.weights_path)
         self.has_model = checkpoint is not None
         self.start_model = start_model and self.has_model
         self.engine = engine  # built by the first worker when not given (off the UI thread)
@@ -165,21 +141,22 @@ class ViewerWindow(QMainWindow):
         self.mask_opacity = float(settings.value("mask_opacity", 0.45))
         self.colour_map = str(settings.value("colour_map", "inferno"))
         self.radiological_view = str(settings.value("radiological", "true")).lower() != "false"
-        self.single_panel = False
         self.backgrounds: dict[str, Volume] = {}  # other sequences of the subject on the same grid
         self.background = ""
         self.worker: ModelWorker | None = None
         self.volume, self.plane = volume, "axial"
         self._cursor = [n // 2 for n in volume.shape]  # RAS (x, y, z) of the sections shown
         self.panels = {"segmentation": SlicePanel("Segmentation", volume.voxel_sizes)}
-        for method in HEATMAP_METHODS:
+        for method in METHODS:
             self.panels[method] = SlicePanel(METHOD_NAMES[method], volume.voxel_sizes)
+            self.panels[method].set_orientation(self.radiological_view, self.plane)
+        self.panels["segmentation"].set_orientation(self.radiological_view, self.plane)  # saved setting
         self._link_panels()
         self.slider = self._make_slider()
         self.slice_label = QLabel()
         self.threshold_box = self._make_threshold_box()
         self.colour_box = QComboBox()
-        self.colour_box.addItems(["inferno", "viridis", "jet"])
+        self.colour_box.addItems(list(COLOUR_MAPS))
         self.colour_box.setCurrentText(self.colour_map)
         self.colour_box.currentTextChanged.connect(self.set_colour_map)
         self.mask_opacity_box = QSpinBox()
@@ -223,8 +200,7 @@ class ViewerWindow(QMainWindow):
         self.backgrounds, self.background = {}, ""
         self._fill_background_box()
         self.levels = self.initial_levels = grey_window(volume.data)
-        normalisation = str(self.card.get("normalisation", {}).get("recipe", "robust"))
-        self.study = Study(volume, prepare(volume, normalisation), threshold=self.threshold_box.value())
+        self.study = Study(volume, prepare(volume, card_normalisation(self.card)), threshold=self.threshold_box.value())
         self._cursor = [n // 2 for n in volume.shape]
         for panel in self.panels.values():
             panel.set_voxel_sizes(volume.voxel_sizes)
@@ -470,7 +446,6 @@ class ViewerWindow(QMainWindow):
         self._refresh()
 
     def set_single_panel(self, on: bool) -> None:
-        self.single_panel = on
         for name, panel in self.panels.items():
             panel.setVisible(not on or name == "segmentation")
 
@@ -601,8 +576,7 @@ class ViewerWindow(QMainWindow):
                 panel.show_outline(panel.model_outline_item, outline_mask, MODEL_COLOUR, pending_rows)
                 self._draw_segmentation(panel, mask)
             else:
-                hatched = None if axial else np.array(
-                    [self.study.status(name, s) is None for s in range(self.volume.shape[2])])
+                hatched = None if axial else self.study.unexplained_slices(name)
                 panel.show_outline(panel.model_outline_item, outline_mask, MODEL_COLOUR, hatched)
                 self._draw_heatmap(panel, name, lut, section)
         fixed = PLANE_AXES[self.plane][2]
@@ -667,7 +641,7 @@ class ViewerWindow(QMainWindow):
         parts = [f"slice z {z}", f"voxel (i, j, k) ({i}, {j}, {k})",
                  f"RAS ({mm[0]:.1f}, {mm[1]:.1f}, {mm[2]:.1f}) mm", f"value {float(self.volume.data[x, y, z]):.6g}"]
         parts.append(f"p {self.study.probabilities[x, y, z]:.3f}" if self.study.segmented[z] else "p …")
-        for method in HEATMAP_METHODS:
+        for method in METHODS:
             if self.study.status(method, z) == "ok":
                 parts.append(f"{METHOD_NAMES[method]} {self.study.maps[method][x, y, z]:.3g}")
         return "    ".join(parts)
@@ -682,8 +656,7 @@ class ViewerWindow(QMainWindow):
     # -- sequences -----------------------------------------------------------------------------
     def add_sequence(self, volume: Volume) -> bool:
         """Another sequence of the subject as a possible background; it must share the model input's grid."""
-        same = volume.shape == self.volume.shape and np.allclose(volume.affine, self.volume.affine, atol=1e-3)
-        if not same:
+        if not same_grid(self.volume, volume):
             self.show_error(f"{volume.name} is on another grid ({volume.shape}) than {self.volume.name} "
                             f"({self.volume.shape}); sequences on different grids need registration (not yet).")
             return False

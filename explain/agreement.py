@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from skimage.filters import threshold_otsu
 
+from xnet_core import metrics
+
 
 def energy_inside(saliency: np.ndarray, mask: np.ndarray) -> float | None:
     """Σ max(map, 0)·mask / Σ max(map, 0): the share of positive attention inside the mask."""
@@ -43,13 +45,11 @@ def otsu_region(saliency: np.ndarray, where: np.ndarray | None = None) -> np.nda
 
 
 def otsu_iou(saliency: np.ndarray, mask: np.ndarray, where: np.ndarray | None = None) -> float | None:
-    """IoU of the Otsu-thresholded map with the mask."""
+    """IoU of the Otsu-thresholded map with the mask (mask-vs-mask: ``xnet_core.metrics.iou``)."""
     region = otsu_region(saliency, where)
-    truth = mask > 0
-    union = np.count_nonzero(region | truth)
-    if not region.any() or not truth.any():
+    if not region.any() or not mask.any():
         return None
-    return float(np.count_nonzero(region & truth) / union)
+    return metrics.iou(region, mask)
 
 
 @dataclass

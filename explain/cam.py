@@ -31,13 +31,13 @@ import torch.nn.functional as F
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
 from torch import nn
 
+from explain.methods import CAM_METHODS
 from explain.targets import Target
 from xnet_core.errors import XNetError
 from xnet_core.inference import fold_batchnorm
 
 LAYERS = ("fsm", "decoders.0", "decoders.1", "decoders.2", "decoders.3")
 DEFAULT_LAYER = "decoders.1"
-METHODS = ("gradcam", "gradcampp")
 
 # The library's weight rules, called unbound: they read only their array arguments.
 _WEIGHT_RULES = {"gradcam": GradCAM.get_cam_weights, "gradcampp": GradCAMPlusPlus.get_cam_weights}
@@ -79,7 +79,7 @@ class CamExplainer:
         self._module = self.model.get_submodule(layer)
 
     def __call__(self, slices: np.ndarray, targets: list[Target],
-                 methods: tuple[str, ...] = METHODS) -> CamMaps:
+                 methods: tuple[str, ...] = CAM_METHODS) -> CamMaps:
         """``slices`` [B, H, W] normalised model slices, one frozen target each."""
         if len(slices) != len(targets):
             raise ValueError("one target per slice")

@@ -29,6 +29,7 @@ import numpy as np
 from explain import cam as cam_module
 from explain import lime_seg
 from explain.faithfulness import CASCADE, deletion_insertion, random_map, randomisation_test
+from explain.methods import CAM_METHODS, METHODS, check_methods
 from explain.targets import NO_LESION, Target, TargetSpec, resolve
 from xnet_core import __version__
 from xnet_core.assets import user_cache_dir
@@ -40,7 +41,6 @@ from xnet_core.volume import Volume
 
 log = logging.getLogger(__name__)
 
-from explain.methods import METHOD_NAMES, METHODS  # noqa: E402,F401  (re-exported)
 CAM_BATCH = {"cpu": 1, "cuda": 16, "mps": 4}  # a backward pass holds activations: smaller than inference
 DEFAULT_DISK_CAP_BYTES = 1024**3
 CACHE_FORMAT = 2  # bump when a method's arithmetic changes, so old maps are not served
@@ -102,7 +102,7 @@ class SliceExplanation:
 
 
 def scan_sha256(volume: Volume) -> str:
-    digest = hashlib.sha256(np.ascontiguousarray(volume.data, dtype=np.float32).tobytes())
+    digest = hashlib.sha256(memoryview(np.ascontiguousarray(volume.data, dtype=np.float32)))  # no 35 MB copy
     digest.update(np.asarray(volume.affine, np.float64).tobytes())
     return digest.hexdigest()
 
@@ -202,7 +202,7 @@ class ExplanationEngine:
     ) -> list[SliceExplanation]:
         """Maps for ``slices`` x ``methods``, the cached ones first. Progress counts model passes:
         one per Grad-CAM/Grad-CAM++ slice (both share it), ``lime_samples`` per LIME slice."""
-        methods = _check_methods(methods)
+        methods = check_methods(methods)
         slices = list(dict.fromkeys(int(z) for z in slices))
         n_z = context.model_input.n_slices
         if any(not 0 <= z < n_z for z in slices):
@@ -221,7 +221,7 @@ class ExplanationEngine:
                     results.append(found)
                     if on_result:
                         on_result(found)
-        cam_methods = tuple(m for m in methods if m != "lime")
+        cam_methods = tuple(m for m in methods if m in CAM_METHODS)
         cam_slices = sorted(set(z for m in cam_methods for z in pending[m]), key=slices.index)
         lime_slices = pending.get("lime", [])
         progress = _Progress(len(cam_slices) + len(lime_slices) * params.lime_samples, on_progress)
@@ -245,29 +245,20 @@ class ExplanationEngine:
         return results
 
     def _cam_batch(self, context: ScanContext, zs: list[int], methods: tuple[str, ...], params: ExplainParams,
-                   targets: dict[int, Target | str]) -> list[SliceExplanation]:
-        out = [self._no_map(m, z, targets[z], params) for z in zs for m in methods if not isinstance(targets[z], Target)]
-        ready = [z for z in zs if isinstance(targets[z], Target)]
-        if not ready:
-            return out
+                   targets: dict[int, Target]) -> list[SliceExplanation]:
+        """Slices that reach here have a target: ``_lookup`` answers the others at once."""
         started = time.perf_counter()
         with self._lock:
             explainer = self._cam_for(params.layer)
-            maps = explainer(context.model_input.slices[ready], [targets[z] for z in ready], methods)
-        seconds = (time.perf_counter() - started) / len(ready)
+            maps = explainer(context.model_input.slices[zs], [targets[z] for z in zs], methods)
+        seconds = (time.perf_counter() - started) / len(zs)
         geometry = context.model_input.geometry
-        for i, z in enumerate(ready):
-            for method in methods:
-                out.append(SliceExplanation(method, z, "ok", geometry.from_model(maps.maps[method][i]),
-                                            targets[z].kind, targets[z].area, params.for_method(method),
-                                            seconds=seconds, target=targets[z]))
-        return out
+        return [SliceExplanation(method, z, "ok", geometry.from_model(maps.maps[method][i]), targets[z].kind,
+                                 targets[z].area, params.for_method(method), seconds=seconds, target=targets[z])
+                for i, z in enumerate(zs) for method in methods]
 
-    def _lime(self, context: ScanContext, z: int, params: ExplainParams, target: Target | str,
+    def _lime(self, context: ScanContext, z: int, params: ExplainParams, target: Target,
               progress: "_Progress", should_cancel) -> SliceExplanation:
-        if not isinstance(target, Target):
-            progress.advance(params.lime_samples)
-            return self._no_map("lime", z, target, params)
         started = time.perf_counter()
         base = progress.done
         with self._lock:
@@ -392,13 +383,6 @@ class _Progress:
     def advance(self, amount: int) -> None:
         self.set(self.done + amount)
 
-
-def _check_methods(methods: Iterable[str]) -> tuple[str, ...]:
-    methods = tuple(dict.fromkeys(methods))
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise XNetError(f"--methods {','.join(methods)}: choose from {','.join(METHODS)}.")
-    return methods
 
 
 def _check_cancel(should_cancel: Callable[[], bool] | None, what: str) -> None:

@@ -1,4 +1,20 @@
 """The explanation methods' names, importable without torch (the viewer shows its window first)."""
 
+from __future__ import annotations
+
+from typing import Iterable
+
+from xnet_core.errors import XNetError
+
 METHODS = ("gradcam", "gradcampp", "lime")
+CAM_METHODS = ("gradcam", "gradcampp")  # both from one forward and backward pass
 METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "lime": "LIME"}
+
+
+def check_methods(methods: Iterable[str]) -> tuple[str, ...]:
+    """The distinct methods asked for, in order; unknown or none is an error for the user."""
+    methods = tuple(dict.fromkeys(methods))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise XNetError(f"--methods {','.join(methods)}: choose from {','.join(METHODS)}.")
+    return methods

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from xnet_core import __version__
+from xnet_core.cards import card_normalisation, card_path_for  # noqa: F401  (card_path_for: public here too)
 from xnet_core.errors import CheckpointError
 from xnet_core.model import DEFAULT_WIDTHS, XNet, count_parameters
 from xnet_core.preprocess import MODEL_HEIGHT, MODEL_WIDTH, NORMALISATIONS
@@ -41,7 +42,7 @@ class Checkpoint:
 
     @property
     def normalisation(self) -> str:
-        return str(self.card.get("normalisation", {}).get("recipe", "robust"))
+        return card_normalisation(self.card)
 
     @property
     def short_hash(self) -> str:
@@ -68,11 +69,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def card_path_for(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    return path.with_name(path.name.removesuffix(".pt").removesuffix(".pth") + ".card.json")
 
 
 def _model_for(card: dict[str, Any]) -> XNet:
@@ -148,7 +144,7 @@ def _read_card(path: Path, sha256: str, embedded: dict[str, Any]) -> dict[str, A
     if card.get("sha256") and card["sha256"] != sha256:
         log.warning("%s: the model card describes a different file (card sha256 %s…, file %s…).",
                     path, str(card["sha256"])[:12], sha256[:12])
-    recipe = card.get("normalisation", {}).get("recipe", "robust")
+    recipe = card_normalisation(card)
     if recipe not in NORMALISATIONS:
         raise CheckpointError(f"{sidecar}: unknown normalisation recipe {recipe!r}; expected one of {NORMALISATIONS}.")
     return card

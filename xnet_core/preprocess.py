@@ -118,6 +118,16 @@ def template_tissue_masks(probability: float = 0.9) -> tuple[np.ndarray, np.ndar
     return masks[0], masks[1]
 
 
+def looks_like_t1(volume: Volume, brain: np.ndarray) -> bool:
+    """On the template grid: is white matter brighter than grey matter (as on a T1)? Elsewhere the
+    tissue maps are not aligned, so no judgement is made (True)."""
+    if not is_template_grid(volume):
+        return True
+    grey, white = template_tissue_masks()
+    inside = brain > 0
+    return float(np.median(volume.data[white & inside])) > float(np.median(volume.data[grey & inside]))
+
+
 def foreground_mask(data: np.ndarray) -> np.ndarray:
     """A head/brain mask for a scan off the template grid, until registration brings a real one.
 

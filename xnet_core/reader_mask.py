@@ -14,9 +14,10 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from xnet_core.errors import VolumeError
-from xnet_core.volume import Volume, load_volume
+from xnet_core.volume import Volume, load_volume, same_grid
 
 MIN_OVERLAP = 0.5
 
@@ -43,22 +44,12 @@ def overlap_fraction(a: tuple[tuple[int, ...], np.ndarray], b: tuple[tuple[int, 
     return float(inter / smaller) if smaller > 0 else 0.0
 
 
-def same_grid(volume: Volume, other: Volume) -> bool:
-    return volume.shape == other.shape and np.allclose(volume.affine, other.affine, atol=1e-3)
-
-
 def resample_nearest(source: np.ndarray, source_affine: np.ndarray, shape: tuple[int, int, int],
                      affine: np.ndarray) -> np.ndarray:
-    """``source`` (voxel -> world ``source_affine``) sampled at the centres of the target grid."""
+    """``source`` (voxel -> world ``source_affine``) sampled at the centres of the target grid; 0 outside."""
     to_source = np.linalg.inv(source_affine) @ affine
-    out = np.zeros(shape, source.dtype)
-    ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
-    for k in range(shape[2]):  # one plane at a time: a 1 mm grid would need GBs of coordinates
-        points = np.stack([ii, jj, np.full_like(ii, k), np.ones_like(ii)], axis=-1) @ to_source.T
-        index = np.rint(points[..., :3]).astype(np.int64)
-        inside = np.all((index >= 0) & (index < np.array(source.shape)), axis=-1)
-        out[..., k][inside] = source[index[inside, 0], index[inside, 1], index[inside, 2]]
-    return out
+    return ndimage.affine_transform(source, to_source[:3, :3], offset=to_source[:3, 3], output_shape=shape,
+                                    order=0, mode="constant", cval=0)
 
 
 def load_reader_mask(path: str | os.PathLike, volume: Volume) -> ReaderMask:

@@ -78,6 +78,11 @@ class Volume:
         return tuple(int(round(v)) for v in src[:3])  # type: ignore[return-value]
 
 
+def same_grid(volume: Volume, other: Volume) -> bool:
+    """Same voxel grid in world space (shape and RAS affine), so arrays line up voxel for voxel."""
+    return volume.shape == other.shape and np.allclose(volume.affine, other.affine, atol=1e-3)
+
+
 def file_stem(path: str | os.PathLike) -> str:
     """The file name without ``.nii`` / ``.nii.gz`` (DESIGN.md's ``<stem>``)."""
     name = Path(path).name
@@ -108,7 +113,7 @@ def load_volume(path: str | os.PathLike, volume_index: int | None = None, *, is_
     image = _open_nifti(path)
     shape = tuple(int(s) for s in image.header.get_data_shape())
     _check_shape(path, shape)
-    if is_mask and len([s for s in shape[3:] if s > 1]):
+    if is_mask and any(s > 1 for s in shape[3:]):
         raise VolumeError(f"{path}: a lesion mask must be 3D; this file has shape {shape}.")
     _check_memory(path, shape)
     warnings: list[str] = []
