@@ -19,7 +19,8 @@ EXIT_BAD_INPUT = 2
 
 
 def _add_common(parser: argparse.ArgumentParser, slices: bool = True, slices_default: str = "all",
-                methods: bool = False) -> None:
+                methods: bool = False, methods_default: str = "gradcam,gradcampp,lime",
+                json_required: bool = False) -> None:
     """The options DESIGN.md's Contracts give the same spelling and meaning everywhere."""
     parser.add_argument("--weights", metavar="CKPT", help="X-Net checkpoint (default: the shipped demo weights)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
@@ -29,10 +30,10 @@ def _add_common(parser: argparse.ArgumentParser, slices: bool = True, slices_def
         parser.add_argument("--slices", default=slices_default, metavar="lesion|all|A:B|z,z,...",
                             help=f"0-based axial slices of the RAS volume; A:B is inclusive (default {slices_default})")
     if methods:
-        parser.add_argument("--methods", default="gradcam,gradcampp,lime", metavar="gradcam,gradcampp,lime",
-                            help="explanation methods (default all three)")
+        parser.add_argument("--methods", default=methods_default, metavar="gradcam,gradcampp,lime",
+                            help=f"explanation methods (default {methods_default})")
         parser.add_argument("--no-cache", action="store_true", help="neither read nor write the explanation cache")
-    parser.add_argument("--json", metavar="OUT", help="write a JSON summary here")
+    parser.add_argument("--json", metavar="OUT", required=json_required, help="write a JSON summary here")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--volume", type=int, default=None, metavar="K", help="volume of a 4D file")
     _add_common(explain, slices_default="lesion", methods=True)
     explain.set_defaults(handler=_explain)
+
+    compare = commands.add_parser("compare", help="the model and its attention against the reader's lesion mask")
+    compare.add_argument("input", metavar="INPUT", help="NIfTI scan (.nii or .nii.gz)")
+    compare.add_argument("--reader", required=True, metavar="MASK", help="the reader's lesion mask (NIfTI)")
+    _add_common(compare, slices_default="lesion", methods=True, methods_default="gradcam,gradcampp",
+                json_required=True)
+    compare.set_defaults(handler=_compare)
 
     synth = commands.add_parser("synth", help="write synthetic chronic-stroke cases (ATLAS R2.0 layout)")
     synth.add_argument("--n", type=int, required=True, help="number of cases")
@@ -200,6 +208,12 @@ def _segment(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from app.cli_explain import run
+
+    return run(args, _ProgressBar, _write_json, _check_output)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from app.cli_compare import run
 
     return run(args, _ProgressBar, _write_json, _check_output)
 

@@ -15,6 +15,7 @@ WHEEL_NOTCH = 120  # angle delta of one mouse-wheel notch (1/8 degree units)
 LETTER_STYLE = "color: #ffd54f; font-weight: bold; font-size: 14px; padding: 1px;"
 TITLE_STYLE = "color: white; font-weight: bold; padding: 2px;"
 MODEL_COLOUR = (255, 64, 32)  # model mask / outline: vermilion
+READER_COLOUR = (86, 180, 233)  # reader's mask: sky blue (Okabe-Ito; tells apart from vermilion in all CVD types)
 COLOUR_MAPS = ("inferno", "viridis", "jet")
 
 
@@ -121,8 +122,9 @@ class SlicePanel(QFrame):
         self.scan_item = HoverImageItem(axisOrder="col-major")
         self.overlay_item = pg.ImageItem(axisOrder="col-major")
         self.model_outline_item = pg.ImageItem(axisOrder="col-major")
+        self.reader_item = pg.ImageItem(axisOrder="col-major")
         self.status_text = pg.TextItem("", color=(255, 213, 79), anchor=(0, 0))
-        self.image_items = (self.scan_item, self.overlay_item, self.model_outline_item)
+        self.image_items = (self.scan_item, self.overlay_item, self.model_outline_item, self.reader_item)
         for item in self.image_items:
             self.view_box.addItem(item)
         self.view_box.addItem(self.status_text)
@@ -213,6 +215,19 @@ class SlicePanel(QFrame):
             stripes = ((columns + rows) % 6 == 0) & hatched_rows[None, :]
             rgba[stripes] = (160, 160, 160, 200)
         item.setImage(displayed(rgba, self.flip), autoLevels=False)
+
+    def show_rgba(self, item: pg.ImageItem, rgba: np.ndarray | None) -> None:
+        """A ready-made RGBA section ``[column, row, 4]`` (e.g. the reader's mask), or nothing."""
+        if rgba is None:
+            item.clear()
+        else:
+            item.setImage(displayed(rgba, self.flip), autoLevels=False)
+
+    def image_to_section(self, image_pos: QPointF) -> tuple[float, float]:
+        """Continuous section coordinates (voxel centres at whole numbers) of a point in image
+        coordinates; undoes the flip. The brush uses them, so a disc is centred where the mouse is."""
+        column, row = image_pos.x() - 0.5, image_pos.y() - 0.5
+        return (self.shape_xy[0] - 1 - column if self.flip else column), row
 
     def show_scale(self, lut: np.ndarray | None, low: float, high: float, provisional: bool) -> None:
         """The colour bar and its numeric range; ``lut`` None hides both (the segmentation panel)."""

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
@@ -34,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from app.jobs import ModelWorker
 from app.navigator import LesionNavigator
+from app.reader_tools import ReaderTools
 from app.slice_panel import COLOUR_MAPS, MODEL_COLOUR, PLANE_AXES, PLANES, SlicePanel, lookup_table, plane_slice
 from app.study import Study
 from explain.methods import METHOD_NAMES, METHODS
@@ -70,6 +70,12 @@ SHORTCUTS = [
     ("E", "explain all lesion slices (Grad-CAM, Grad-CAM++)"),
     ("F", "single panel / four panels"),
     ("Ctrl+1 / 2 / 3", "axial / coronal / sagittal"),
+    ("P", "paint the reader's mask (left drag; off: left drag pans)"),
+    ("X", "eraser on/off while painting"),
+    ("[ / ]", "brush smaller / larger"),
+    ("Ctrl+Z / Ctrl+Shift+Z", "undo / redo a stroke, fill or clear"),
+    ("M", "reader's mask outline on/off"),
+    ("Ctrl+S / Ctrl+Shift+S", "save the reader's mask (and notes) / save as"),
 ]
 
 
@@ -99,24 +105,44 @@ def _engine_factory(checkpoint, weights: Path | None, device: str):
     return build
 
 
-class WindowLevelViewBox:
-    """Right-drag window/level on a panel's ViewBox (patched in; pyqtgraph's right-drag zooms)."""
+class PanelMouse:
+    """A panel's mouse beyond pyqtgraph's pan and zoom (patched into its ViewBox): right drag sets
+    window/level (pyqtgraph's right drag zooms), and in paint mode left drag and click paint."""
 
     def __init__(self, window: "ViewerWindow") -> None:
         self.window = window
 
-    def install(self, view_box: pg.ViewBox) -> None:
-        original = view_box.mouseDragEvent
+    def install(self, panel: SlicePanel) -> None:
+        view_box = panel.view_box
+        original_drag, original_click = view_box.mouseDragEvent, view_box.mouseClickEvent
 
         def drag(ev, axis=None):
-            if ev.button() != Qt.MouseButton.RightButton:
-                original(ev, axis)
-                return
-            ev.accept()
-            delta = ev.screenPos() - ev.lastScreenPos()
-            self.window.adjust_window(delta.x(), -delta.y())
+            left = ev.button() == Qt.MouseButton.LeftButton
+            if left and self.window.reader.paint_mode:
+                ev.accept()
+                phase = "start" if ev.isStart() else "finish" if ev.isFinish() else "move"
+                self.window.reader.stroke(self._section_xy(panel, ev), phase)
+            elif ev.button() == Qt.MouseButton.RightButton:
+                ev.accept()
+                delta = ev.screenPos() - ev.lastScreenPos()
+                self.window.adjust_window(delta.x(), -delta.y())
+            else:
+                original_drag(ev, axis)
 
-        view_box.mouseDragEvent = drag
+        def click(ev):
+            if ev.button() == Qt.MouseButton.LeftButton and self.window.reader.paint_mode:
+                ev.accept()
+                xy = self._section_xy(panel, ev)
+                self.window.reader.stroke(xy, "start")
+                self.window.reader.stroke(xy, "finish")
+            else:
+                original_click(ev)
+
+        view_box.mouseDragEvent, view_box.mouseClickEvent = drag, click
+
+    @staticmethod
+    def _section_xy(panel: SlicePanel, ev) -> tuple[float, float]:
+        return panel.image_to_section(panel.scan_item.mapFromScene(ev.scenePos()))
 
 
 class ViewerWindow(QMainWindow):
@@ -177,13 +203,19 @@ class ViewerWindow(QMainWindow):
         self._lesion_timer.setSingleShot(True)
         self._lesion_timer.setInterval(150)  # debounce threshold changes: labelling takes ~0.2 s
         self._lesion_timer.timeout.connect(self._update_navigator)
+        self.reader = ReaderTools(self)
         self._make_actions()
         self.setCentralWidget(self._layout())
-        dock = QDockWidget("Lesions", self)
-        dock.setWidget(self.navigator)
-        self.navigator.setMaximumWidth(380)  # the panels keep most of the window
-        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
-        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.docks = {}
+        for title, widget in (("Lesions", self.navigator), ("Reader", self.reader.panel)):
+            dock = QDockWidget(title, self)
+            dock.setWidget(widget)
+            widget.setMaximumWidth(380)  # the panels keep most of the window
+            dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
+            self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+            self.docks[title] = dock
+        self.tabifyDockWidget(self.docks["Lesions"], self.docks["Reader"])
+        self.docks["Lesions"].raise_()
         self._make_status_bar()
         self.setAcceptDrops(True)
         self.model_label.setText("loading the model…" if self.start_model else "no model")
@@ -210,6 +242,7 @@ class ViewerWindow(QMainWindow):
         self.slider.blockSignals(False)
         self.setWindowTitle(f"{volume.name} — X-Net Viewer {__version__}")
         self._show_warnings()
+        self.reader.scan_changed()
         if self.start_model:
             source = self.engine or _engine_factory(self.checkpoint, self.weights_path, self.device)
             self.worker = ModelWorker(source, self.study)
@@ -242,14 +275,14 @@ class ViewerWindow(QMainWindow):
     # -- construction ----------------------------------------------------------------------
     def _link_panels(self) -> None:
         first = self.panels["segmentation"]
-        wl = WindowLevelViewBox(self)
+        mouse = PanelMouse(self)
         for panel in self.panels.values():
             if panel is not first:
                 panel.view_box.setXLink(first.view_box)
                 panel.view_box.setYLink(first.view_box)
             panel.wheelSteps.connect(self.step_slice)
             panel.hovered.connect(self._on_hover)
-            wl.install(panel.view_box)
+            mouse.install(panel)
 
     def _make_slider(self) -> QSlider:
         slider = QSlider(Qt.Orientation.Vertical)  # top = superior, like the Up key
@@ -295,7 +328,20 @@ class ViewerWindow(QMainWindow):
             "lime": self._action("LIME this slice", "L", self.request_lime),
             "cancel": self._action("Cancel LIME", "Esc", self.cancel_lime),
             "explain_all": self._action("Explain all lesion slices", "E", self.explain_all),
+            "paint": self._action("Paint", "P", self.set_paint_mode, True, False),
+            "eraser": self._action("Eraser", "X", self.set_eraser, True, False),
+            "brush_down": self._action("Brush −", "[", lambda: self.reader.set_brush(self.reader.brush_radius - 1)),
+            "brush_up": self._action("Brush +", "]", lambda: self.reader.set_brush(self.reader.brush_radius + 1)),
+            "fill": self._action("Fill holes", "Shift+F", self.reader.fill_holes),
+            "clear": self._action("Clear slice", "Shift+Del", self.reader.clear_section),
+            "undo": self._action("Undo", "Ctrl+Z", self.reader.undo),
+            "redo": self._action("Redo", "Ctrl+Shift+Z", self.reader.redo),
+            "reader_outline": self._action("Reader outline", "M", self.set_show_reader, True, True),
+            "save_reader": self._action("Save reader mask", "Ctrl+S", lambda: self.reader.save()),
+            "save_reader_as": self._action("Save reader mask as…", "Ctrl+Shift+S", self.reader.save_as),
         }
+        self.actions_by_name["paint"].setToolTip("Paint the reader's lesion mask with the left button (P)")
+        self.update_undo_actions()
         toolbar = QToolBar("Overlays")
         toolbar.setMovable(False)
         for name in ("segmentation", "outline", "heatmaps", "radiological", "single", "opacity_down", "opacity_up",
@@ -311,17 +357,30 @@ class ViewerWindow(QMainWindow):
         toolbar.addWidget(QLabel(" background "))
         toolbar.addWidget(self.background_box)
         self.addToolBar(toolbar)
+        reader_bar = QToolBar("Reader")
+        reader_bar.setMovable(False)
+        for name in ("paint", "eraser", "brush_down", "brush_up", "fill", "clear", "undo", "redo", "reader_outline"):
+            reader_bar.addAction(self.actions_by_name[name])
+        self.addToolBarBreak()
+        self.addToolBar(reader_bar)
         file_menu = self.menuBar().addMenu("&File")
         file_menu.addAction("Open scan…", QKeySequence.StandardKey.Open, self._choose_scan)
         self.recent_menu = file_menu.addMenu("Open recent")
         self._fill_recent_menu()
         file_menu.addAction("Choose weights…", self._choose_weights)
         file_menu.addSeparator()
+        file_menu.addAction("Load reader mask…", self._choose_reader_mask)
+        file_menu.addAction(self.actions_by_name["save_reader"])
+        file_menu.addAction(self.actions_by_name["save_reader_as"])
+        file_menu.addSeparator()
         file_menu.addAction("Quit", QKeySequence.StandardKey.Quit, self.close)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction("Keyboard shortcuts", self.show_shortcuts)
+        reader_menu = self.menuBar().addMenu("&Reader")
+        for name in ("paint", "eraser", "brush_down", "brush_up", "fill", "clear", "undo", "redo", "reader_outline"):
+            reader_menu.addAction(self.actions_by_name[name])
         view_menu = self.menuBar().addMenu("&View")
-        for name in ("segmentation", "outline", "heatmaps", "radiological", "single"):
+        for name in ("segmentation", "outline", "heatmaps", "radiological", "single", "reader_outline"):
             view_menu.addAction(self.actions_by_name[name])
         planes = view_menu.addMenu("Plane")
         for key, plane in zip(("Ctrl+1", "Ctrl+2", "Ctrl+3"), PLANES):
@@ -391,6 +450,7 @@ class ViewerWindow(QMainWindow):
         index = int(np.clip(index, 0, self.volume.shape[axis] - 1))
         if index == self._cursor[axis] and self.slider.value() == self.plane_index:
             return
+        self.reader.before_slice_change()
         self._cursor[axis] = index
         self.slider.blockSignals(True)
         self.slider.setValue(self.plane_index)
@@ -471,6 +531,43 @@ class ViewerWindow(QMainWindow):
             self.threshold_box.setValue(value)
         self._refresh()
         self._lesion_timer.start()
+        self.reader.model_changed()
+
+    # -- the reader's read -----------------------------------------------------------------
+    def set_paint_mode(self, on: bool) -> None:
+        """Left drag paints the reader's mask (creating an empty one if none is loaded)."""
+        self.reader.paint_mode = on
+        if on:
+            self.reader.ensure_read()
+            if not self.actions_by_name["reader_outline"].isChecked():
+                self.actions_by_name["reader_outline"].setChecked(True)
+        for panel in self.panels.values():
+            panel.view_box.setMouseEnabled(x=not on, y=not on)  # no panning under the brush
+        self.redraw_reader()
+
+    def set_eraser(self, on: bool) -> None:
+        self.reader.erasing = on
+
+    def set_show_reader(self, on: bool) -> None:
+        self.reader.show_reader = on
+        self.redraw_reader()
+
+    def redraw_reader(self) -> None:
+        """Only the reader's layer: a brush stroke repaints this, not the scan or the heatmaps."""
+        rgba = self.reader.section_rgba()
+        for panel in self.panels.values():
+            panel.show_rgba(panel.reader_item, rgba)
+
+    def update_undo_actions(self) -> None:
+        read = self.reader.read
+        self.actions_by_name["undo"].setEnabled(bool(read and read.can_undo))
+        self.actions_by_name["redo"].setEnabled(bool(read and read.can_redo))
+
+    def _choose_reader_mask(self) -> None:
+        folder = str(Path(self.volume.path).parent) if self.volume.path else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Load reader mask", folder, "NIfTI (*.nii *.nii.gz);;All files (*)")
+        if path:
+            self.reader.load(path)
 
     def adjust_window(self, dx: float, dy: float) -> None:
         low, high = self.levels
@@ -499,6 +596,7 @@ class ViewerWindow(QMainWindow):
 
     def _on_explained(self, result: SliceExplanation) -> None:
         self.study.add_explanation(result)
+        self.reader.model_changed()
         if result.z == self.current_slice or result.ok:
             self._refresh()
 
@@ -513,7 +611,8 @@ class ViewerWindow(QMainWindow):
                 self.set_volume(self.volume)  # prepare again with the checkpoint's recipe
 
     def _on_segmentation_finished(self) -> None:
-        self._on_progress("segmentation complete", 1, 1)  # the worker sends the lesion table next
+        self._on_progress("segmentation complete", 1, 1)
+        self.reader.model_changed()  # the worker sends the lesion table next
 
     def _update_navigator(self) -> None:
         """The lesion table at the current threshold: labelled by the worker (off the UI thread)
@@ -582,12 +681,16 @@ class ViewerWindow(QMainWindow):
         fixed = PLANE_AXES[self.plane][2]
         self.slice_label.setText(f"{'xyz'[fixed]} {index}\nof 0–{self.volume.shape[fixed] - 1}")
         self.navigator.set_current(z)
+        self.redraw_reader()
+        self.reader.refresh_figures()
         self._show_readout()
 
     def _draw_segmentation(self, panel: SlicePanel, mask: np.ndarray | None) -> None:
         panel.show_scale(None, 0, 0, False)
         z = self.current_slice
-        if self.plane == "axial" and not self.study.segmented[z]:
+        if not self.has_model:
+            panel.show_status("no model")
+        elif self.plane == "axial" and not self.study.segmented[z]:
             panel.show_status("segmenting…")
         else:
             where = f"lesion {self.study.lesion_area_per_slice_mm2()[z]:.0f} mm² on slice z {z}"
@@ -608,7 +711,11 @@ class ViewerWindow(QMainWindow):
         status = self.study.status(method, z) if self.plane == "axial" else "ok"
         if status is None:
             waiting = "press L for LIME" if method == "lime" else "computing…"
-            panel.show_status(waiting if self.study.segmented[z] else "waiting for segmentation")
+            if not self.has_model:
+                waiting = "no model"
+            elif not self.study.segmented[z]:
+                waiting = "waiting for segmentation"
+            panel.show_status(waiting)
             panel.overlay_item.clear()
             return
         panel.show_status("" if status == "ok" else status)
@@ -644,6 +751,8 @@ class ViewerWindow(QMainWindow):
         for method in METHODS:
             if self.study.status(method, z) == "ok":
                 parts.append(f"{METHOD_NAMES[method]} {self.study.maps[method][x, y, z]:.3g}")
+        if self.reader.read is not None:
+            parts.append(f"reader {'lesion' if self.reader.read.mask[x, y, z] else '–'}")
         return "    ".join(parts)
 
     def _show_readout(self) -> None:
@@ -683,6 +792,8 @@ class ViewerWindow(QMainWindow):
     # -- files ---------------------------------------------------------------------------------
     def open_scan(self, path: str) -> bool:
         """Open another NIfTI scan; a file that cannot be read leaves the current scan on screen."""
+        if not self.reader.confirm_discard("open another scan"):
+            return False
         try:
             volume = load_volume(path)
         except XNetError as exc:
@@ -755,6 +866,10 @@ class ViewerWindow(QMainWindow):
         QMessageBox.information(self, "Keyboard shortcuts", f"<table>{rows}</table>")
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        if not self.reader.confirm_discard("close the viewer"):
+            event.ignore()
+            return
         if self.worker is not None:
             self.worker.stop()
+        self.reader.shutdown()
         super().closeEvent(event)

@@ -117,3 +117,41 @@ def lesions(mask: np.ndarray, voxel_volume_ml: float) -> list[Lesion]:
         )
     found.sort(key=lambda lesion: lesion.n_voxels, reverse=True)
     return found
+
+
+def unmatched_lesions(mask: np.ndarray, other: np.ndarray, voxel_volume_ml: float) -> list[Lesion]:
+    """Lesions of ``mask`` that touch no voxel of ``other`` (the challenge's FP / FN components)."""
+    hit = _binary(other)
+    labels, _ = label_lesions(mask)
+    touched = set(np.unique(labels[hit & (labels > 0)]).tolist())
+    return [lesion for lesion in lesions(mask, voxel_volume_ml) if lesion.label not in touched]
+
+
+@dataclass(frozen=True)
+class MaskComparison:
+    """Model against reader for one volume or one slice; ``both_empty`` is what the UI and PDF show
+    instead of a bare number when neither mask has a voxel."""
+
+    dice: float
+    iou: float
+    precision: float
+    recall: float
+    lesion_f1: float | None  # None for a 2D slice (components are 3D)
+    model_volume_ml: float
+    reader_volume_ml: float
+    both_empty: bool
+
+    def as_dict(self) -> dict:
+        figures = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+        return {k: v for k, v in figures.items() if v is not None}
+
+
+def compare_masks(model: np.ndarray, reader: np.ndarray, voxel_volume_ml: float) -> MaskComparison:
+    """Every mask-vs-mask figure of the model (prediction) against the reader (reference)."""
+    p, g = _binary(model), _binary(reader)
+    return MaskComparison(
+        dice=dice(p, g), iou=iou(p, g), precision=precision(p, g), recall=recall(p, g),
+        lesion_f1=lesion_f1(p, g) if p.ndim == 3 else None,
+        model_volume_ml=float(np.count_nonzero(p)) * voxel_volume_ml,
+        reader_volume_ml=float(np.count_nonzero(g)) * voxel_volume_ml,
+        both_empty=not p.any() and not g.any())
