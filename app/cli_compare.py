@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from app.comparison import lesion_slices, slice_comparison, volume_comparison
+from app.comparison import lesion_slices, rounded, slice_comparison, volume_comparison
 from xnet_core import DISCLAIMER, __version__
 
 
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
         **checkpoint.provenance(),
         "version": __version__,
     }
-    write_json(args.json, summary)
+    write_json(args.json, rounded(summary))
     both = " (both empty)" if figures["both_empty"] else ""
     print(f"{volume.name}: Dice {figures['dice']:.3f}{both}, model {figures['model_volume_ml']:.2f} ml, "
           f"reader {figures['reader_volume_ml']:.2f} ml, {len(summary['model_only_lesions'])} model-only and "

@@ -14,8 +14,19 @@ from xnet_core.volume import Volume
 def lesion_record(lesion: metrics.Lesion, affine: np.ndarray) -> dict:
     """A lesion as the JSON and the viewer list it: volume, centroid in world mm, slices, slice to show."""
     centre = affine @ [*lesion.centroid, 1.0]
-    return {"volume_ml": round(lesion.volume_ml, 4), "centroid_mm": [round(float(v), 1) for v in centre[:3]],
+    return {"volume_ml": lesion.volume_ml, "centroid_mm": [round(float(v), 1) for v in centre[:3]],
             "slices": list(lesion.z_range), "z": int(round(lesion.centroid[2]))}
+
+
+def rounded(value, digits: int = 4):
+    """Floats of a JSON-bound structure rounded (figures are kept exact until they are written)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
 
 
 def lesion_slices(model_mask: np.ndarray, reader_mask: np.ndarray) -> list[int]:
@@ -26,9 +37,8 @@ def lesion_slices(model_mask: np.ndarray, reader_mask: np.ndarray) -> list[int]:
 
 def attention_record(figures: agreement.Agreement) -> dict:
     """The contract's names: energy_in_mask, pointing_hit, otsu_iou (None where undefined)."""
-    energy, otsu = figures.energy_inside, figures.otsu_iou
-    return {"energy_in_mask": None if energy is None else round(energy, 4), "pointing_hit": figures.pointing_hit,
-            "otsu_iou": None if otsu is None else round(otsu, 4)}
+    return {"energy_in_mask": figures.energy_inside, "pointing_hit": figures.pointing_hit,
+            "otsu_iou": figures.otsu_iou}
 
 
 def volume_comparison(volume: Volume, model_mask: np.ndarray, reader_mask: np.ndarray,
@@ -38,9 +48,7 @@ def volume_comparison(volume: Volume, model_mask: np.ndarray, reader_mask: np.nd
     voxel_ml = volume.voxel_volume_ml
     whole = metrics.compare_masks(model_mask, reader_mask, voxel_ml)
     return {
-        "dice": round(whole.dice, 4), "iou": round(whole.iou, 4), "precision": round(whole.precision, 4),
-        "recall": round(whole.recall, 4), "lesion_f1": round(whole.lesion_f1, 4), "both_empty": whole.both_empty,
-        "model_volume_ml": round(whole.model_volume_ml, 4), "reader_volume_ml": round(whole.reader_volume_ml, 4),
+        **whole.as_dict(),
         "model_only_lesions": [lesion_record(lesion, volume.affine)
                                for lesion in metrics.unmatched_lesions(model_mask, reader_mask, voxel_ml)],
         "reader_only_lesions": [lesion_record(lesion, volume.affine)

@@ -152,3 +152,48 @@ def test_segment_never_loads_qt(tmp_path: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_compare_figures_match_the_segment_output(tmp_path: Path, scan_pair, random_checkpoint: Checkpoint,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    from xnet_core import metrics
+
+    _, lps, data = scan_pair
+    reader = np.zeros(data.shape, np.uint8)
+    reader[10:20, 12:22, 1:4] = 1  # the dark region, in the LPS file's own voxel order
+    reader_path = write_nifti(tmp_path / "reader.nii.gz", reader, LPS, np.uint8)
+    weights = ["--weights", str(random_checkpoint.path), "--device", "cpu", "--threshold", "0.3"]
+    assert _run(["segment", str(lps), "-o", str(tmp_path / "model.nii.gz"), *weights], capsys)[0] == 0
+    model = np.asarray(nib.load(tmp_path / "model.nii.gz").dataobj)
+    out = tmp_path / "compare.json"
+    code, printed, err = _run(["compare", str(lps), "--reader", str(reader_path), "--json", str(out),
+                               "--methods", "gradcam", "--no-cache", *weights], capsys)
+    assert code == 0, err
+    report = json.loads(out.read_text())
+    assert list(report)[:11] == ["dice", "iou", "precision", "recall", "lesion_f1", "model_volume_ml",
+                                 "reader_volume_ml", "both_empty", "model_only_lesions", "reader_only_lesions",
+                                 "attention"]
+    assert list(report).index("slices") > list(report).index("attention")
+    assert report["dice"] == pytest.approx(metrics.dice(model, reader), abs=1e-4)
+    assert report["lesion_f1"] == pytest.approx(metrics.lesion_f1(model, reader), abs=1e-4)
+    assert report["reader_volume_ml"] == pytest.approx(reader.sum() / 1000, abs=1e-4)
+    assert len(report["reader_only_lesions"]) == len(metrics.unmatched_lesions(reader, model, 0.001))
+    assert set(report["attention"]) == {"gradcam"}
+    assert set(report["attention"]["gradcam"]) == {"energy_in_mask", "pointing_hit", "otsu_iou"}
+    reader_slices = {1, 2, 3}  # --slices lesion: where the model or the reader marks a lesion
+    assert reader_slices <= {record["z"] for record in report["slices"]}
+    assert {"disclaimer", "checkpoint_sha256", "version"} <= set(report) and "Dice" in printed
+
+
+def test_compare_bad_input_exits_2(tmp_path: Path, scan_pair, random_checkpoint: Checkpoint,
+                                   capsys: pytest.CaptureFixture) -> None:
+    _, lps, data = scan_pair
+    far = LPS.copy()
+    far[0, 3] += 400
+    elsewhere = write_nifti(tmp_path / "far.nii.gz", np.ones(data.shape), far, np.uint8)
+    code, _, err = _run(["compare", str(lps), "--reader", str(elsewhere), "--json", str(tmp_path / "c.json"),
+                         "--weights", str(random_checkpoint.path)], capsys)
+    assert code == 2 and "overlaps" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exit_info:  # --json is required here
+        main(["compare", str(lps), "--reader", str(elsewhere)])
+    assert exit_info.value.code == 2

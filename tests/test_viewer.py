@@ -3,14 +3,18 @@ against the file's own voxel order, not against the RAS copy the viewer is built
 
 from __future__ import annotations
 
+import shutil
+
 import nibabel as nib
 import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QPointF, QSettings, QStandardPaths, Qt
 from PySide6.QtGui import QWheelEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.main import main
+from app.reader import ReaderRead, notes_path_for
+from app.reader_tools import recovery_folder
 from app.window import ViewerWindow
 from xnet_core import DISCLAIMER, __version__
 from xnet_core.volume import Volume, load_volume
@@ -25,9 +29,20 @@ LPS_AFFINE = np.array([  # i → patient's left, j → posterior, k → superior
 
 
 @pytest.fixture(autouse=True)
-def _qt_test_mode() -> None:
+def _qt_test_mode(monkeypatch) -> list[str]:
+    """Qt's test folders, default settings, no recovery copies left from other tests, and the
+    unsaved-changes question answered Discard (returned list: the questions asked)."""
     QStandardPaths.setTestModeEnabled(True)
     QSettings().clear()  # settings live in Qt's test folder; each test starts from the defaults
+    shutil.rmtree(recovery_folder(), ignore_errors=True)
+    asked: list[str] = []
+
+    def question(parent, title, text, *args, **kwargs):
+        asked.append(text)
+        return QMessageBox.StandardButton.Discard
+
+    monkeypatch.setattr(QMessageBox, "question", question)
+    return asked
 
 
 @pytest.fixture
@@ -274,3 +289,126 @@ def test_unreadable_weights_leave_the_scan_with_a_message(qtbot, volume, tmp_pat
     assert "broken.pt" in win.warnings_label.text() and win.model_label.text() == "no model"
     assert win.panels["segmentation"].scan_item.image is not None  # the scan is still shown
     win.close()
+
+
+# -- the reader's read -------------------------------------------------------------------------
+def test_real_click_in_paint_mode_paints_the_voxel_under_the_mouse(window, qtbot):
+    panel = window.panels["segmentation"]
+    window.reader.set_brush(1)
+    qtbot.keyClick(window, Qt.Key.Key_P)
+    assert window.reader.paint_mode and window.reader.read is not None
+    z = window.current_slice
+    scene_pos = panel.scan_item.mapToScene(QPointF(1.5, 3.5))  # image column 1, row 3
+    qtbot.mouseClick(panel.graphics_view.viewport(), Qt.MouseButton.LeftButton,
+                     pos=panel.graphics_view.mapFromScene(scene_pos))
+    x, y = panel.ras_xy_at(QPointF(1.5, 3.5))
+    assert x == SHAPE[0] - 1 - 1 and y == 3  # radiological: image column 1 is RAS x = n - 2
+    expected = np.zeros(SHAPE, np.uint8)
+    expected[x, y, z] = 1
+    np.testing.assert_array_equal(window.reader.read.mask, expected)
+    assert panel.reader_item.image is not None and window.panels["lime"].reader_item.image is not None
+    window._on_hover((x, y))
+    assert "reader lesion" in window.readout_label.text()
+
+
+def test_paint_undo_redo_save_and_reload_bit_exact(window, qtbot, tmp_path, stored):
+    window.set_paint_mode(True)
+    reader = window.reader
+    reader.set_brush(2)
+    z = window.current_slice
+    reader.stroke((1.0, 1.0), "start")
+    reader.stroke((4.0, 1.0), "move")
+    reader.stroke((4.0, 3.0), "finish")
+    painted = reader.read.mask.copy()
+    assert painted[1:5, 1, z].all() and painted[4, 1:4, z].all() and painted[:, :, z].sum() > 6
+    window.set_eraser(True)
+    reader.stroke((4.0, 3.0), "start")
+    reader.stroke((4.0, 3.0), "finish")
+    window.set_eraser(False)
+    assert reader.read.mask[4, 3, z] == 0
+    window.actions_by_name["undo"].trigger()
+    np.testing.assert_array_equal(reader.read.mask, painted)
+    window.actions_by_name["undo"].trigger()
+    assert reader.read.mask.sum() == 0 and not window.actions_by_name["undo"].isEnabled()
+    window.actions_by_name["redo"].trigger()
+    np.testing.assert_array_equal(reader.read.mask, painted)
+    assert reader.save(str(tmp_path / "my_read.nii.gz")) and not reader.read.dirty
+    stored_order = np.asanyarray(nib.load(tmp_path / "my_read.nii.gz").dataobj)
+    np.testing.assert_array_equal(stored_order, window.volume.to_source_order(painted))
+    np.testing.assert_array_equal(ReaderRead.load(tmp_path / "my_read.nii.gz", window.volume).mask, painted)
+    assert not reader.save(stored[1])  # the scan itself is never overwritten
+    assert "never overwritten" in window.last_error
+
+
+def test_notes_round_trip_through_the_panel(window, qtbot, tmp_path):
+    panel = window.reader.panel
+    panel.study_note.setPlainText("Chronic left MCA infarct.")
+    panel.slice_note.setPlainText("Model misses the cortical rim here.")
+    z = window.current_slice
+    window.step_slice(1)  # a pending note belongs to the slice it was typed on
+    assert window.reader.read.notes.slices == {z: "Model misses the cortical rim here."}
+    assert panel.slice_note.toPlainText() == "" and "z " + str(z + 1) in panel.slice_note_box.title()
+    assert window.reader.save(str(tmp_path / "noted.nii.gz"))
+    window.reader.read = None
+    assert window.reader.load(str(tmp_path / "noted.nii.gz"))
+    window.set_slice(z)
+    assert panel.study_note.toPlainText() == "Chronic left MCA infarct."
+    assert panel.slice_note.toPlainText() == "Model misses the cortical rim here."
+    assert notes_path_for(tmp_path / "noted.nii.gz").exists()
+
+
+def test_reader_mask_on_another_grid_is_resampled_and_another_space_refused(window, tmp_path, stored):
+    array, _ = stored
+    fine = LPS_AFFINE.copy()
+    fine[:3, :3] /= 2  # half-size voxels, same corner region: the same space on another grid
+    fine[:3, 3] -= np.diag(LPS_AFFINE)[:3] / 4
+    mask = np.zeros((12, 10, 14), np.uint8)
+    mask[4:6, 4:6, 6:8] = 1  # file voxels (2, 2, 3) of the scan
+    path = tmp_path / "fine_mask.nii.gz"
+    nib.save(nib.Nifti1Image(mask, fine), path)
+    assert window.reader.load(str(path))
+    read = window.reader.read
+    assert any("resampled" in m for m in read.messages) and "resampled" in window.reader.panel.source_label.text()
+    assert read.path is None  # saving must not replace the user's finer file
+    source = window.volume.to_source_order(read.mask)
+    assert source[2, 2, 3] == 1 and source.sum() == 1
+    elsewhere = LPS_AFFINE.copy()
+    elsewhere[0, 3] += 500
+    far = tmp_path / "far_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones(SHAPE, np.uint8), elsewhere), far)
+    assert not window.reader.load(str(far))
+    assert "overlaps" in window.last_error and window.reader.read is read
+
+
+def test_autosave_and_recovery_after_a_crash(qtbot, volume):
+    first = ViewerWindow(volume, None)
+    qtbot.addWidget(first)
+    first.set_paint_mode(True)
+    first.reader.stroke((2.0, 2.0), "start")
+    first.reader.stroke((2.0, 2.0), "finish")
+    first.reader.panel.study_note.setPlainText("before the crash")
+    first.reader.panel.flush_notes()
+    qtbot.waitUntil(lambda: first.reader.recovery.find(volume) is not None, timeout=5000)  # 1 s after the edit
+    first.reader.wait_idle()
+    painted = first.reader.read.mask.copy()
+    # "Crash": the first window is never closed; the next start finds the copy and offers it.
+    second = ViewerWindow(volume, None)
+    qtbot.addWidget(second)
+    assert second.reader.pending_recovery is not None and second.reader.recovery_box.isVisible()
+    assert second.reader.restore_recovery()
+    np.testing.assert_array_equal(second.reader.read.mask, painted)
+    assert second.reader.read.notes.study == "before the crash" and second.reader.read.dirty
+    second.reader.recovery_box.close()
+    first.reader.read.saved_revision = first.reader.read.revision  # nothing to ask at teardown
+
+
+def test_closing_with_unsaved_changes_asks(window, qtbot, _qt_test_mode, monkeypatch):
+    window.set_paint_mode(True)
+    window.reader.stroke((1.0, 1.0), "start")
+    window.reader.stroke((1.0, 1.0), "finish")
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Cancel)
+    window.close()
+    assert window.isVisible()  # cancelled: nothing lost
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Discard)
+    window.close()
+    assert not window.isVisible()

@@ -8,6 +8,8 @@ import pytest
 from PySide6.QtCore import QPointF, QSettings, QStandardPaths, Qt
 
 from app.window import ViewerWindow
+from explain import agreement
+from xnet_core import metrics
 from explain.engine import ExplainParams, ExplanationEngine
 from xnet_core.assets import DEMO_LESION, asset_path, demo_scan_path
 from xnet_core.volume import load_volume
@@ -136,3 +138,29 @@ def test_lesion_navigator_lists_lesions_and_slices_and_jumps(window, qtbot) -> N
     item = navigator.slice_list.item(0)
     navigator.slice_list.itemClicked.emit(item)
     assert window.current_slice == int(np.flatnonzero(areas > 0)[0])
+
+
+def test_comparison_panel_matches_metrics(window, qtbot, lesion_z) -> None:
+    qtbot.waitUntil(lambda: window.study.segmentation_complete, timeout=120_000)
+    assert window.reader.load(str(asset_path(DEMO_LESION)))
+    qtbot.waitUntil(lambda: window.reader.volume_figures is not None, timeout=30_000)
+    truth = window.reader.read.mask
+    model = window.study.mask()
+    panel = window.reader.panel
+    assert panel.masks.item(0, 0).text() == f"{metrics.dice(model, truth):.3f}"  # volume Dice
+    assert panel.masks.item(4, 0).text() == f"{metrics.lesion_f1(model, truth):.3f}"
+    window.set_slice(lesion_z)
+    assert panel.masks.item(0, 1).text() == f"{metrics.dice(model[:, :, lesion_z], truth[:, :, lesion_z]):.3f}"
+    model_only = metrics.unmatched_lesions(model, truth, window.volume.voxel_volume_ml)
+    assert panel.model_only.count() == max(len(model_only), 1)
+    panel.model_only.itemClicked.emit(panel.model_only.item(0))
+    assert window.current_slice == int(round(model_only[0].centroid[2]))
+    window.set_slice(lesion_z)
+    for name, item in ((n, p.reader_item) for n, p in window.panels.items()):
+        assert item.image is not None, f"no reader outline on the {name} panel"
+    if window.study.status("gradcam", lesion_z) == "ok":
+        expected = agreement.energy_inside(window.study.maps["gradcam"][:, :, lesion_z], truth[:, :, lesion_z])
+        assert panel.attention.item(0, 0).text() == f"{expected:.3f}"
+    qtbot.keyClick(window, Qt.Key.Key_M)  # reader outline off
+    assert window.panels["segmentation"].reader_item.image is None
+    qtbot.keyClick(window, Qt.Key.Key_M)

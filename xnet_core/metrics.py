@@ -142,8 +142,7 @@ class MaskComparison:
     both_empty: bool
 
     def as_dict(self) -> dict:
-        figures = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
-        return {k: v for k, v in figures.items() if v is not None}
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 def compare_masks(model: np.ndarray, reader: np.ndarray, voxel_volume_ml: float) -> MaskComparison:
