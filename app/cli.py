@@ -76,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
                 json_required=True)
     compare.set_defaults(handler=_compare)
 
+    report = commands.add_parser("report", help="PDF report: summary page and the four panels of each slice")
+    report.add_argument("input", metavar="INPUT", help="NIfTI scan (.nii or .nii.gz)")
+    report.add_argument("--pdf", required=True, metavar="OUT.pdf", help="the report to write")
+    report.add_argument("--reader", metavar="MASK", help="the reader's lesion mask: outlines and agreement")
+    report.add_argument("--notes", metavar="NOTES.json", help="the reader's notes (the viewer's sidecar)")
+    report.add_argument("--identify", action="store_true",
+                        help="print patient identifiers (from DICOM headers only; never by default)")
+    _add_common(report, slices_default="lesion", methods=True)
+    report.set_defaults(handler=_report)
+
     synth = commands.add_parser("synth", help="write synthetic chronic-stroke cases (ATLAS R2.0 layout)")
     synth.add_argument("--n", type=int, required=True, help="number of cases")
     synth.add_argument("--seed", type=int, default=0, help="case k uses seed S + k")
@@ -214,6 +224,12 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from app.cli_compare import run
+
+    return run(args, _ProgressBar, _write_json, _check_output)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from app.cli_report import run
 
     return run(args, _ProgressBar, _write_json, _check_output)
 

@@ -98,7 +98,7 @@ class ReaderTools(QObject):
             return
         self.read, self.volume_figures = None, None
         self.pending_recovery = self.recovery.find(self.window.volume)
-        self._show_source()
+        self.show_source()
         self.refresh_figures()
         if self.pending_recovery is not None:
             self._offer_recovery()
@@ -147,7 +147,7 @@ class ReaderTools(QObject):
 
     def _set_read(self, read: ReaderRead) -> None:
         self.read = read
-        self._show_source()
+        self.show_source()
         self.window.redraw_reader()
         self.refresh_figures()
         self._compare_timer.start()
@@ -177,7 +177,7 @@ class ReaderTools(QObject):
                                    "(and autosaved); choose another folder with File → Save reader mask as….")
             return False
         self.recovery.discard(self.window.volume)
-        self._show_source()
+        self.show_source()
         self.window.statusBar().showMessage(f"reader mask saved to {saved} (notes: {saved.name} sidecar)", 8000)
         return True
 
@@ -207,7 +207,7 @@ class ReaderTools(QObject):
             return True
         return False
 
-    def _show_source(self) -> None:
+    def show_source(self) -> None:
         read = self.read
         if read is None:
             text = "No reader mask: File → Load reader mask…, or paint one (P)."
@@ -239,7 +239,7 @@ class ReaderTools(QObject):
 
     def edited(self) -> None:
         """After any change of the read: figures, source line, autosave."""
-        self._show_source()
+        self.show_source()
         self.refresh_figures()
         self._compare_timer.start()
         self._autosave_timer.start()
@@ -384,7 +384,7 @@ class ReaderTools(QObject):
         self.last_autosave = (revision, time.time())
         if error:
             log.warning("autosave failed: %s", error)
-        self._show_source()
+        self.show_source()
 
     def wait_idle(self) -> None:
         """Let queued autosaves and figures finish (closing, tests)."""

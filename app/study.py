@@ -21,6 +21,23 @@ if TYPE_CHECKING:  # the engine imports torch; the window must show before that
     from explain.engine import SliceExplanation
 
 SCALE_PERCENTILE = 99.5  # colour scales ignore the hottest 0.5 % (single-voxel spikes)
+PERCENTILE_SAMPLE = 2_000_000
+
+
+def grey_window(data: np.ndarray, percentiles: tuple[float, float] = (1, 99.5)) -> tuple[float, float]:
+    """Percentile window of the non-background voxels: one grey window for every slice.
+
+    Background (the minimum, e.g. the zeros around a skull-stripped brain) is left out, else it
+    pulls the window down and white matter saturates.
+    """
+    step = max(1, data.size // PERCENTILE_SAMPLE)
+    sample = data.ravel()[::step]
+    foreground = sample[sample > sample.min()]
+    sample = foreground if foreground.size > 0.05 * sample.size else sample
+    low, high = (float(v) for v in np.percentile(sample, percentiles))
+    if high <= low:  # mostly-constant scans (e.g. zero padding): fall back to the full range
+        low, high = float(data.min()), float(data.max())
+    return low, high
 
 
 @dataclass
@@ -42,6 +59,7 @@ class Study:
     segmented: np.ndarray = field(init=False)  # bool [z]
     maps: dict[str, np.ndarray] = field(init=False)
     explained: dict[str, dict[int, str]] = field(init=False)  # method -> z -> status
+    details: dict[str, dict[int, dict]] = field(init=False)  # method -> z -> parameters, target, source
 
     def __setattr__(self, name: str, value) -> None:
         if name == "threshold":
@@ -62,6 +80,7 @@ class Study:
         self.segmented = ~self.model_input.brain_slices.copy()  # brain-free slices: nothing to compute
         self.maps = {m: np.zeros(self.volume.shape, np.float32) for m in METHODS}
         self.explained = {m: {} for m in METHODS}
+        self.details = {m: {} for m in METHODS}
 
     # -- segmentation ----------------------------------------------------------------------
     def set_probabilities(self, z: int, plane: np.ndarray) -> None:
@@ -118,6 +137,7 @@ class Study:
     # -- explanations ----------------------------------------------------------------------
     def add_explanation(self, result: SliceExplanation) -> None:
         self.explained[result.method][result.z] = result.status
+        self.details[result.method][result.z] = result.summary()
         if result.ok:
             self.maps[result.method][:, :, result.z] = result.map
         self._changed()

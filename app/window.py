@@ -35,7 +35,7 @@ from app.jobs import ModelWorker
 from app.navigator import LesionNavigator
 from app.reader_tools import ReaderTools
 from app.slice_panel import COLOUR_MAPS, MODEL_COLOUR, PLANE_AXES, PLANES, SlicePanel, lookup_table, plane_slice
-from app.study import Study
+from app.study import Study, grey_window
 from explain.methods import METHOD_NAMES, METHODS
 from xnet_core import DISCLAIMER, __version__
 from xnet_core.errors import XNetError
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 PAGE_STEP = 10
 MAX_RECENT = 8
 WINDOW_PRESETS = ((1, 99.5), (0.5, 99.9), (5, 95), (0, 100))
-PERCENTILE_SAMPLE = 2_000_000
 BANNER_STYLE = "background: #ffcc00; color: black; font-weight: bold; font-size: 13px; padding: 4px;"
 WARNING_STYLE = "background: #ffe0b2; color: black; padding: 3px;"
 SHORTCUTS = [
@@ -77,22 +76,6 @@ SHORTCUTS = [
     ("M", "reader's mask outline on/off"),
     ("Ctrl+S / Ctrl+Shift+S", "save the reader's mask (and notes) / save as"),
 ]
-
-
-def grey_window(data: np.ndarray, percentiles: tuple[float, float] = (1, 99.5)) -> tuple[float, float]:
-    """Percentile window of the non-background voxels: one grey window for every slice.
-
-    Background (the minimum, e.g. the zeros around a skull-stripped brain) is left out, else it
-    pulls the window down and white matter saturates.
-    """
-    step = max(1, data.size // PERCENTILE_SAMPLE)
-    sample = data.ravel()[::step]
-    foreground = sample[sample > sample.min()]
-    sample = foreground if foreground.size > 0.05 * sample.size else sample
-    low, high = (float(v) for v in np.percentile(sample, percentiles))
-    if high <= low:  # mostly-constant scans (e.g. zero padding): fall back to the full range
-        low, high = float(data.min()), float(data.max())
-    return low, high
 
 
 def _engine_factory(checkpoint, weights: Path | None, device: str):

@@ -75,7 +75,9 @@ def per_slice(saliency: np.ndarray, mask: np.ndarray, slices: list[int]) -> dict
 
 
 def per_volume(saliency: np.ndarray, mask: np.ndarray, slices: list[int]) -> Agreement:
-    """Figures over the explained slices only (slices not computed hold no attention)."""
-    computed = np.zeros(saliency.shape, np.uint8)
-    computed[:, :, slices] = 1
-    return agreement(saliency, mask, computed)
+    """Figures over the explained slices only: the map and the mask both restricted to them (slices
+    not computed hold no attention, so their lesion must not count against the map's Otsu IoU)."""
+    chosen = sorted(set(int(z) for z in slices))
+    if not chosen:
+        return Agreement(None, None, None)
+    return agreement(saliency[:, :, chosen], mask[:, :, chosen])

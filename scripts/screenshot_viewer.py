@@ -1,7 +1,9 @@
 """Regenerate docs/viewer.png: the demo case on its largest lesion slice with all four panels.
 
-Usage: QT_QPA_PLATFORM=offscreen python scripts/screenshot_viewer.py [OUT.png]
+Usage: QT_QPA_PLATFORM=offscreen python scripts/screenshot_viewer.py [--reader] [OUT.png]
 (Runs the demo model: whole-volume segmentation, Grad-CAM/Grad-CAM++ and LIME of one slice.)
+``--reader``: the demo case's ground truth loaded as the reader's mask (both outlines) and the
+comparison dock in front; default output docs/viewer_reader.png.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from app.window import ViewerWindow  # noqa: E402
-from xnet_core.assets import demo_scan_path, demo_weights_path  # noqa: E402
+from xnet_core.assets import DEMO_LESION, asset_path, demo_scan_path, demo_weights_path  # noqa: E402
 from xnet_core.checkpoint import load_checkpoint  # noqa: E402
 from xnet_core.volume import load_volume  # noqa: E402
 
@@ -32,7 +34,10 @@ def wait(app: QApplication, condition, timeout: float) -> None:
 
 
 def main() -> None:
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "docs" / "viewer.png")
+    reader = "--reader" in sys.argv
+    arguments = [a for a in sys.argv[1:] if a != "--reader"]
+    default = "viewer_reader.png" if reader else "viewer.png"
+    out = Path(arguments[0] if arguments else Path(__file__).resolve().parent.parent / "docs" / default)
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setOrganizationName("xnet-viewer-screenshot")
     window = ViewerWindow(load_volume(demo_scan_path()), load_checkpoint(demo_weights_path()))
@@ -44,8 +49,17 @@ def main() -> None:
     window.request_lime()
     wait(app, lambda: window.study.status("lime", z) is not None and window.study.status("gradcam", z), 900)
     window.set_threshold(0.5)
+    if reader:
+        window.reader.load(str(asset_path(DEMO_LESION)))
+        window.docks["Reader"].raise_()
+        wait(app, lambda: window.reader.volume_figures is not None, 60)
+        window.reader.panel.study_note.setPlainText("Demo case: the reader's mask is the synthetic ground truth.")
+        window.reader.panel.slice_note.setPlainText("Model and reader agree on the cortical lesion.")
+        window.reader.panel.flush_notes()
+        window.reader.read.saved_revision = window.reader.read.revision  # a screenshot, nothing to save
+        window.reader.show_source()
     app.processEvents()
-    window.grab().scaledToWidth(1120, Qt.TransformationMode.SmoothTransformation).save(str(out))
+    window.grab().scaledToWidth(1080 if reader else 1120, Qt.TransformationMode.SmoothTransformation).save(str(out))
     print(f"slice z {z}: {out} ({out.stat().st_size / 1024:.0f} KB)")
     window.close()
 

@@ -173,6 +173,11 @@ def test_agreement_hand_computed() -> None:
     both = np.stack([mask, mask], axis=-1)
     assert agreement.per_volume(volume, both, [0]).energy_inside == pytest.approx(0.25)
     assert agreement.per_slice(volume, both, [1])[1].pointing_hit is False
+    # A lesion on a slice never explained does not count against the map's Otsu IoU.
+    stack = np.stack([big, np.zeros_like(big)], axis=-1)
+    lesion_on_both = np.stack([truth, truth], axis=-1)
+    assert agreement.per_volume(stack, lesion_on_both, [0]).otsu_iou == pytest.approx(16 / 24)
+    assert agreement.per_volume(stack, lesion_on_both, []) == agreement.Agreement(None, None, None)
 
 
 def test_disk_cache_evicts_least_recently_used(tmp_path) -> None:

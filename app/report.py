@@ -1,0 +1,399 @@
+"""The PDF report: a summary page, then one page per exported slice with the four panels.
+
+Drawn with Qt's own ``QPdfWriter`` + ``QPainter``: text and lines are vectors; panel images are
+embedded at the scan's resolution with smoothing off (the PDF viewer shows crisp voxels). The
+viewer (File → Export report) and ``xnet report`` build the same ``ReportInputs`` from a ``Study``
+and call ``write_report``; pages differ only by the date line.
+
+Panels are composed here with numpy exactly as the viewer draws them: windowed scan, the model mask
+(filled on the segmentation panel, outlined on the heatmap panels), each method's map on its one
+colour scale, the reader's outline, radiological or neurological display.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PySide6.QtCore import QMarginsF, QPointF, QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QImage, QPageLayout, QPageSize, QPainter, QPdfWriter
+
+from app.comparison import slice_comparison, volume_comparison
+from app.reader import Notes
+from app.slice_panel import MODEL_COLOUR, READER_COLOUR, lookup_table, outline
+from app.study import Study
+from explain.methods import METHOD_NAMES, METHODS
+from xnet_core import DISCLAIMER, __version__
+from xnet_core.errors import Cancelled, XNetError
+
+PAGE_W, PAGE_H = 595.0, 842.0  # A4 in points; the painter is scaled so one unit is one point
+MARGIN = 36.0
+RESOLUTION = 300
+PANEL_ORDER = ("segmentation", "gradcam", "gradcampp", "lime")
+MAX_LESION_ROWS = 18
+STATEMENT = ("This is a research / second-opinion output, not a diagnosis. The segmentation and the "
+             "explanation maps come from a machine-learning model and must be checked by a qualified reader.")
+
+
+@dataclass
+class ReportInputs:
+    """Everything a report shows; the viewer and the CLI fill it from the same ``Study``."""
+
+    study: Study
+    slices: list[int]
+    methods: list[str]  # methods included; others are marked "left out"
+    levels: tuple[float, float]  # the scan's window
+    model: dict  # file, sha256, training_data, intended_use
+    device: str
+    precision: str
+    colour_map: str = "inferno"
+    opacity: float = 0.5
+    mask_opacity: float = 0.45
+    radiological: bool = True
+    reader_mask: np.ndarray | None = None
+    reader_name: str = ""
+    notes: Notes = field(default_factory=Notes)
+    identifiers: dict[str, str] | None = None  # patient identifiers, only when the user asked
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M"))
+
+
+def model_summary(checkpoint) -> dict:
+    """The model as every report names it: file, SHA-256, training data and intended use (its card)."""
+    return {"file": checkpoint.path.name, "sha256": checkpoint.sha256,
+            "training_data": checkpoint.card.get("training_data", "not stated (no model card)"),
+            "intended_use": checkpoint.card.get("intended_use", "not stated (no model card)")}
+
+
+# -- panel images (numpy) -------------------------------------------------------------------
+def _display(section: np.ndarray, radiological: bool) -> np.ndarray:
+    """An axial section ``[x, y, ...]`` as image rows/columns: anterior at the top, the patient's right
+    on the left in radiological display."""
+    image = np.swapaxes(section, 0, 1)[::-1]
+    return image[:, ::-1] if radiological else image
+
+
+def _blend(base: np.ndarray, rgb, alpha: np.ndarray) -> np.ndarray:
+    alpha = alpha[..., None]
+    return base * (1 - alpha) + np.asarray(rgb, np.float32) * alpha
+
+
+def panel_image(inputs: ReportInputs, name: str, z: int) -> np.ndarray:
+    """RGB uint8 ``[rows, columns, 3]`` of one panel on axial slice ``z``."""
+    study = inputs.study
+    low, high = inputs.levels
+    scan = study.volume.data[:, :, z]
+    grey = np.clip((scan - low) / max(high - low, 1e-12), 0, 1) * 255
+    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+    model = (study.probabilities[:, :, z] >= study.threshold) if study.segmented[z] else None
+    if name == "segmentation":
+        if model is not None:
+            rgb = _blend(rgb, MODEL_COLOUR, model * inputs.mask_opacity)
+    elif name in inputs.methods and study.status(name, z) == "ok":
+        scale = study.scale(name)
+        values = np.clip((study.maps[name][:, :, z] - scale.low) / max(scale.high - scale.low, 1e-12), 0, 1)
+        lut = lookup_table(inputs.colour_map)[np.round(values * 255).astype(np.int32)]
+        rgb = _blend(rgb, lut[..., :3], lut[..., 3] / 255.0 * inputs.opacity)
+    if model is not None and name != "segmentation":
+        rgb[outline(model)] = MODEL_COLOUR
+    if inputs.reader_mask is not None:
+        rgb[outline(inputs.reader_mask[:, :, z])] = READER_COLOUR
+    return np.ascontiguousarray(_display(np.clip(rgb, 0, 255).astype(np.uint8), inputs.radiological))
+
+
+def _font(size: float, bold: bool = False) -> QFont:
+    """A font of ``size`` points on the page. The painter is scaled to points and Qt already sizes
+    fonts for the writer's resolution, so the size is divided by that scale once."""
+    font = QFont("DejaVu Sans")
+    font.setPointSizeF(size * 72.0 / RESOLUTION)
+    font.setBold(bold)
+    return font
+
+
+def _qimage(rgb: np.ndarray) -> QImage:
+    return QImage(rgb.data, rgb.shape[1], rgb.shape[0], rgb.strides[0], QImage.Format.Format_RGB888).copy()
+
+
+# -- drawing helpers ------------------------------------------------------------------------
+class _Pen:
+    """Text and lines at a running vertical position."""
+
+    def __init__(self, painter: QPainter) -> None:
+        self.painter = painter
+        self.y = MARGIN
+
+    def font(self, size: float, bold: bool = False) -> None:
+        self.painter.setFont(_font(size, bold))
+
+    def line(self, text: str, size: float = 9, bold: bool = False, x: float = MARGIN, gap: float = 3,
+             width: float = PAGE_W - 2 * MARGIN) -> None:
+        self.font(size, bold)
+        rect = QRectF(x, self.y, width, 400)
+        bounds = self.painter.boundingRect(rect, Qt.TextFlag.TextWordWrap, text)
+        self.painter.drawText(rect, Qt.TextFlag.TextWordWrap, text)
+        self.y += bounds.height() + gap
+
+    def banner(self, text: str) -> None:
+        self.font(9, True)
+        rect = QRectF(MARGIN, self.y, PAGE_W - 2 * MARGIN, 400)
+        bounds = self.painter.boundingRect(rect.adjusted(5, 4, -5, 0), Qt.TextFlag.TextWordWrap, text)
+        box = QRectF(MARGIN, self.y, PAGE_W - 2 * MARGIN, bounds.height() + 8)
+        self.painter.fillRect(box, QColor(255, 204, 0))
+        self.painter.drawText(box.adjusted(5, 4, -5, -4), Qt.TextFlag.TextWordWrap, text)
+        self.y += box.height() + 6
+
+    def table(self, header: list[str], rows: list[list[str]], widths: list[float], size: float = 8) -> None:
+        self.font(size, True)
+        x = MARGIN
+        for text, width in zip(header, widths):
+            self.painter.drawText(QRectF(x, self.y, width, 12), Qt.AlignmentFlag.AlignLeft, text)
+            x += width
+        self.y += 12
+        self.painter.drawLine(QPointF(MARGIN, self.y - 1), QPointF(MARGIN + sum(widths), self.y - 1))
+        self.font(size)
+        for row in rows:
+            x = MARGIN
+            for text, width in zip(row, widths):
+                self.painter.drawText(QRectF(x, self.y, width, 12), Qt.AlignmentFlag.AlignLeft, text)
+                x += width
+            self.y += 11
+        self.y += 4
+
+
+def _footer(painter: QPainter, page: int, pages: int, inputs: ReportInputs) -> None:
+    painter.setFont(_font(7))
+    painter.setPen(QColor(60, 60, 60))
+    rect = QRectF(MARGIN, PAGE_H - MARGIN + 6, PAGE_W - 2 * MARGIN, 24)
+    painter.drawText(rect, Qt.TextFlag.TextWordWrap,
+                     f"Page {page} of {pages} · {inputs.study.volume.name} · model {inputs.model['file']} "
+                     f"({inputs.model['sha256'][:12]}) · X-Net Viewer {__version__}\n{DISCLAIMER}")
+    painter.setPen(QColor(0, 0, 0))
+
+
+def _figure(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "hit" if value else "miss"
+    return f"{value:.{digits}f}"
+
+
+# -- pages ----------------------------------------------------------------------------------
+def _params_lines(inputs: ReportInputs, z: int | None = None) -> list[str]:
+    study, lines = inputs.study, []
+    for method in METHODS:
+        if method not in inputs.methods:
+            lines.append(f"{METHOD_NAMES[method]}: left out of this report")
+            continue
+        details = study.details[method].get(z) if z is not None else next(iter(study.details[method].values()), None)
+        if not details:
+            lines.append(f"{METHOD_NAMES[method]}: not computed")
+            continue
+        if method == "lime":
+            segments = f", {details['n_segments']} segments" if "n_segments" in details else ""
+            text = f"{details.get('num_samples')} samples{segments}, seed {details.get('seed')}, " \
+                   f"quickshift kernel {details.get('kernel_size')}"
+        else:
+            text = f"layer {details.get('layer')}"
+        target = "the model's predicted lesion mask" if details.get("target") == "predicted" else details.get("target")
+        lines.append(f"{METHOD_NAMES[method]}: {text}; target: {target}")
+    return lines
+
+
+def _summary_page(pen: _Pen, inputs: ReportInputs, reader_figures: dict | None) -> None:
+    study, volume = inputs.study, inputs.study.volume
+    pen.line("X-Net Viewer report: stroke-lesion segmentation with explanations", 15, True, gap=6)
+    pen.banner(f"{DISCLAIMER} {STATEMENT}")
+    pen.line(f"Scan: {volume.name} ({volume.sequence}), {volume.shape[0]}×{volume.shape[1]}×{volume.shape[2]} "
+             f"voxels of {' × '.join(f'{v:.2g}' for v in volume.voxel_sizes)} mm", 9, True)
+    if inputs.identifiers:
+        pen.line("Patient: " + ", ".join(f"{k} {v}" for k, v in inputs.identifiers.items()))
+    else:
+        pen.line("Patient identifiers: not included (they are added only on request, from DICOM headers).")
+    pen.line(f"Report created: {inputs.created} · X-Net Viewer {__version__}")
+    model = inputs.model
+    pen.line(f"Model: {model['file']}, SHA-256 {model['sha256']}", 9, True)
+    pen.line(f"Training data: {model.get('training_data', 'not stated')}")
+    pen.line(f"Intended use: {model.get('intended_use', 'not stated')}")
+    pen.line(f"Device: {inputs.device} · precision: {inputs.precision} · threshold {study.threshold:.2f} · "
+             f"window {inputs.levels[0]:.4g} – {inputs.levels[1]:.4g}")
+    for text in _params_lines(inputs):
+        pen.line(text, 8, gap=1)
+    pen.y += 6
+    lesions = study.lesion_rows()
+    pen.line(f"Model: {study.lesion_volume_ml():.2f} ml of lesion in {len(lesions)} lesion(s) "
+             f"(6-connected, threshold {study.threshold:.2f})", 11, True)
+    rows = [[str(i + 1), f"{r['volume_ml']:.2f}", "({:.0f}, {:.0f}, {:.0f})".format(*r["centroid_mm"]),
+             r["hemisphere"], f"{r['slices'][0]}–{r['slices'][1]}"] for i, r in enumerate(lesions[:MAX_LESION_ROWS])]
+    pen.table(["#", "Volume (ml)", "Centroid (world mm, RAS)", "Side", "Slices z"], rows, [25, 70, 170, 40, 80])
+    if len(lesions) > MAX_LESION_ROWS:
+        rest = sum(r["volume_ml"] for r in lesions[MAX_LESION_ROWS:])
+        pen.line(f"… and {len(lesions) - MAX_LESION_ROWS} smaller lesion(s), {rest:.2f} ml together.", 8)
+    if reader_figures is not None:
+        _reader_summary(pen, inputs, reader_figures)
+    if inputs.notes.study.strip():
+        pen.line("Reader's note on the study", 10, True, gap=1)
+        pen.line(inputs.notes.study, 9)
+    pen.line(f"Exported slices (z): {', '.join(str(z) for z in inputs.slices)}", 9, True)
+    left_out = [METHOD_NAMES[m] for m in METHODS if m not in inputs.methods]
+    if left_out:
+        pen.line(f"Left out to save time: {', '.join(left_out)}.", 9)
+
+
+def _reader_summary(pen: _Pen, inputs: ReportInputs, figures: dict) -> None:
+    pen.line(f"Agreement with the reader's mask ({inputs.reader_name or 'painted in the viewer'})", 11, True)
+    if figures["both_empty"]:
+        pen.line("Model and reader: both empty.")
+    else:
+        pen.line(f"Dice {figures['dice']:.3f} · IoU {figures['iou']:.3f} · precision {figures['precision']:.3f} · "
+                 f"recall {figures['recall']:.3f} · lesion-wise F1 {figures['lesion_f1']:.3f}")
+    pen.line(f"Model {figures['model_volume_ml']:.2f} ml · reader {figures['reader_volume_ml']:.2f} ml · "
+             f"{len(figures['model_only_lesions'])} lesion(s) only the model found · "
+             f"{len(figures['reader_only_lesions'])} only the reader found")
+    for method, record in figures["attention"].items():
+        pen.line(f"{METHOD_NAMES[method]} vs reader (explained slices): energy inside "
+                 f"{_figure(record['energy_in_mask'])}, pointing game {_figure(record['pointing_hit'])}, "
+                 f"Otsu IoU {_figure(record['otsu_iou'])}", 8, gap=1)
+    pen.y += 4
+
+
+def _slice_page(painter: QPainter, pen: _Pen, inputs: ReportInputs, z: int) -> None:
+    study, volume = inputs.study, inputs.study.volume
+    centre = volume.affine @ [volume.shape[0] / 2, volume.shape[1] / 2, z, 1.0]
+    pen.line(f"Slice z {z} (axial) · {centre[2]:.1f} mm · {volume.name}", 13, True, gap=2)
+    pen.line(f"Window {inputs.levels[0]:.4g} – {inputs.levels[1]:.4g} · threshold {study.threshold:.2f} · "
+             f"{'radiological' if inputs.radiological else 'neurological'} display · model outline vermilion, "
+             f"reader outline sky blue", 8)
+    vx, vy, _ = volume.voxel_sizes
+    aspect = (volume.shape[1] * vy) / (volume.shape[0] * vx)  # height / width in mm
+    cell_w = (PAGE_W - 2 * MARGIN - 12) / 2
+    image_w = cell_w - 24
+    image_h = min(image_w * aspect, 250.0)
+    image_w = image_h / aspect
+    top = pen.y
+    for index, name in enumerate(PANEL_ORDER):
+        x = MARGIN + (index % 2) * (cell_w + 12)
+        y = top + (index // 2) * (image_h + 58)
+        _panel(painter, inputs, name, z, QRectF(x + 12, y + 26, image_w, image_h))
+    pen.y = top + 2 * (image_h + 58) + 4
+    _slice_figures(pen, inputs, z)
+
+
+def _panel(painter: QPainter, inputs: ReportInputs, name: str, z: int, rect: QRectF) -> None:
+    study = inputs.study
+    painter.setFont(_font(9, True))
+    title = "Segmentation" if name == "segmentation" else METHOD_NAMES[name]
+    painter.drawText(QRectF(rect.left(), rect.top() - 24, rect.width(), 12), Qt.AlignmentFlag.AlignLeft, title)
+    painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+    painter.drawImage(rect, _qimage(panel_image(inputs, name, z)))
+    painter.setFont(_font(8, True))
+    painter.setPen(QColor(200, 120, 0))
+    left, right = ("R", "L") if inputs.radiological else ("L", "R")
+    painter.drawText(QRectF(rect.left() - 11, rect.center().y() - 6, 10, 12), Qt.AlignmentFlag.AlignCenter, left)
+    painter.drawText(QRectF(rect.right() + 1, rect.center().y() - 6, 10, 12), Qt.AlignmentFlag.AlignCenter, right)
+    painter.drawText(QRectF(rect.center().x() - 5, rect.top() - 11, 10, 10), Qt.AlignmentFlag.AlignCenter, "A")
+    painter.drawText(QRectF(rect.center().x() - 5, rect.bottom() + 1, 10, 10), Qt.AlignmentFlag.AlignCenter, "P")
+    painter.setPen(QColor(0, 0, 0))
+    painter.setFont(_font(7))
+    below = QRectF(rect.left(), rect.bottom() + 11, rect.width(), 20)
+    if name == "segmentation":
+        area = study.lesion_area_per_slice_mm2()[z]
+        painter.drawText(below, Qt.TextFlag.TextWordWrap, f"lesion on this slice: {area:.0f} mm² "
+                                                          f"(threshold {study.threshold:.2f})")
+        return
+    if name not in inputs.methods:
+        painter.drawText(below, Qt.TextFlag.TextWordWrap, "left out of this report (not requested)")
+        return
+    status = study.status(name, z)
+    if status != "ok":
+        painter.drawText(below, Qt.TextFlag.TextWordWrap, status or "not computed")
+        return
+    scale = study.scale(name)
+    lut = lookup_table(inputs.colour_map)
+    strip = np.ascontiguousarray(np.repeat(lut[None, :, :3], 4, axis=0).astype(np.uint8))
+    bar = QRectF(rect.left() + rect.width() * 0.36, rect.top() - 21, rect.width() * 0.28, 5)  # beside the title
+    painter.drawImage(bar, _qimage(strip))
+    painter.drawText(QRectF(bar.right() + 3, bar.top() - 3, rect.width() * 0.4, 10), Qt.AlignmentFlag.AlignLeft,
+                     f"{scale.low:.3g} – {scale.high:.3g}{' (provisional)' if scale.provisional else ''}")
+
+
+def _slice_figures(pen: _Pen, inputs: ReportInputs, z: int) -> None:
+    study = inputs.study
+    if inputs.reader_mask is not None and study.segmented[z]:
+        model = (study.probabilities[:, :, z:z + 1] >= study.threshold)
+        status = {m: study.status(m, z) if m in inputs.methods else None for m in METHODS}
+        record = slice_comparison(study.volume, 0, model, inputs.reader_mask[:, :, z:z + 1],
+                                  {m: study.maps[m][:, :, z:z + 1] for m in METHODS}, status)
+        masks = "both empty" if record["both_empty"] else (
+            f"Dice {record['dice']:.3f}, IoU {record['iou']:.3f}, precision {record['precision']:.3f}, "
+            f"recall {record['recall']:.3f}")
+        pen.line(f"Model vs reader on this slice: {masks}; model {record['model_volume_ml'] * 1000:.0f} mm³, "
+                 f"reader {record['reader_volume_ml'] * 1000:.0f} mm³", 8, gap=1)
+        for method in inputs.methods:
+            figures = record["attention"][method]
+            if "status" in figures:
+                continue
+            pen.line(f"{METHOD_NAMES[method]} vs reader: energy inside {_figure(figures['energy_in_mask'])}, "
+                     f"pointing game {_figure(figures['pointing_hit'])}, Otsu IoU {_figure(figures['otsu_iou'])}",
+                     8, gap=1)
+    for text in _params_lines(inputs, z):
+        pen.line(text, 7, gap=0)
+    note = inputs.notes.slices.get(z, "").strip()
+    if note:
+        pen.y += 3
+        pen.line(f"Reader's note on slice z {z}: {note}", 8)
+
+
+# -- the file -------------------------------------------------------------------------------
+def write_report(inputs: ReportInputs, path: str | os.PathLike,
+                 on_progress: Callable[[int, int], None] | None = None,
+                 should_cancel: Callable[[], bool] | None = None) -> Path:
+    """Write the PDF to a temporary file beside ``path`` and rename it: a failed or cancelled export
+    never leaves half a report under the requested name."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise XNetError(f"{path}: the folder {path.parent} does not exist; choose another place for the report.")
+    if not os.access(path.parent, os.W_OK):
+        raise XNetError(f"{path}: cannot write in {path.parent} (permission denied); choose another folder.")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    reader_figures = None
+    if inputs.reader_mask is not None and inputs.study.segmentation_complete:
+        explained = {m: [z for z, s in inputs.study.explained[m].items() if s == "ok"] for m in inputs.methods}
+        reader_figures = volume_comparison(inputs.study.volume, inputs.study.mask(), inputs.reader_mask,
+                                           {m: inputs.study.maps[m] for m in inputs.methods}, explained)
+    pages = 1 + len(inputs.slices)
+    try:
+        writer = QPdfWriter(str(tmp))
+        writer.setResolution(RESOLUTION)
+        writer.setPageLayout(QPageLayout(QPageSize(QPageSize.PageSizeId.A4), QPageLayout.Orientation.Portrait,
+                                         QMarginsF(0, 0, 0, 0)))
+        writer.setTitle(f"X-Net Viewer report: {inputs.study.volume.name}")
+        writer.setCreator(f"X-Net Viewer {__version__}")
+        painter = QPainter(writer)
+        if not painter.isActive():
+            raise XNetError(f"{path}: Qt cannot write a PDF there; choose another file name.")
+        painter.scale(RESOLUTION / 72.0, RESOLUTION / 72.0)
+        try:
+            for page in range(pages):
+                if should_cancel is not None and should_cancel():
+                    raise Cancelled("report cancelled")
+                if page:
+                    writer.newPage()
+                pen = _Pen(painter)
+                if page == 0:
+                    _summary_page(pen, inputs, reader_figures)
+                else:
+                    _slice_page(painter, pen, inputs, inputs.slices[page - 1])
+                _footer(painter, page + 1, pages, inputs)
+                if on_progress is not None:
+                    on_progress(page + 1, pages)
+        finally:
+            painter.end()
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
