@@ -15,7 +15,7 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
     from PySide6.QtGui import QGuiApplication
 
     from app.reader import Notes, load_notes
-    from app.report import ReportInputs, model_summary, write_report
+    from app.report import ReportInputs, maps_needed, model_summary, report_precision, write_report
     from app.study import Study, grey_window
     from explain.engine import ExplainParams, ExplanationEngine
     from explain.methods import check_methods
@@ -49,9 +49,12 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
     if not slices:
         print(f"{volume.name}: no lesion predicted on any slice; the report has its summary page only "
               "(use --slices to choose slices).")
-    for result in engine.explain(context, slices, methods, ExplainParams(),
-                                 on_progress=progress_bar(f"explaining {volume.name}", unit="model passes")):
-        study.add_explanation(result)
+    needed = maps_needed(study, slices, methods)
+    for group in ([m for m in methods if m != "lime"], [m for m in methods if m == "lime"]):
+        if group:
+            for result in engine.explain(context, needed[group[0]], group, ExplainParams(),
+                                         on_progress=progress_bar(f"explaining {volume.name}", unit="model passes")):
+                study.add_explanation(result)
     application = QGuiApplication.instance() or QGuiApplication([sys.argv[0]])  # fonts and painting need one
     inputs = ReportInputs(
         study=study, slices=slices, methods=methods, levels=grey_window(volume.data),
@@ -66,7 +69,3 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
     print(f"{volume.name}: report of {1 + len(slices)} page(s) written to {path}. {DISCLAIMER}")
     return 0
 
-
-def report_precision(engine) -> str:
-    """What the report says about precision: segmentation and LIME share the Segmenter's; the CAMs run fp32."""
-    return f"segmentation and LIME {engine.segmenter.precision}, Grad-CAM/Grad-CAM++ fp32"

@@ -40,6 +40,7 @@ def limit_torch_threads() -> int:
 class _Requests:
     visible: int = 0
     lime: list[int] = field(default_factory=list)
+    cams: list[int] = field(default_factory=list)  # slices an export needs (after the visible one)
     explain_all: bool = False
     lesions_at: float | None = None  # threshold whose lesion table is wanted
     cancel_lime: bool = False
@@ -93,6 +94,21 @@ class ModelWorker(QObject):
         with self._wake:
             self._requests.lime.clear()
             self._requests.cancel_lime = True
+
+    def request_maps(self, slices: list[int], lime: bool) -> None:
+        """Grad-CAM and Grad-CAM++ of ``slices`` (those not computed yet), then LIME when asked."""
+        with self._wake:
+            self._requests.cams.extend(z for z in slices if z not in self._requests.cams)
+            if lime:
+                self._requests.lime.extend(z for z in slices if z not in self._requests.lime)
+                self._requests.cancel_lime = False
+            self._wake.notify()
+
+    def cancel_maps(self) -> None:
+        """Drop queued export work (and stop a running LIME)."""
+        with self._wake:
+            self._requests.cams.clear()
+        self.cancel_lime()
 
     def request_lesions(self, threshold: float) -> None:
         """Label the lesions at ``threshold`` off the UI thread (about 0.3 s on a 1 mm brain)."""
@@ -148,6 +164,10 @@ class ModelWorker(QObject):
                 if requests.lesions_at is not None:
                     threshold, requests.lesions_at = requests.lesions_at, None
                     return lambda: self.lesionsReady.emit(threshold, self.study.lesion_rows(threshold))
+                while requests.cams:
+                    cam_z = requests.cams.pop(0)
+                    if self._needs_cam(cam_z) and self.study.segmented[cam_z]:
+                        return lambda: self._cam([cam_z])
                 if requests.lime:
                     lime_z = requests.lime.pop(0)
                     return lambda: self._lime(lime_z)

@@ -1,7 +1,7 @@
 """The PDF report: a summary page, then one page per exported slice with the four panels.
 
 Drawn with Qt's own ``QPdfWriter`` + ``QPainter``: text and lines are vectors; panel images are
-embedded at the scan's resolution with smoothing off (the PDF viewer shows crisp voxels). The
+embedded losslessly (Flate, not JPEG), upscaled with nearest neighbour so voxels stay crisp. The
 viewer (File → Export report) and ``xnet report`` build the same ``ReportInputs`` from a ``Study``
 and call ``write_report``; pages differ only by the date line.
 
@@ -20,13 +20,13 @@ from typing import Callable
 
 import numpy as np
 from PySide6.QtCore import QMarginsF, QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QFont, QImage, QPageLayout, QPageSize, QPainter, QPdfWriter
+from PySide6.QtGui import QColor, QFont, QGuiApplication, QImage, QPageLayout, QPageSize, QPainter, QPdfWriter
 
 from app.comparison import slice_comparison, volume_comparison
 from app.reader import Notes
 from app.slice_panel import MODEL_COLOUR, READER_COLOUR, lookup_table, outline
 from app.study import Study
-from explain.methods import METHOD_NAMES, METHODS
+from explain.methods import CAM_METHODS, METHOD_NAMES, METHODS
 from xnet_core import DISCLAIMER, __version__
 from xnet_core.errors import Cancelled, XNetError
 
@@ -34,6 +34,10 @@ PAGE_W, PAGE_H = 595.0, 842.0  # A4 in points; the painter is scaled so one unit
 MARGIN = 36.0
 RESOLUTION = 300
 PANEL_ORDER = ("segmentation", "gradcam", "gradcampp", "lime")
+# Panels are embedded upscaled with nearest neighbour: Qt writes no /Interpolate flag and many PDF
+# viewers smooth small images, so voxels and outlines would blur. Flate compresses the repeated
+# pixels almost for free (3x: +30 % file size, measured in benchmarks/bench_report.py).
+PANEL_UPSCALE = 3
 MAX_LESION_ROWS = 18
 STATEMENT = ("This is a research / second-opinion output, not a diagnosis. The segmentation and the "
              "explanation maps come from a machine-learning model and must be checked by a qualified reader.")
@@ -66,6 +70,19 @@ def model_summary(checkpoint) -> dict:
     return {"file": checkpoint.path.name, "sha256": checkpoint.sha256,
             "training_data": checkpoint.card.get("training_data", "not stated (no model card)"),
             "intended_use": checkpoint.card.get("intended_use", "not stated (no model card)")}
+
+
+def maps_needed(study: Study, slices: list[int], methods: list[str]) -> dict[str, list[int]]:
+    """The maps a report needs: its slices, and for Grad-CAM / Grad-CAM++ every lesion slice too, so
+    that their colour bars carry the final scale (fixed from all lesion slices, DESIGN.md) whichever
+    slices are exported; LIME (about a minute a slice on a CPU) only on the exported slices."""
+    lesion = set(np.flatnonzero(study.lesion_area_per_slice_mm2() > 0).tolist())
+    return {m: sorted(set(slices) | (lesion if m in CAM_METHODS else set())) for m in methods}
+
+
+def report_precision(engine) -> str:
+    """Segmentation and LIME share the Segmenter's precision; the CAMs always run in fp32."""
+    return f"segmentation and LIME {engine.segmenter.precision}, Grad-CAM/Grad-CAM++ fp32"
 
 
 # -- panel images (numpy) -------------------------------------------------------------------
@@ -288,7 +305,8 @@ def _panel(painter: QPainter, inputs: ReportInputs, name: str, z: int, rect: QRe
     title = "Segmentation" if name == "segmentation" else METHOD_NAMES[name]
     painter.drawText(QRectF(rect.left(), rect.top() - 24, rect.width(), 12), Qt.AlignmentFlag.AlignLeft, title)
     painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
-    painter.drawImage(rect, _qimage(panel_image(inputs, name, z)))
+    pixels = panel_image(inputs, name, z).repeat(PANEL_UPSCALE, axis=0).repeat(PANEL_UPSCALE, axis=1)
+    painter.drawImage(rect, _qimage(np.ascontiguousarray(pixels)))
     painter.setFont(_font(8, True))
     painter.setPen(QColor(200, 120, 0))
     left, right = ("R", "L") if inputs.radiological else ("L", "R")
@@ -353,6 +371,8 @@ def write_report(inputs: ReportInputs, path: str | os.PathLike,
                  should_cancel: Callable[[], bool] | None = None) -> Path:
     """Write the PDF to a temporary file beside ``path`` and rename it: a failed or cancelled export
     never leaves half a report under the requested name."""
+    if QGuiApplication.instance() is None:  # fonts need one; the CLI makes an offscreen one
+        raise RuntimeError("write_report needs a QGuiApplication (QT_QPA_PLATFORM=offscreen without a display)")
     path = Path(path)
     if not path.parent.is_dir():
         raise XNetError(f"{path}: the folder {path.parent} does not exist; choose another place for the report.")
@@ -376,6 +396,8 @@ def write_report(inputs: ReportInputs, path: str | os.PathLike,
         if not painter.isActive():
             raise XNetError(f"{path}: Qt cannot write a PDF there; choose another file name.")
         painter.scale(RESOLUTION / 72.0, RESOLUTION / 72.0)
+        # Flate, not JPEG: thin outlines and colour bars must not blur.
+        painter.setRenderHint(QPainter.RenderHint.LosslessImageRendering, True)
         try:
             for page in range(pages):
                 if should_cancel is not None and should_cancel():

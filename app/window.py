@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
@@ -75,6 +75,8 @@ SHORTCUTS = [
     ("Ctrl+Z / Ctrl+Shift+Z", "undo / redo a stroke, fill or clear"),
     ("M", "reader's mask outline on/off"),
     ("Ctrl+S / Ctrl+Shift+S", "save the reader's mask (and notes) / save as"),
+    ("B", "bookmark this slice for the report"),
+    ("Ctrl+P", "export the PDF report"),
 ]
 
 
@@ -131,6 +133,8 @@ class PanelMouse:
 class ViewerWindow(QMainWindow):
     """One scan, the model's mask and three explanation maps in linked axial panels."""
 
+    study_changed = Signal()  # a slice segmented or explained (exports wait on it)
+
     def __init__(self, volume: Volume, checkpoint: "Checkpoint | str | Path | None", device: str = "auto",
                  engine: "ExplanationEngine | None" = None, start_model: bool = True) -> None:
         """``checkpoint``: a loaded Checkpoint, or the path of weights that the worker thread loads
@@ -150,6 +154,7 @@ class ViewerWindow(QMainWindow):
         self.mask_opacity = float(settings.value("mask_opacity", 0.45))
         self.colour_map = str(settings.value("colour_map", "inferno"))
         self.radiological_view = str(settings.value("radiological", "true")).lower() != "false"
+        self.bookmarks: set[int] = set()  # axial slices marked for the report
         self.backgrounds: dict[str, Volume] = {}  # other sequences of the subject on the same grid
         self.background = ""
         self.worker: ModelWorker | None = None
@@ -322,6 +327,8 @@ class ViewerWindow(QMainWindow):
             "reader_outline": self._action("Reader outline", "M", self.set_show_reader, True, True),
             "save_reader": self._action("Save reader mask", "Ctrl+S", lambda: self.reader.save()),
             "save_reader_as": self._action("Save reader mask as…", "Ctrl+Shift+S", self.reader.save_as),
+            "bookmark": self._action("Bookmark slice", "B", self.toggle_bookmark),
+            "report": self._action("Export report (PDF)…", "Ctrl+P", self.export_report),
         }
         self.actions_by_name["paint"].setToolTip("Paint the reader's lesion mask with the left button (P)")
         self.update_undo_actions()
@@ -355,6 +362,14 @@ class ViewerWindow(QMainWindow):
         file_menu.addAction("Load reader mask…", self._choose_reader_mask)
         file_menu.addAction(self.actions_by_name["save_reader"])
         file_menu.addAction(self.actions_by_name["save_reader_as"])
+        file_menu.addSeparator()
+        file_menu.addAction(self.actions_by_name["report"])
+        png_menu = file_menu.addMenu("Export view as PNG")
+        for scale in (1, 2, 4):
+            png_menu.addAction(f"{scale}× ({scale} image pixels per screen pixel)",
+                               lambda s=scale: self.export_png(scale=s))
+        file_menu.addAction("Export mask, probabilities and maps as NIfTI…", self.export_nifti)
+        file_menu.addAction(self.actions_by_name["bookmark"])
         file_menu.addSeparator()
         file_menu.addAction("Quit", QKeySequence.StandardKey.Quit, self.close)
         help_menu = self.menuBar().addMenu("&Help")
@@ -572,6 +587,7 @@ class ViewerWindow(QMainWindow):
 
     # -- model results ---------------------------------------------------------------------
     def _on_slice_segmented(self, z: int, _plane) -> None:
+        self.study_changed.emit()
         if z == self.current_slice or self.plane != "axial":
             self._refresh()
         else:
@@ -580,6 +596,7 @@ class ViewerWindow(QMainWindow):
     def _on_explained(self, result: SliceExplanation) -> None:
         self.study.add_explanation(result)
         self.reader.model_changed()
+        self.study_changed.emit()
         if result.z == self.current_slice or result.ok:
             self._refresh()
 
@@ -662,7 +679,8 @@ class ViewerWindow(QMainWindow):
                 panel.show_outline(panel.model_outline_item, outline_mask, MODEL_COLOUR, hatched)
                 self._draw_heatmap(panel, name, lut, section)
         fixed = PLANE_AXES[self.plane][2]
-        self.slice_label.setText(f"{'xyz'[fixed]} {index}\nof 0–{self.volume.shape[fixed] - 1}")
+        mark = "\n★ bookmarked" if z in self.bookmarks else ""
+        self.slice_label.setText(f"{'xyz'[fixed]} {index}\nof 0–{self.volume.shape[fixed] - 1}{mark}")
         self.navigator.set_current(z)
         self.redraw_reader()
         self.reader.refresh_figures()
@@ -842,6 +860,81 @@ class ViewerWindow(QMainWindow):
         urls = event.mimeData().urls()
         if urls:
             self.open_scan(urls[0].toLocalFile())
+
+    # -- exports -------------------------------------------------------------------------------
+    def toggle_bookmark(self) -> None:
+        """Mark or unmark the current axial slice for the report."""
+        self.bookmarks ^= {self.current_slice}
+        self._refresh()
+
+    def report_inputs(self, slices: list[int], methods: list[str]):
+        from app.export import report_inputs
+
+        return report_inputs(self, slices, methods)
+
+    def export_report(self, path: str | None = None, choice: str | None = None, lime: bool | None = None,
+                      first: int = 0, last: int = 0):
+        """File → Export report: a dialog asks which slices and whether to include LIME, then where;
+        tests pass the answers. Missing maps are computed first (progress, Cancel). Returns the export."""
+        from app.export import ReportDialog, ReportExport, slices_for
+
+        if self.checkpoint is None:
+            self.show_error("No model is loaded yet: the report needs the model's segmentation.")
+            return None
+        if choice is None:
+            dialog = ReportDialog(self)
+            if dialog.exec() != ReportDialog.DialogCode.Accepted:
+                return None
+            choice, lime = dialog.choice, dialog.lime.isChecked()
+            first, last = dialog.first.value(), dialog.last.value()
+        slices = slices_for(self, choice, first, last)
+        if not slices:
+            self.show_error(f"No slice to export ({choice}): choose other slices.")
+            return None
+        if path is None:
+            suggestion = str(Path(self.volume.path).with_name(f"{self.volume.name}_report.pdf")) if self.volume.path \
+                else f"{self.volume.name}_report.pdf"
+            path, _ = QFileDialog.getSaveFileName(self, "Export report", suggestion, "PDF (*.pdf)")
+            if not path:
+                return None
+        methods = [m for m in METHODS if m != "lime" or lime]
+        export = ReportExport(self, slices, methods, path)
+        export.start()
+        return export
+
+    def export_png(self, path: str | None = None, scale: int = 1) -> Path | None:
+        from app.export import view_png
+
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export view as PNG", f"{self.volume.name}_z{self.current_slice}"
+                                                  f"_{scale}x.png", "PNG (*.png)")
+            if not path:
+                return None
+        try:
+            written = view_png(self, path, scale)
+        except (OSError, XNetError) as exc:
+            self.show_error(f"The image could not be written: {exc}")
+            return None
+        self.statusBar().showMessage(f"view written to {written}", 8000)
+        return written
+
+    def export_nifti(self, folder: str | None = None) -> list[Path]:
+        from app.export import maps_nifti
+
+        if self.checkpoint is None:
+            self.show_error("No model is loaded: there is no mask or map to export.")
+            return []
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Export NIfTI maps to folder")
+            if not folder:
+                return []
+        try:
+            written = maps_nifti(self, folder)
+        except (OSError, XNetError) as exc:
+            self.show_error(f"The maps could not be written: {exc}")
+            return []
+        self.statusBar().showMessage(f"{len(written)} NIfTI file(s) written to {folder}", 8000)
+        return written
 
     # -- help and closing ------------------------------------------------------------------
     def show_shortcuts(self) -> None:

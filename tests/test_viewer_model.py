@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import nibabel as nib
 from PySide6.QtCore import QPointF, QSettings, QStandardPaths, Qt
+from PySide6.QtGui import QImage
 
+from app.cli import main
 from app.window import ViewerWindow
 from explain import agreement
-from xnet_core import metrics
+from xnet_core import DISCLAIMER, metrics
 from explain.engine import ExplainParams, ExplanationEngine
 from xnet_core.assets import DEMO_LESION, asset_path, demo_scan_path
 from xnet_core.volume import load_volume
@@ -25,7 +28,9 @@ def lesion_z() -> int:
 def window(qapp, demo_checkpoint, tmp_path_factory, lesion_z):
     QStandardPaths.setTestModeEnabled(True)
     QSettings().clear()
-    engine = ExplanationEngine(demo_checkpoint, device="cpu", cache_dir=tmp_path_factory.mktemp("viewer-cache"))
+    # The disk cache sits where ``xnet`` looks for it under XDG_CACHE_HOME=<viewer-cache> (report test).
+    cache_home = tmp_path_factory.mktemp("viewer-cache")
+    engine = ExplanationEngine(demo_checkpoint, device="cpu", cache_dir=cache_home / "xnet-viewer" / "explain")
     win = ViewerWindow(load_volume(demo_scan_path()), demo_checkpoint, engine=engine)
     win.worker.params = ExplainParams(lime_samples=200)
     win.show()
@@ -164,3 +169,62 @@ def test_comparison_panel_matches_metrics(window, qtbot, lesion_z) -> None:
     qtbot.keyClick(window, Qt.Key.Key_M)  # reader outline off
     assert window.panels["segmentation"].reader_item.image is None
     qtbot.keyClick(window, Qt.Key.Key_M)
+
+
+def test_report_from_the_viewer_matches_xnet_report(window, qtbot, lesion_z, tmp_path, monkeypatch, capsys) -> None:
+    """The viewer's export and the CLI's: same pages, same text apart from the date line."""
+    qtbot.waitUntil(lambda: window.study.segmentation_complete, timeout=120_000)
+    if window.reader.read is None:  # the comparison test loads it when the whole module runs
+        assert window.reader.load(str(asset_path(DEMO_LESION)))
+    window.set_threshold(0.5)
+    first, last = lesion_z - 1, lesion_z + 1
+    export = window.export_report(str(tmp_path / "viewer.pdf"), choice="range", lime=False, first=first, last=last)
+    qtbot.waitUntil(lambda: export.finished, timeout=300_000)
+    assert export.result == tmp_path / "viewer.pdf"
+    cache_home = window.engine.disk.folder.parent.parent
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))  # the CLI's Grad-CAMs come from the viewer's cache
+    code = main(["report", str(demo_scan_path()), "--pdf", str(tmp_path / "cli.pdf"), "--slices", f"{first}:{last}",
+                 "--methods", "gradcam,gradcampp", "--reader", str(asset_path(DEMO_LESION)), "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    viewer_pages, cli_pages = _pdf_text(tmp_path / "viewer.pdf"), _pdf_text(tmp_path / "cli.pdf")
+    assert len(viewer_pages) == len(cli_pages) == 1 + 3
+    undated = [[line for page in pages for line in page if not line.startswith("Report created")]
+               for pages in (viewer_pages, cli_pages)]
+    assert undated[0] == undated[1]
+    summary, slice_page = " ".join(cli_pages[0]), " ".join(cli_pages[2])
+    assert DISCLAIMER in summary and window.checkpoint.sha256 in summary
+    assert f"{window.study.lesion_volume_ml():.2f} ml" in summary
+    assert f"Dice {metrics.dice(window.study.mask(), window.reader.read.mask):.3f}" in summary
+    assert f"Slice z {lesion_z}" in slice_page and "(provisional)" not in slice_page  # final CAM scales
+    assert "LIME" in slice_page and "left out of this report" in slice_page
+
+
+def _pdf_text(path) -> list[list[str]]:
+    from pypdf import PdfReader
+
+    return [[" ".join(line.split()) for line in page.extract_text().splitlines()] for page in PdfReader(str(path)).pages]
+
+
+def test_png_and_nifti_exports(window, qtbot, tmp_path) -> None:
+    qtbot.waitUntil(lambda: window.study.segmentation_complete, timeout=120_000)
+    png = window.export_png(str(tmp_path / "view.png"), scale=2)
+    image = QImage(str(png))
+    assert (image.width(), image.height()) == (2 * window.centralWidget().width(), 2 * window.centralWidget().height())
+    written = window.export_nifti(str(tmp_path))
+    names = {p.name for p in written}
+    assert {"demo_T1w_mask.nii.gz", "demo_T1w_prob.nii.gz", "demo_T1w_gradcam.nii.gz"} <= names
+    mask = load_volume(tmp_path / "demo_T1w_mask.nii.gz", is_mask=True)
+    np.testing.assert_array_equal(mask.data, window.study.mask())
+    assert b"research use only" in nib.load(tmp_path / "demo_T1w_gradcam.nii.gz").header["descrip"].tobytes()
+
+
+def test_bookmarks_choose_report_slices(window, qtbot, lesion_z) -> None:
+    from app.export import slices_for
+
+    window.set_slice(lesion_z)
+    qtbot.keyClick(window, Qt.Key.Key_B)
+    window.set_slice(lesion_z + 3)
+    qtbot.keyClick(window, Qt.Key.Key_B)
+    assert slices_for(window, "bookmarked") == [lesion_z, lesion_z + 3] and "bookmarked" in window.slice_label.text()
+    qtbot.keyClick(window, Qt.Key.Key_B)
+    assert slices_for(window, "bookmarked") == [lesion_z]

@@ -1,0 +1,148 @@
+"""The PDF report (app/report.py) from a Study filled in the test: pages, text, images, atomic writing.
+The demo model's report (CLI against the viewer's export) is checked in test_viewer_model.py."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from pypdf import PdfReader
+
+from app.reader import Notes
+from app.report import ReportInputs, maps_needed, panel_image, write_report
+from app.study import Study, grey_window
+from tests.conftest import write_nifti
+from xnet_core import DISCLAIMER
+from xnet_core.errors import Cancelled, XNetError
+from xnet_core.preprocess import prepare
+from xnet_core.volume import load_volume
+
+SHAPE = (60, 70, 12)
+
+
+@dataclass
+class FakeResult:
+    """What Study.add_explanation reads from a SliceExplanation."""
+
+    method: str
+    z: int
+    status: str
+    map: np.ndarray | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def summary(self) -> dict:
+        return {"z": self.z, "method": self.method, "status": self.status, "target": "predicted",
+                **({"num_samples": 50, "kernel_size": 6, "seed": 0, "n_segments": 9} if self.method == "lime"
+                   else {"layer": "decoders.1"})}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Study:
+    rng = np.random.default_rng(0)
+    data = np.zeros(SHAPE, np.float32)
+    data[8:52, 8:62, :] = rng.uniform(60, 100, (44, 54, SHAPE[2]))
+    path = write_nifti(tmp_path_factory.mktemp("scan") / "case_T1w.nii.gz", data)
+    volume = load_volume(path)
+    result = Study(volume, prepare(volume))
+    probabilities = np.zeros(SHAPE, np.float32)
+    probabilities[10:20, 30:40, 4:8] = 0.9  # one lesion on slices 4-7, on the patient's left (low x in RAS)
+    for z in range(SHAPE[2]):
+        result.set_probabilities(z, probabilities[:, :, z])
+    for z in range(4, 8):
+        heat = np.zeros(SHAPE[:2], np.float32)
+        heat[12:18, 32:38] = 1.0 + z
+        result.add_explanation(FakeResult("gradcam", z, "ok", heat))
+        result.add_explanation(FakeResult("gradcampp", z, "ok", heat * 2))
+    result.add_explanation(FakeResult("lime", 5, "ok", np.where(heat > 0, 0.5, -0.1).astype(np.float32)))
+    result.add_explanation(FakeResult("gradcam", 9, "no lesion predicted on this slice", None))
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _application(qapp) -> None:
+    """Text on a QPainter needs a (offscreen) QGuiApplication, as in ``xnet report``."""
+
+
+def _inputs(study: Study, slices: list[int], **extra) -> ReportInputs:
+    model = {"file": "xnet-test.pt", "sha256": "ab" * 32, "training_data": "none (test)", "intended_use": "tests"}
+    return ReportInputs(study=study, slices=slices, methods=extra.pop("methods", ["gradcam", "gradcampp", "lime"]),
+                        levels=grey_window(study.volume.data), model=model, device="cpu", precision="fp32", **extra)
+
+
+def _text(path) -> list[str]:
+    """Each page's text with white space normalised (Qt's PDF separates words with tabs)."""
+    return [" ".join(page.extract_text().split()) for page in PdfReader(str(path)).pages]
+
+
+def test_report_pages_text_and_figures(study, tmp_path) -> None:
+    reader = np.zeros(SHAPE, np.uint8)
+    reader[12:22, 30:40, 5:8] = 1
+    notes = Notes("Chronic infarct, left.", {5: "Rim seen by both."})
+    path = write_report(_inputs(study, [5, 9], reader_mask=reader, reader_name="mine.nii.gz", notes=notes),
+                        tmp_path / "report.pdf")
+    pages = _text(path)
+    assert len(pages) == 3  # the summary and one page per slice
+    first = pages[0]
+    assert DISCLAIMER in first and "ab" * 32 in first and "xnet-test.pt" in first
+    assert "1 lesion(s)" in first and "0.40 ml" in first  # 10 x 10 x 4 voxels of 1 mm
+    assert "Dice" in first and "mine.nii.gz" in first and "Chronic infarct, left." in first
+    assert "Exported slices (z): 5, 9" in first
+    slice_page = pages[1]
+    assert "Slice z 5" in slice_page and "Rim seen by both." in slice_page
+    assert "9 segments" in slice_page and "layer decoders.1" in slice_page
+    assert "0 – 8" in slice_page  # Grad-CAM's one scale over its slices (maxima 5..8)
+    assert "Slice z 9" in pages[2] and "no lesion predicted on this slice" in pages[2]
+    for text in pages:
+        assert "Page" in text and DISCLAIMER in text
+
+
+def test_panel_image_is_the_viewers_radiological_section(study) -> None:
+    inputs = _inputs(study, [5])
+    image = panel_image(inputs, "segmentation", 5)
+    assert image.shape == (SHAPE[1], SHAPE[0], 3)  # rows: y (anterior at the top), columns: x
+    red, green = image[..., 0].astype(int), image[..., 1].astype(int)
+    lesion_rows, lesion_columns = np.nonzero(red > green + 40)
+    # Radiological display reverses x: RAS x 10..19 lands in columns 40..49; y 30..39 in rows 30..39.
+    assert lesion_columns.min() >= SHAPE[0] - 20 and lesion_columns.max() <= SHAPE[0] - 11
+    assert lesion_rows.min() >= SHAPE[1] - 40 and lesion_rows.max() <= SHAPE[1] - 31
+    neurological = panel_image(_inputs(study, [5], radiological=False), "segmentation", 5)
+    np.testing.assert_array_equal(neurological, image[:, ::-1])
+
+
+def test_lime_left_out_and_cam_scales_need_every_lesion_slice(study, tmp_path) -> None:
+    needed = maps_needed(study, [9], ["gradcam", "lime"])
+    assert needed == {"gradcam": [4, 5, 6, 7, 9], "lime": [9]}
+    path = write_report(_inputs(study, [5], methods=["gradcam", "gradcampp"]), tmp_path / "nolime.pdf")
+    pages = _text(path)
+    assert "Left out to save time: LIME" in pages[0] and "left out of this report" in pages[1]
+
+
+def test_failed_or_cancelled_export_leaves_the_old_file(study, tmp_path) -> None:
+    path = tmp_path / "report.pdf"
+    path.write_bytes(b"the previous report")
+    with pytest.raises(Cancelled):
+        write_report(_inputs(study, [4, 5, 6]), path, should_cancel=lambda: True)
+    assert path.read_bytes() == b"the previous report"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.pdf"]  # no temporary file left behind
+    with pytest.raises(XNetError, match="does not exist"):
+        write_report(_inputs(study, [4]), tmp_path / "missing" / "r.pdf")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        with pytest.raises(XNetError, match="permission"):
+            write_report(_inputs(study, [4]), locked / "r.pdf")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_pages_are_small(study, tmp_path) -> None:
+    path = write_report(_inputs(study, list(range(4, 8))), tmp_path / "size.pdf")
+    assert path.stat().st_size / 5 < 1_000_000
