@@ -197,3 +197,11 @@ def test_compare_bad_input_exits_2(tmp_path: Path, scan_pair, random_checkpoint:
     with pytest.raises(SystemExit) as exit_info:  # --json is required here
         main(["compare", str(lps), "--reader", str(elsewhere)])
     assert exit_info.value.code == 2
+
+
+def test_report_to_an_unwritable_place_exits_2(tmp_path: Path, scan_pair, capsys: pytest.CaptureFixture) -> None:
+    ras, _, _ = scan_pair
+    code, _, err = _run(["report", str(ras), "--pdf", str(tmp_path / "no" / "such" / "report.pdf")], capsys)
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _run(["report", str(ras), "--pdf", str(ras)], capsys)
+    assert code == 2 and "never overwritten" in err

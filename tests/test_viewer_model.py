@@ -221,10 +221,12 @@ def test_png_and_nifti_exports(window, qtbot, tmp_path) -> None:
 def test_bookmarks_choose_report_slices(window, qtbot, lesion_z) -> None:
     from app.export import slices_for
 
+    bookmark = window.actions_by_name["bookmark"]
+    assert bookmark.shortcut().toString() == "B"
     window.set_slice(lesion_z)
-    qtbot.keyClick(window, Qt.Key.Key_B)
+    bookmark.trigger()
     window.set_slice(lesion_z + 3)
-    qtbot.keyClick(window, Qt.Key.Key_B)
+    bookmark.trigger()
     assert slices_for(window, "bookmarked") == [lesion_z, lesion_z + 3] and "bookmarked" in window.slice_label.text()
-    qtbot.keyClick(window, Qt.Key.Key_B)
-    assert slices_for(window, "bookmarked") == [lesion_z]
+    bookmark.trigger()
+    assert slices_for(window, "bookmarked") == [lesion_z] and "bookmarked" not in window.slice_label.text()
