@@ -26,6 +26,7 @@ from xnet_core.volume import load_volume
 
 EXIT_BAD_INPUT = 2
 FIRST_FRAME_ENV = "XNET_VIEWER_FIRST_FRAME"  # set by benchmarks/bench_viewer.py only
+STALLS_ENV = "XNET_VIEWER_STALLS"  # idem: longest UI stalls until the segmentation ends
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     if os.environ.get(FIRST_FRAME_ENV):
         _report_first_frame(app, window, Path(os.environ[FIRST_FRAME_ENV]))
+    if os.environ.get(STALLS_ENV) and window.worker is not None:
+        window._stall_probe = _StallProbe(app, window, Path(os.environ[STALLS_ENV]))
     return app.exec()
 
 
@@ -104,6 +107,27 @@ class _FirstPaint(QObject):
 
     def _report(self) -> None:
         self.path.write_text(f"{time.time():.6f}\n")
+        self.app.quit()
+
+
+class _StallProbe(QObject):
+    """benchmarks/bench_viewer.py: tick every 5 ms from the scan on screen (the model, torch included,
+    loads on the worker thread meanwhile) until the whole-volume segmentation ends; write the longest
+    gaps between ticks in ms, then quit."""
+
+    def __init__(self, app: QApplication, window: ViewerWindow, path: Path) -> None:
+        super().__init__()
+        self.app, self.path, self.ticks = app, path, [time.perf_counter()]
+        self.timer = QTimer(self)
+        self.timer.setInterval(5)
+        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+        self.timer.start()
+        window.worker.segmentationFinished.connect(self._report)
+
+    def _report(self) -> None:
+        self.timer.stop()
+        gaps = sorted((b - a for a, b in zip(self.ticks, self.ticks[1:])), reverse=True)
+        self.path.write_text(" ".join(f"{1000 * g:.1f}" for g in gaps[:10]) + "\n")
         self.app.quit()
 
 

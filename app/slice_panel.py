@@ -28,8 +28,9 @@ PLANE_LETTERS = {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I"),
 def plane_slice(volume_xyz: np.ndarray, plane: str, index: int) -> np.ndarray:
     """The 2D ``[column axis, row axis]`` section of a RAS volume (axial [x, y], coronal [x, z],
     sagittal [y, z]); rows are drawn upwards, so anterior / superior are at the top."""
-    fixed = PLANE_AXES[plane][2]
-    return np.take(volume_xyz, index, axis=fixed)
+    where: list = [slice(None)] * 3
+    where[PLANE_AXES[plane][2]] = int(index)
+    return volume_xyz[tuple(where)]  # a view: the panel copies once, when it draws
 
 
 def flips_columns(plane: str, radiological_view: bool) -> bool:

@@ -40,6 +40,15 @@ def grey_window(data: np.ndarray, percentiles: tuple[float, float] = (1, 99.5)) 
     return low, high
 
 
+def slice_major(shape: tuple[int, int, int]) -> np.ndarray:
+    """A zero float32 volume indexed ``[x, y, z]`` but stored slice after slice ([z, x, y] memory).
+
+    Results arrive one axial slice at a time. In [x, y, z] memory a slice is one value every 756
+    bytes, so the first write touches all 35 MB of fresh zero pages (~100 ms of page faults on the UI
+    thread, measured); stored slice-major, it writes one contiguous 180 kB block."""
+    return np.moveaxis(np.zeros((shape[2], shape[0], shape[1]), np.float32), 0, 2)
+
+
 @dataclass
 class ColourScale:
     low: float
@@ -76,9 +85,9 @@ class Study:
         self.__dict__["_cache"] = {}
 
     def __post_init__(self) -> None:
-        self.probabilities = np.zeros(self.volume.shape, np.float32)
+        self.probabilities = slice_major(self.volume.shape)
         self.segmented = ~self.model_input.brain_slices.copy()  # brain-free slices: nothing to compute
-        self.maps = {m: np.zeros(self.volume.shape, np.float32) for m in METHODS}
+        self.maps = {m: slice_major(self.volume.shape) for m in METHODS}
         self.explained = {m: {} for m in METHODS}
         self.details = {m: {} for m in METHODS}
 
