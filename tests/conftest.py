@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -90,3 +92,25 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None, 
 def demo_checkpoint() -> Checkpoint:
     """The shipped demo model, loaded once per test run."""
     return load_checkpoint(demo_weights_path())
+
+
+_exit_status: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _exit_status.append(int(exitstatus))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the test process without the interpreter's final garbage collection once Qt was used.
+
+    With dozens of viewer windows created by the tests, that final collection made PySide6 abort the
+    process ("bool_dealloc: deallocating True or False", exit status 134) after every test had
+    passed, depending on which tests ran; pyqtgraph documents the same class of exit crashes and
+    ships ``pyqtgraph.exit()`` for it. Reports are written by now; the exit status is kept.
+    """
+    if "PySide6.QtWidgets" not in sys.modules or not _exit_status:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_exit_status[-1])
