@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PySide6.QtCore import QObject, QSettings, QStandardPaths, QTimer
+from PySide6.QtCore import QObject, QSettings, QStandardPaths, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from app.comparison import slice_comparison, volume_comparison
-from app.inbox import Inbox
 from app.reader import ReaderRead, RecoveryStore
 from app.reader_panel import ReaderPanel
 from app.slice_panel import READER_COLOUR, outline, plane_slice
@@ -57,6 +56,9 @@ def reader_rgba(section: np.ndarray, filled: bool) -> np.ndarray | None:
 class ReaderTools(QObject):
     """Everything the viewer does with the reader's read."""
 
+    volumeFigures = Signal(int, object)  # job number, figures (emitted from a worker thread)
+    autosaved = Signal(int, str)  # revision, error ('' when written)
+
     def __init__(self, window: "ViewerWindow") -> None:
         super().__init__(window)
         self.window = window
@@ -76,7 +78,8 @@ class ReaderTools(QObject):
         self._autosave_timer = self._timer(AUTOSAVE_AFTER_EDIT_MS, self.autosave_now)
         self._autosave_deadline = self._timer(AUTOSAVE_AT_LEAST_MS, self.autosave_now)
         self._compare_timer = self._timer(COMPARE_DELAY_MS, self.update_volume_figures)
-        self._inbox = Inbox(self)  # results of the worker thread, handled on the UI thread
+        self.volumeFigures.connect(self._on_volume_figures)
+        self.autosaved.connect(self._on_autosaved)
 
     def _timer(self, interval_ms: int, slot) -> QTimer:
         timer = QTimer(self)
@@ -336,7 +339,7 @@ class ReaderTools(QObject):
             except Exception as exc:  # noqa: BLE001 (shown, never a dead thread)
                 log.exception("comparison failed")
                 figures = {"error": str(exc)}
-            self._inbox.post(self._on_volume_figures, job, figures)
+            self.volumeFigures.emit(job, figures)
 
         self._threads.submit(compute)
 
@@ -372,7 +375,7 @@ class ReaderTools(QObject):
                 error = ""
             except (OSError, XNetError) as exc:
                 error = str(exc)
-            self._inbox.post(self._on_autosaved, revision, error)
+            self.autosaved.emit(revision, error)
 
         self._threads.submit(write)
 
