@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.reader import Notes
-from app.report import ReportInputs, maps_needed, model_summary, write_report
+from app.report import ReportInputs, maps_needed, model_summary, report_precision, write_report
 from explain.methods import CAM_METHODS, METHODS
 from xnet_core.errors import Cancelled, XNetError
 from xnet_core.volume import save_like
@@ -196,12 +196,12 @@ class ReportExport(QObject):
 def report_inputs(window: "ViewerWindow", slices: list[int], methods: list[str]) -> ReportInputs:
     """What the viewer shows, as the report's inputs (the same builder as ``xnet report``)."""
     read = window.reader.read
-    info = window.model_info
+    engine = window.engine
     return ReportInputs(
         study=window.study, slices=slices, methods=methods, levels=window.levels,
         model=model_summary(window.checkpoint),
-        device=info.device if info else "not loaded",
-        precision=info.precision if info else "–",
+        device=str(engine.device) if engine else "not loaded",
+        precision=report_precision(engine) if engine else "–",
         colour_map=window.colour_map, opacity=window.opacity, mask_opacity=window.mask_opacity,
         radiological=window.radiological_view,
         reader_mask=read.mask if read is not None and read.mask.any() else None,

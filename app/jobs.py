@@ -1,136 +1,254 @@
-"""Model work off the viewer's process: segmentation nearest the slice on screen first, Grad-CAM and
-Grad-CAM++ of the visible slice, LIME on request (cancellable), slices an export needs, "explain
-all lesion slices".
+"""Model work off the UI thread: segmentation nearest the slice on screen first, Grad-CAM and
+Grad-CAM++ of the visible slice, LIME on request (cancellable), "explain all lesion slices".
 
-``ModelWorker`` starts ``app.model_process.serve`` in a child process (spawned: no fork of a Qt
-process) and turns its results into Qt signals; a small thread here only waits on the result queue.
-The child takes the most urgent task each time it is free, so changing slice re-prioritises at the
-next slice boundary (about 0.1 s on a CPU). torch in the child uses all cores but one, so the UI
-keeps a core for painting (benchmarks/bench_viewer.py measures both).
+One worker thread owns the model. It takes the most urgent task each time it is free, so changing
+slice re-prioritises at the next slice boundary (about 0.1 s on a CPU). Results travel to the UI as
+Qt signals (queued across threads). torch is limited to all cores but one while the viewer runs, so
+the UI thread keeps a core for painting (measured in benchmarks/bench_viewer.py).
 """
 
 from __future__ import annotations
 
+import gc
+import importlib
 import logging
-import queue
+import os
 import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
 
+import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from app.model_process import EngineSpec, serve
 from app.study import Study
+from explain.methods import CAM_METHODS
+from xnet_core.errors import Cancelled, XNetError
 
 log = logging.getLogger(__name__)
-STOP_WAIT_S = 5.0
+
+
+
+def limit_torch_threads() -> int:
+    """Leave one core to the UI thread; returns the number of torch threads."""
+    import torch
+
+    threads = max(1, (os.cpu_count() or 2) - 1)
+    torch.set_num_threads(threads)
+    return threads
+
+
+@dataclass
+class _Requests:
+    visible: int = 0
+    lime: list[int] = field(default_factory=list)
+    cams: list[int] = field(default_factory=list)  # slices an export needs (after the visible one)
+    explain_all: bool = False
+    lesions_at: float | None = None  # threshold whose lesion table is wanted
+    cancel_lime: bool = False
+    stop: bool = False
 
 
 class ModelWorker(QObject):
-    """The UI side of the model process; call the ``request_*`` methods from the UI thread."""
+    """Runs in its own thread; call the ``request_*`` methods from the UI thread."""
 
-    sliceSegmented = Signal(int, object)  # z, probabilities [x, y] (the window stores them)
+    sliceSegmented = Signal(int, object)  # z, probabilities [x, y]
     segmentationFinished = Signal()
     explained = Signal(object)  # SliceExplanation
     progress = Signal(str, int, int)  # task, done, total
     failed = Signal(str)
     limeEnded = Signal(int, str)  # z, "done" | "cancelled"
-    ready = Signal(object)  # ModelInfo, once the child has built its engine
-    lesionsReady = Signal(float, object)  # threshold, the lesion rows at that threshold
+    ready = Signal(object)  # the ExplanationEngine, once built on the worker thread
+    lesionsReady = Signal(float, object)  # threshold, the study's lesion rows at that threshold
 
-    def __init__(self, spec: EngineSpec, study: Study) -> None:
+    def __init__(self, engine, study: Study, params=None) -> None:
+        """``engine`` or a function that builds one: building (model copies, BN folding) then runs
+        on the worker thread (torch included), so the scan is on screen before the model is ready."""
         super().__init__()
-        self.spec, self.study = spec, study
-        import multiprocessing  # only when a model runs
-
-        context = multiprocessing.get_context("spawn")
-        self._requests, self._results = context.Queue(), context.Queue()
-        self._cancel = context.Event()
-        self._context = context
-        self._process = None
-        self._stopping = False
-        self._listener = threading.Thread(target=self._listen, name="xnet-model-results", daemon=True)
+        self.engine = None if callable(engine) else engine
+        self._make_engine: Callable | None = engine if callable(engine) else None
+        self.study = study
+        self._cam_done: set[int] = set()  # slices whose CAMs were emitted (the UI applies them later)
+        self.params = params  # None: the engine's defaults, set on the worker thread
+        self._requests = _Requests()
+        self._wake = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="xnet-model", daemon=True)
+        self._context = None
 
     # -- UI side ---------------------------------------------------------------------------
     def start(self, visible: int) -> None:
-        volume = self.study.volume
-        # The child reads the scan from its file (no 35 MB pickle on the UI thread) when there is one.
-        scan = ("path", str(volume.path)) if volume.path is not None else ("volume", volume)
-        self._process = self._context.Process(
-            target=serve, name="xnet-model", daemon=True,
-            args=(self.spec, scan, self.study.threshold, visible, self._requests, self._results, self._cancel))
-        self._process.start()
-        self._listener.start()
-
-    def _send(self, *message) -> None:
-        self._requests.put(message)
+        self._requests.visible = visible
+        self._thread.start()
 
     def set_visible(self, z: int) -> None:
-        self._send("visible", z)
-
-    def set_threshold(self, threshold: float) -> None:
-        """CAM targets (the predicted mask) follow the threshold."""
-        self._send("threshold", threshold)
+        with self._wake:
+            self._requests.visible = z
+            self._wake.notify()
 
     def request_lime(self, z: int) -> None:
-        self._cancel.clear()
-        self._send("lime", [z])
+        with self._wake:
+            if z not in self._requests.lime:
+                self._requests.lime.append(z)
+            self._requests.cancel_lime = False
+            self._wake.notify()
 
     def cancel_lime(self) -> None:
-        self._cancel.set()
-        self._send("cancel_lime")
-
-    def request_lesions(self, threshold: float) -> None:
-        """Label the lesions at ``threshold`` in the child (about 0.3 s on a 1 mm brain)."""
-        self._send("lesions", threshold)
-
-    def explain_all_lesion_slices(self) -> None:
-        self._send("explain_all")
+        with self._wake:
+            self._requests.lime.clear()
+            self._requests.cancel_lime = True
 
     def request_maps(self, slices: list[int], lime: bool) -> None:
         """Grad-CAM and Grad-CAM++ of ``slices`` (those not computed yet), then LIME when asked."""
-        self._send("cams", list(slices))
-        if lime:
-            self._cancel.clear()
-            self._send("lime", list(slices))
+        with self._wake:
+            self._requests.cams.extend(z for z in slices if z not in self._requests.cams)
+            if lime:
+                self._requests.lime.extend(z for z in slices if z not in self._requests.lime)
+                self._requests.cancel_lime = False
+            self._wake.notify()
 
     def cancel_maps(self) -> None:
         """Drop queued export work (and stop a running LIME)."""
-        self._cancel.set()
-        self._send("cancel_maps")
+        with self._wake:
+            self._requests.cams.clear()
+        self.cancel_lime()
 
-    def stop(self, timeout: float = STOP_WAIT_S) -> None:
-        self._stopping = True
-        self._cancel.set()
-        self._send("stop")
-        if self._process is not None:
-            self._process.join(timeout)
-            if self._process.is_alive():
-                self._process.terminate()
-                self._process.join(1)
-        self._results.put(("closed",))  # ends the listener
+    def request_lesions(self, threshold: float) -> None:
+        """Label the lesions at ``threshold`` off the UI thread (about 0.3 s on a 1 mm brain)."""
+        with self._wake:
+            self._requests.lesions_at = threshold
+            self._wake.notify()
 
-    # -- results ---------------------------------------------------------------------------
-    def _listen(self) -> None:
-        """Blocks on the result queue; signals reach the UI thread queued, in order."""
-        while True:
-            try:
-                message = self._results.get(timeout=1.0)
-            except queue.Empty:
-                if self._process is not None and not self._process.is_alive() and not self._stopping:
-                    self.failed.emit(f"the model process stopped unexpectedly (exit code {self._process.exitcode}); "
-                                     "reopen the scan to start it again.")
+    def explain_all_lesion_slices(self) -> None:
+        with self._wake:
+            self._requests.explain_all = True
+            self._wake.notify()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._wake:
+            self._requests.stop = True
+            self._requests.cancel_lime = True
+            self._wake.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # -- worker side -----------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._load_model()
+            from explain.engine import ExplainParams  # loaded by now
+
+            self.params = self.params or ExplainParams()
+            self.ready.emit(self.engine)
+            while True:
+                task = self._next_task()
+                if task is None:
                     return
-                continue
-            except (EOFError, OSError):
-                return
-            kind, *args = message
-            if kind == "closed":
-                return
-            emit = {"ready": self.ready, "segmented": self.sliceSegmented, "explained": self.explained,
-                    "progress": self.progress, "failed": self.failed, "lime_ended": self.limeEnded,
-                    "lesions": self.lesionsReady, "segmentation_finished": self.segmentationFinished}.get(kind)
-            if emit is None:
-                log.warning("unknown message from the model process: %r", kind)
-                continue
-            emit.emit(*args)
-            if kind == "failed":
-                return  # the child has ended; nothing more will come
+                task()
+        except Exception as error:  # the window must survive any model failure
+            log.error("model worker failed: %s", traceback.format_exc())
+            message = str(error) if isinstance(error, XNetError) else f"model worker failed: {error!r}"
+            self.failed.emit(message)
+
+    def _load_model(self) -> None:
+        """Import torch, grad-cam and lime and build the engine with the cyclic garbage collector off.
+
+        These imports add ~300,000 objects to this (the viewer's) process; each full collection
+        while they arrive walked all of them on whichever thread triggered it, the UI thread
+        included: 100-340 ms pauses (measured with gc callbacks). Frozen afterwards, those objects
+        (here for good) are skipped by every later collection.
+        """
+        gc.disable()
+        try:
+            importlib.import_module("explain.engine")  # torch, grad-cam, lime
+
+            limit_torch_threads()
+            if self.engine is None:
+                self.engine = self._make_engine()
+        finally:
+            gc.freeze()
+            gc.enable()
+
+    def _next_task(self):
+        with self._wake:
+            while True:
+                requests = self._requests
+                if requests.stop:
+                    return None
+                z = requests.visible
+                if self.study.segmented[z] and self._needs_cam(z):
+                    return lambda: self._cam([z])
+                nearest = self.study.next_slice_to_segment(z)
+                if nearest is not None:
+                    return lambda: self._segment(nearest)
+                if requests.lesions_at is not None:
+                    threshold, requests.lesions_at = requests.lesions_at, None
+                    return lambda: self.lesionsReady.emit(threshold, self.study.lesion_rows(threshold))
+                while requests.cams:
+                    cam_z = requests.cams.pop(0)
+                    if self._needs_cam(cam_z) and self.study.segmented[cam_z]:
+                        return lambda: self._cam([cam_z])
+                if requests.lime:
+                    lime_z = requests.lime.pop(0)
+                    return lambda: self._lime(lime_z)
+                if requests.explain_all:
+                    todo = [s for s in self._lesion_slices() if self._needs_cam(s)]
+                    if todo:
+                        return lambda: self._cam(todo[:1], report=len(todo))
+                    requests.explain_all = False
+                self._wake.wait()
+
+    def _needs_cam(self, z: int) -> bool:
+        return z not in self._cam_done
+
+    def _lesion_slices(self) -> list[int]:
+        return [int(z) for z in np.flatnonzero(self.study.lesion_area_per_slice_mm2() > 0)]
+
+    def _segment(self, z: int) -> None:
+        plane_model = self.engine.segmenter.predict(self.study.model_input.slices[z:z + 1])[0]
+        plane = self.study.model_input.geometry.from_model(plane_model)
+        self.study.set_probabilities(z, plane)
+        self.sliceSegmented.emit(z, plane)
+        done = int(self.study.segmented.sum())
+        self.progress.emit("segmenting", done, len(self.study.segmented))
+        if self.study.segmentation_complete:
+            self.segmentationFinished.emit()
+            self.lesionsReady.emit(self.study.threshold, self.study.lesion_rows(self.study.threshold))
+
+    def _context_now(self):
+        # A fresh context each time: the mask the target freezes follows the current threshold.
+        segmentation = _StudySegmentation(self.study)
+        if self._context is None:
+            self._context = self.engine.context(self.study.volume, segmentation, self.study.model_input)
+        self._context.segmentation = segmentation
+        return self._context
+
+    def _cam(self, zs: list[int], report: int | None = None) -> None:
+        for result in self.engine.explain(self._context_now(), zs, CAM_METHODS, self.params):
+            self.explained.emit(result)
+        self._cam_done.update(zs)
+        if report is not None:  # ``report``: lesion slices still to explain before this batch
+            total = len(self._lesion_slices())
+            self.progress.emit("explaining lesion slices", total - report + 1, total)
+
+    def _lime(self, z: int) -> None:
+        with self._wake:
+            self._requests.cancel_lime = False
+        try:
+            results = self.engine.explain(
+                self._context_now(), [z], ("lime",), self.params,
+                on_progress=lambda done, total: self.progress.emit(f"LIME z {z}", done, total),
+                should_cancel=lambda: self._requests.cancel_lime or self._requests.stop)
+        except Cancelled:
+            self.limeEnded.emit(z, "cancelled")
+            return
+        for result in results:
+            self.explained.emit(result)
+        self.limeEnded.emit(z, "done")
+
+
+class _StudySegmentation:
+    """The slice of the Segmentation interface the engine reads: the mask at the current threshold."""
+
+    def __init__(self, study: Study) -> None:
+        self.mask = study.mask()
+        self.slice_area_mm2 = study.lesion_area_per_slice_mm2()

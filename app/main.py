@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         weights, problem = None, f"Model not loaded: {exc}"
     else:
         problem = None
-    # The weights load in the model's own process (torch included): the scan shows first.
+    # The weights load on the model's worker thread (torch included): the scan shows first.
     window = ViewerWindow(volume, weights, device=args.device)
     for other in volumes:
         if other is not volume:
@@ -112,7 +112,7 @@ class _FirstPaint(QObject):
 
 class _StallProbe(QObject):
     """benchmarks/bench_viewer.py: tick every 5 ms from the scan on screen (the model, torch included,
-    loads in the model process meanwhile) until the whole-volume segmentation ends; write the longest
+    loads on the worker thread meanwhile) until the whole-volume segmentation ends; write the longest
     gaps between ticks in ms, then quit."""
 
     def __init__(self, app: QApplication, window: ViewerWindow, path: Path) -> None:

@@ -23,7 +23,6 @@ from PySide6.QtCore import QMarginsF, QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QGuiApplication, QImage, QPageLayout, QPageSize, QPainter, QPdfWriter
 
 from app.comparison import slice_comparison, volume_comparison
-from app.model_process import precision_statement
 from app.reader import Notes
 from app.slice_panel import MODEL_COLOUR, READER_COLOUR, lookup_table, outline
 from app.study import Study
@@ -83,7 +82,7 @@ def maps_needed(study: Study, slices: list[int], methods: list[str]) -> dict[str
 
 def report_precision(engine) -> str:
     """Segmentation and LIME share the Segmenter's precision; the CAMs always run in fp32."""
-    return precision_statement(engine.segmenter.precision)
+    return f"segmentation and LIME {engine.segmenter.precision}, Grad-CAM/Grad-CAM++ fp32"
 
 
 # -- panel images (numpy) -------------------------------------------------------------------

@@ -18,7 +18,7 @@ from xnet_core.preprocess import ModelInput
 from xnet_core.volume import Volume
 
 if TYPE_CHECKING:  # the engine imports torch; the window must show before that
-    from explain.results import SliceExplanation
+    from explain.engine import SliceExplanation
 
 SCALE_PERCENTILE = 99.5  # colour scales ignore the hottest 0.5 % (single-voxel spikes)
 PERCENTILE_SAMPLE = 2_000_000

@@ -32,7 +32,6 @@ from PySide6.QtWidgets import (
 )
 
 from app.jobs import ModelWorker
-from app.model_process import EngineSpec, ModelInfo
 from app.navigator import LesionNavigator
 from app.reader_tools import ReaderTools
 from app.slice_panel import COLOUR_MAPS, MODEL_COLOUR, PLANE_AXES, PLANES, SlicePanel, lookup_table, plane_slice
@@ -44,8 +43,8 @@ from xnet_core.cards import card_normalisation, read_sidecar_card
 from xnet_core.preprocess import looks_like_t1, prepare
 from xnet_core.volume import Volume, load_volume, same_grid
 
-if TYPE_CHECKING:  # torch lives in the model process; this process never imports it
-    from explain.results import SliceExplanation
+if TYPE_CHECKING:  # torch-backed modules load on the worker thread, after the scan is on screen
+    from explain.engine import ExplanationEngine, SliceExplanation
     from xnet_core.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -79,6 +78,16 @@ SHORTCUTS = [
     ("B", "bookmark this slice for the report"),
     ("Ctrl+P", "export the PDF report"),
 ]
+
+
+def _engine_factory(checkpoint, weights: Path | None, device: str):
+    """Builds the engine on the worker thread: torch, the weights and the model copies load there."""
+    def build():
+        from explain.engine import ExplanationEngine
+        from xnet_core.checkpoint import load_checkpoint
+
+        return ExplanationEngine(checkpoint or load_checkpoint(weights), device=device)
+    return build
 
 
 class PanelMouse:
@@ -126,22 +135,17 @@ class ViewerWindow(QMainWindow):
 
     study_changed = Signal()  # a slice segmented or explained (exports wait on it)
 
-    def __init__(self, volume: Volume, checkpoint: "Checkpoint | ModelInfo | str | Path | None", device: str = "auto",
-                 start_model: bool = True, explain_cache: str | Path | None = None,
-                 lime_samples: int | None = None) -> None:
-        """``checkpoint``: the path of the weights (the model process loads them, with torch, after the
-        scan is on screen) or an already loaded Checkpoint / ModelInfo; None shows the scan without a
-        model. ``explain_cache``: the explanation cache folder (default the user's);
-        ``lime_samples``: LIME's samples per slice (default the engine's)."""
+    def __init__(self, volume: Volume, checkpoint: "Checkpoint | str | Path | None", device: str = "auto",
+                 engine: "ExplanationEngine | None" = None, start_model: bool = True) -> None:
+        """``checkpoint``: a loaded Checkpoint, or the path of weights that the worker thread loads
+        (with torch) after the scan is on screen; None shows the scan without a model."""
         super().__init__()
         self.checkpoint = None if isinstance(checkpoint, (str, Path)) else checkpoint
-        self.weights_path = Path(checkpoint) if isinstance(checkpoint, (str, Path)) else \
-            (checkpoint.path if checkpoint is not None else None)
+        self.weights_path = Path(checkpoint) if isinstance(checkpoint, (str, Path)) else None
         self.card = self.checkpoint.card if self.checkpoint is not None else read_sidecar_card(self.weights_path)
         self.has_model = checkpoint is not None
         self.start_model = start_model and self.has_model
-        self.model_info: ModelInfo | None = None  # from the model process once it has built its engine
-        self.explain_cache, self.lime_samples = explain_cache, lime_samples
+        self.engine = engine  # built by the first worker when not given (off the UI thread)
         self.device = device
         self._hover: tuple[int, int] | None = None
         self.show_segmentation, self.show_heatmaps, self.outline_mode = True, True, False
@@ -228,9 +232,8 @@ class ViewerWindow(QMainWindow):
         self._show_warnings()
         self.reader.scan_changed()
         if self.start_model:
-            spec = EngineSpec(str(self.weights_path), self.device,
-                              str(self.explain_cache) if self.explain_cache else None, self.lime_samples)
-            self.worker = ModelWorker(spec, self.study)
+            source = self.engine or _engine_factory(self.checkpoint, self.weights_path, self.device)
+            self.worker = ModelWorker(source, self.study)
             self.worker.ready.connect(self._on_engine_ready)
             self.worker.sliceSegmented.connect(self._on_slice_segmented)
             self.worker.explained.connect(self._on_explained)
@@ -419,8 +422,9 @@ class ViewerWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.model_label)
 
     def _model_text(self) -> str:
-        info = self.model_info
-        return f"{info.path.name} ({info.short_hash}) · {info.device} · {info.segmentation_precision}"
+        segmenter = self.engine.segmenter
+        return (f"{self.checkpoint.path.name} ({self.checkpoint.short_hash}) · {segmenter.device.type} · "
+                f"{segmenter.precision}")
 
     # -- slices ----------------------------------------------------------------------------
     @property
@@ -523,8 +527,6 @@ class ViewerWindow(QMainWindow):
         self.study.threshold = float(value)
         if self.threshold_box.value() != value:
             self.threshold_box.setValue(value)
-        if self.worker is not None:
-            self.worker.set_threshold(self.study.threshold)
         self._refresh()
         self._lesion_timer.start()
         self.reader.model_changed()
@@ -584,8 +586,7 @@ class ViewerWindow(QMainWindow):
         self._refresh()
 
     # -- model results ---------------------------------------------------------------------
-    def _on_slice_segmented(self, z: int, plane) -> None:
-        self.study.set_probabilities(z, plane)
+    def _on_slice_segmented(self, z: int, _plane) -> None:
         self.study_changed.emit()
         if z == self.current_slice or self.plane != "axial":
             self._refresh()
@@ -599,14 +600,14 @@ class ViewerWindow(QMainWindow):
         if result.z == self.current_slice or result.ok:
             self._refresh()
 
-    def _on_engine_ready(self, info: ModelInfo) -> None:
-        self.model_info = self.checkpoint = info
+    def _on_engine_ready(self, engine: "ExplanationEngine") -> None:
+        self.engine, self.checkpoint = engine, engine.checkpoint
         self.model_label.setText(self._model_text())
-        if info.card != self.card:  # weights loaded by the model process: their own card rules
-            self.card = info.card
+        if engine.checkpoint.card != self.card:  # weights loaded by the worker: their own card rules
+            self.card = engine.checkpoint.card
             intended = self.card.get("intended_use", "")
             self.banner.setText(DISCLAIMER + (f"  Model: {intended}" if intended else ""))
-            if info.normalisation != self.study.model_input.normalisation:
+            if engine.checkpoint.normalisation != self.study.model_input.normalisation:
                 self.set_volume(self.volume)  # prepare again with the checkpoint's recipe
 
     def _on_segmentation_finished(self) -> None:
@@ -804,17 +805,18 @@ class ViewerWindow(QMainWindow):
         return True
 
     def open_weights(self, path: str) -> bool:
-        """Use other X-Net weights; the current scan is segmented again with them. The model process
-        validates them; a bad file comes back as a message, the scan stays."""
-        weights = Path(path)
-        if not weights.is_file():
-            self.show_error(f"Cannot use these weights: {weights} is not a file.")
+        """Use other X-Net weights; the current scan is segmented again with them."""
+        from xnet_core.checkpoint import load_checkpoint
+
+        try:
+            checkpoint = load_checkpoint(path)
+        except XNetError as exc:
+            self.show_error(f"Cannot use these weights: {exc}")
             return False
         if self.worker is not None:
             self.worker.stop()
             self.worker = None
-        self.checkpoint, self.model_info, self.weights_path = None, None, weights
-        self.card = read_sidecar_card(weights)
+        self.checkpoint, self.card, self.engine = checkpoint, checkpoint.card, None
         self.has_model = self.start_model = True
         self.model_label.setText("loading the model…")
         self.set_volume(self.volume)

@@ -49,7 +49,7 @@ def prepared_window(app: QApplication, cache: Path) -> tuple[ViewerWindow, int]:
     volume = load_volume(demo_scan_path())
     z = int(np.argmax(load_volume(asset_path(DEMO_LESION)).data.sum(axis=(0, 1))))
     engine = ExplanationEngine(checkpoint, device="cpu", cache_dir=cache)
-    window = ViewerWindow(volume, checkpoint, start_model=False)
+    window = ViewerWindow(volume, checkpoint, engine=engine, start_model=False)
     window.resize(1600, 1000)
     window.show()
     segmentation = engine.segmenter.segment(volume, slices=[z])

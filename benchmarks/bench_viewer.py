@@ -3,15 +3,15 @@
 Offscreen Qt, 1600x1000 window, the demo case, all four panels and every overlay on.
 
 * ``step_p50_ms`` / ``step_p95_ms``: >= 200 slice steps (Up/Down key events through a band of lesion
-  slices) with background work idle and every map of the stepped slices computed beforehand by the
-  model process (LIME with few samples: drawing costs the same whatever the samples), from the key
-  event until every panel has repainted (forced repaint of each view).
+  slices) with background work idle and every map of the stepped slices computed beforehand (LIME
+  with few samples: drawing costs the same whatever the samples), from the key event until every panel
+  has repainted (forced repaint of each view).
 * ``first_image_s``: from starting the ``xnet-viewer`` process (imports included) until the first
   painted frame with the scan (the app writes the time when ``XNET_VIEWER_FIRST_FRAME`` is set).
 * ``max_stall_ms``: the longest gap between 5 ms timer ticks of the UI thread from the scan on screen
-  until the whole-volume segmentation ends, model load included (the model process imports torch and
-  builds its engine meanwhile): the larger of two runs, one window in this process and the app in a
-  fresh process (``XNET_VIEWER_STALLS``), as users start it.
+  until the whole-volume segmentation ends, model load included: the larger of two runs, one in this
+  process (torch already imported) and one of the app in a fresh process (``XNET_VIEWER_STALLS``),
+  where the worker thread imports torch and grad-cam while the scan is on screen.
 
 Prints a human summary, then one JSON line (last line) with the keys the issue names.
 Usage: QT_QPA_PLATFORM=offscreen python benchmarks/bench_viewer.py [--steps 200] [--launches 3]
@@ -39,12 +39,11 @@ from PySide6.QtGui import QKeyEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from app.window import ViewerWindow  # noqa: E402
+from explain.engine import ExplainParams, ExplanationEngine  # noqa: E402
 from xnet_core.assets import demo_scan_path, demo_weights_path  # noqa: E402
+from xnet_core.checkpoint import load_checkpoint  # noqa: E402
 from xnet_core.inference import cpu_has_bf16  # noqa: E402
 from xnet_core.volume import load_volume  # noqa: E402
-
-
-LIME_SAMPLES = 20
 
 
 def wait_until(app: QApplication, condition, timeout_s: float) -> bool:
@@ -57,8 +56,8 @@ def wait_until(app: QApplication, condition, timeout_s: float) -> bool:
     return True
 
 
-def measure_stalls(app: QApplication, checkpoint_path: Path) -> tuple[float, float, ViewerWindow]:
-    """Open the window (the model process builds the engine), tick a 5 ms timer until segmentation ends."""
+def measure_stalls(app: QApplication, checkpoint, cache_dir: Path) -> tuple[float, float, ViewerWindow]:
+    """Open the window (engine built on the worker thread), tick a 5 ms timer until segmentation ends."""
     volume = load_volume(demo_scan_path())
     ticks: list[float] = []
     clock = QElapsedTimer()
@@ -66,7 +65,7 @@ def measure_stalls(app: QApplication, checkpoint_path: Path) -> tuple[float, flo
     timer = QTimer()
     timer.setInterval(5)
     timer.timeout.connect(lambda: ticks.append(clock.nsecsElapsed() / 1e6))
-    window = ViewerWindow(volume, checkpoint_path, lime_samples=LIME_SAMPLES)  # as the app: the model process loads it
+    window = ViewerWindow(volume, checkpoint.path)  # as the app: the worker thread loads the weights
     window.resize(1600, 1000)
     window.show()
     app.processEvents()
@@ -80,16 +79,16 @@ def measure_stalls(app: QApplication, checkpoint_path: Path) -> tuple[float, flo
     return float(gaps.max()), seconds, window
 
 
-def measure_steps(app: QApplication, window: ViewerWindow, steps: int) -> list[float]:
+def measure_steps(app: QApplication, window: ViewerWindow, engine: ExplanationEngine, steps: int) -> list[float]:
     study = window.study
     lesion = np.flatnonzero(study.lesion_area_per_slice_mm2() > 0)
     centre = int(lesion[len(lesion) // 2]) if lesion.size else study.volume.shape[2] // 2
     band = list(range(centre - 5, centre + 6))
-    window.worker.request_maps(band, lime=True)  # the window was opened with few LIME samples
+    context = engine.context(study.volume, window.worker._context_now().segmentation, study.model_input)
+    for result in engine.explain(context, band, params=ExplainParams(lime_samples=20)):
+        study.add_explanation(result)
     window.set_slice(band[0])
-    done = lambda: all(study.status(m, z) for z in band for m in ("gradcam", "gradcampp", "lime"))  # noqa: E731
-    if not wait_until(app, done, 1800):
-        raise SystemExit("the maps of the stepped slices were not computed in time")
+    wait_until(app, lambda: all(study.status("gradcam", z) for z in band), 60)
     views = [panel.graphics_view.viewport() for panel in window.panels.values()]
     times, direction = [], 1
     for _ in range(steps):
@@ -119,8 +118,8 @@ def measure_launch(launches: int) -> list[float]:
 
 
 def measure_app_stalls() -> list[float]:
-    """The app as users start it (a fresh process; its model process imports torch and grad-cam after
-    the scan is on screen): its longest UI stalls until the whole-volume segmentation ends."""
+    """The app as users start it (a fresh process: torch and grad-cam imported by the worker thread
+    after the scan is on screen): its longest UI stalls until the whole-volume segmentation ends."""
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "stalls"
         env = {**os.environ, "XNET_VIEWER_STALLS": str(report), "QT_QPA_PLATFORM": "offscreen",
@@ -136,17 +135,17 @@ def main() -> None:
     parser.add_argument("--launches", type=int, default=3)
     args = parser.parse_args()
     app = QApplication.instance() or QApplication([sys.argv[0]])
+    checkpoint = load_checkpoint(demo_weights_path())
     with tempfile.TemporaryDirectory() as cache:
-        os.environ["XDG_CACHE_HOME"] = cache  # the model process inherits it: maps computed afresh
-        max_stall, seg_s, window = measure_stalls(app, demo_weights_path())
+        os.environ["XDG_CACHE_HOME"] = cache
+        max_stall, seg_s, window = measure_stalls(app, checkpoint, Path(cache))
         print(f"whole-volume segmentation in the background: {seg_s:.1f} s; longest UI stall {max_stall:.1f} ms")
-        times = measure_steps(app, window, args.steps)
-        device = window.model_info.device
+        times = measure_steps(app, window, window.engine, args.steps)
         window.close()
     p50, p95 = float(np.percentile(times, 50)), float(np.percentile(times, 95))
     print(f"slice step, 4 panels, all overlays: p50 {p50:.1f} ms, p95 {p95:.1f} ms over {len(times)} steps")
     app_stalls = measure_app_stalls()
-    print(f"the app in a fresh process (model and torch load in its model process): longest UI stalls "
+    print(f"the app in a fresh process (model and torch load on its worker thread): longest UI stalls "
           f"{', '.join(f'{g:.0f}' for g in app_stalls[:5])} ms until the segmentation ends")
     max_stall = max(max_stall, app_stalls[0])
     launches = measure_launch(args.launches)
@@ -154,7 +153,7 @@ def main() -> None:
     print(f"first image after process start: median {first:.2f} s over {len(launches)} launches "
           f"({', '.join(f'{t:.2f}' for t in launches)})")
     print(json.dumps({"step_p50_ms": round(p50, 2), "step_p95_ms": round(p95, 2), "first_image_s": round(first, 3),
-                      "max_stall_ms": round(max_stall, 1), "device": device,
+                      "max_stall_ms": round(max_stall, 1), "device": str(window.engine.device),
                       "cpu_bf16": cpu_has_bf16(), "torch": torch.__version__}))
 
 

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -30,7 +30,6 @@ from explain import cam as cam_module
 from explain import lime_seg
 from explain.faithfulness import CASCADE, deletion_insertion, random_map, randomisation_test
 from explain.methods import CAM_METHODS, METHODS, check_methods
-from explain.results import SliceExplanation
 from explain.targets import NO_LESION, Target, TargetSpec, resolve
 from xnet_core import __version__
 from xnet_core.assets import user_cache_dir
@@ -71,6 +70,35 @@ class ScanContext:
     model_input: ModelInput
     segmentation: Segmentation
     scan_sha256: str
+
+
+@dataclass
+class SliceExplanation:
+    method: str
+    z: int
+    status: str  # "ok", or why there is no map (e.g. "no lesion predicted on this slice")
+    map: np.ndarray | None  # float32 [x, y] on the scan's RAS plane, raw values
+    target_kind: str
+    target_area: int  # voxels of the frozen target inside the model window
+    params: dict
+    fit_score: float | None = None  # LIME's local R^2
+    seconds: float = 0.0
+    source: str = "computed"  # "computed", "memory" or "disk"
+    target: Target | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def summary(self) -> dict:
+        out = {"z": self.z, "method": self.method, "status": self.status, "target": self.target_kind,
+               "target_voxels": self.target_area, **self.params, "seconds": round(self.seconds, 3),
+               "source": self.source}
+        if self.map is not None:
+            out.update(map_min=float(self.map.min()), map_max=float(self.map.max()))
+        if self.fit_score is not None:
+            out["lime_fit_r2"] = round(self.fit_score, 4)
+        return out
 
 
 def scan_sha256(volume: Volume) -> str:

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from app.window import ViewerWindow  # noqa: E402
 from xnet_core.assets import DEMO_LESION, asset_path, demo_scan_path, demo_weights_path  # noqa: E402
+from xnet_core.checkpoint import load_checkpoint  # noqa: E402
 from xnet_core.volume import load_volume  # noqa: E402
 
 
@@ -39,7 +40,7 @@ def main() -> None:
     out = Path(arguments[0] if arguments else Path(__file__).resolve().parent.parent / "docs" / default)
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setOrganizationName("xnet-viewer-screenshot")
-    window = ViewerWindow(load_volume(demo_scan_path()), demo_weights_path())
+    window = ViewerWindow(load_volume(demo_scan_path()), load_checkpoint(demo_weights_path()))
     window.resize(1600, 1000)
     window.show()
     wait(app, lambda: window.study.segmentation_complete, 600)

@@ -13,7 +13,8 @@ from app.cli import main
 from app.window import ViewerWindow
 from explain import agreement
 from xnet_core import DISCLAIMER, metrics
-from xnet_core.assets import DEMO_LESION, asset_path, demo_scan_path, demo_weights_path
+from explain.engine import ExplainParams, ExplanationEngine
+from xnet_core.assets import DEMO_LESION, asset_path, demo_scan_path
 from xnet_core.volume import load_volume
 
 
@@ -24,13 +25,14 @@ def lesion_z() -> int:
 
 
 @pytest.fixture(scope="module")
-def window(qapp, tmp_path_factory, lesion_z):
+def window(qapp, demo_checkpoint, tmp_path_factory, lesion_z):
     QStandardPaths.setTestModeEnabled(True)
     QSettings().clear()
     # The disk cache sits where ``xnet`` looks for it under XDG_CACHE_HOME=<viewer-cache> (report test).
     cache_home = tmp_path_factory.mktemp("viewer-cache")
-    win = ViewerWindow(load_volume(demo_scan_path()), demo_weights_path(), device="cpu",
-                       explain_cache=cache_home / "xnet-viewer" / "explain", lime_samples=200)
+    engine = ExplanationEngine(demo_checkpoint, device="cpu", cache_dir=cache_home / "xnet-viewer" / "explain")
+    win = ViewerWindow(load_volume(demo_scan_path()), demo_checkpoint, engine=engine)
+    win.worker.params = ExplainParams(lime_samples=200)
     win.show()
     win.set_slice(lesion_z)
     yield win
@@ -179,7 +181,7 @@ def test_report_from_the_viewer_matches_xnet_report(window, qtbot, lesion_z, tmp
     export = window.export_report(str(tmp_path / "viewer.pdf"), choice="range", lime=False, first=first, last=last)
     qtbot.waitUntil(lambda: export.finished, timeout=300_000)
     assert export.result == tmp_path / "viewer.pdf"
-    cache_home = window.explain_cache.parent.parent
+    cache_home = window.engine.disk.folder.parent.parent
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))  # the CLI's Grad-CAMs come from the viewer's cache
     code = main(["report", str(demo_scan_path()), "--pdf", str(tmp_path / "cli.pdf"), "--slices", f"{first}:{last}",
                  "--methods", "gradcam,gradcampp", "--reader", str(asset_path(DEMO_LESION)), "--device", "cpu"])
