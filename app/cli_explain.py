@@ -54,7 +54,7 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
     if not slices:
         print(f"{volume.name}: no lesion predicted on any slice; nothing to explain (use --slices to choose).")
     if "lime" in methods and len(slices) > FEW_LIME_SLICES:
-        per_sample = _seconds_per_sample(engine, context)
+        per_sample = seconds_per_sample(engine, context)
         minutes = per_sample * params.lime_samples * len(slices) / 60
         print(f"LIME on {len(slices)} slices x {params.lime_samples} samples: about {minutes:.0f} min "
               f"on {engine.device.type} (maps already in the cache are not recomputed).", flush=True)
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
     return 0
 
 
-def _seconds_per_sample(engine, context) -> float:
+def seconds_per_sample(engine, context) -> float:
     """Time a few forward passes on a real slice (the first pays for start-up, so it is not counted)."""
     z = int(np.argmax(context.segmentation.slice_area_mm2))
     batch = np.repeat(context.model_input.slices[z:z + 1], 4, axis=0)

@@ -14,6 +14,7 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no display needed, even on a desktop
     from PySide6.QtGui import QGuiApplication
 
+    from app.cli_explain import FEW_LIME_SLICES, seconds_per_sample
     from app.reader import Notes, load_notes
     from app.report import ReportInputs, maps_needed, model_summary, report_precision, write_report
     from app.study import Study, grey_window
@@ -50,6 +51,10 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
         print(f"{volume.name}: no lesion predicted on any slice; the report has its summary page only "
               "(use --slices to choose slices).")
     needed = maps_needed(study, slices, methods)
+    if "lime" in methods and len(slices) > FEW_LIME_SLICES:
+        minutes = seconds_per_sample(engine, context) * ExplainParams().lime_samples * len(slices) / 60
+        print(f"LIME on {len(slices)} slices: about {minutes:.0f} min on {engine.device.type} (maps already in "
+              "the cache are not recomputed; --methods gradcam,gradcampp leaves LIME out).", flush=True)
     for group in ([m for m in methods if m != "lime"], [m for m in methods if m == "lime"]):
         if group:
             for result in engine.explain(context, needed[group[0]], group, ExplainParams(),
