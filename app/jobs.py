@@ -216,7 +216,8 @@ class ModelWorker(QObject):
 
     def _context_now(self):
         # A fresh context each time: the mask the target freezes follows the current threshold.
-        segmentation = _StudySegmentation(self.study)
+        self._threshold = self.study.threshold
+        segmentation = _StudySegmentation(self.study, self._threshold)
         if self._context is None:
             self._context = self.engine.context(self.study.volume, segmentation, self.study.model_input)
         self._context.segmentation = segmentation
@@ -224,8 +225,9 @@ class ModelWorker(QObject):
 
     def _cam(self, zs: list[int], report: int | None = None) -> None:
         for result in self.engine.explain(self._context_now(), zs, CAM_METHODS, self.params):
-            self.explained.emit(result)
-        self._cam_done.update(zs)
+            self.explained.emit(self._tagged(result))
+        if self._threshold == self.study.threshold:  # else the window drops them: compute again
+            self._cam_done.update(zs)
         if report is not None:  # ``report``: lesion slices still to explain before this batch
             total = len(self._lesion_slices())
             self.progress.emit("explaining lesion slices", total - report + 1, total)
@@ -242,13 +244,27 @@ class ModelWorker(QObject):
             self.limeEnded.emit(z, "cancelled")
             return
         for result in results:
-            self.explained.emit(result)
+            self.explained.emit(self._tagged(result))
         self.limeEnded.emit(z, "done")
+
+    def _tagged(self, result):
+        """The threshold whose predicted mask was the target goes with the map (the window drops maps
+        of an older threshold; the report lists it among the parameters)."""
+        result.params = {**result.params, "threshold": self._threshold}
+        return result
+
+    def forget_explanations(self) -> None:
+        """The threshold changed: maps of the old predicted mask no longer explain what is shown."""
+        with self._wake:
+            self._cam_done.clear()
+            self._requests.lime.clear()
+            self._requests.cancel_lime = True
+            self._wake.notify()
 
 
 class _StudySegmentation:
     """The slice of the Segmentation interface the engine reads: the mask at the current threshold."""
 
-    def __init__(self, study: Study) -> None:
-        self.mask = study.mask()
+    def __init__(self, study: Study, threshold: float) -> None:
+        self.mask = study.mask(threshold)
         self.slice_area_mm2 = study.lesion_area_per_slice_mm2()

@@ -152,6 +152,12 @@ class Study:
             self.maps[result.method][:, :, result.z] = result.map
         self._changed()
 
+    def forget_explanations(self) -> None:
+        """Every map is dropped (not drawn, not in scales): their target was another threshold's mask."""
+        self.explained = {m: {} for m in METHODS}
+        self.details = {m: {} for m in METHODS}
+        self._changed()
+
     def status(self, method: str, z: int) -> str | None:
         return self.explained[method].get(z)
 

@@ -221,6 +221,7 @@ class ViewerWindow(QMainWindow):
         self._fill_background_box()
         self.levels = self.initial_levels = grey_window(volume.data)
         self.study = Study(volume, prepare(volume, card_normalisation(self.card)), threshold=self.threshold_box.value())
+        self._explained_at = self.study.threshold  # the threshold whose predicted mask the maps explain
         self._cursor = [n // 2 for n in volume.shape]
         for panel in self.panels.values():
             panel.set_voxel_sizes(volume.voxel_sizes)
@@ -594,6 +595,8 @@ class ViewerWindow(QMainWindow):
             self._show_readout()
 
     def _on_explained(self, result: SliceExplanation) -> None:
+        if result.params.get("threshold", self.study.threshold) != self.study.threshold:
+            return  # computed for the mask of a threshold no longer shown
         self.study.add_explanation(result)
         self.reader.model_changed()
         self.study_changed.emit()
@@ -616,7 +619,13 @@ class ViewerWindow(QMainWindow):
 
     def _update_navigator(self) -> None:
         """The lesion table at the current threshold: labelled by the worker (off the UI thread)
-        when there is one, here otherwise."""
+        when there is one, here otherwise. Maps explain the predicted mask of the threshold they
+        were computed at: a new threshold drops them, and the slice on screen is explained again."""
+        if self.worker is not None and self._explained_at != self.study.threshold:
+            self._explained_at = self.study.threshold
+            self.study.forget_explanations()
+            self.worker.forget_explanations()
+            self._refresh()
         if self.worker is not None:
             if self.study.segmentation_complete:
                 self.worker.request_lesions(self.study.threshold)

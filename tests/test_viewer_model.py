@@ -87,6 +87,20 @@ def test_threshold_updates_mask_and_volume_at_once(window, lesion_z) -> None:
     assert window.threshold_box.value() == pytest.approx(0.5)
 
 
+def test_maps_follow_the_threshold(window, qtbot, lesion_z) -> None:
+    """Grad-CAM explains the predicted mask: a new threshold drops the old maps and the slice on
+    screen is explained again for the new mask."""
+    window.set_slice(lesion_z)
+    qtbot.waitUntil(lambda: window.study.status("gradcam", lesion_z) == "ok", timeout=60_000)
+    window.set_threshold(0.7)
+    qtbot.waitUntil(lambda: window.study.details["gradcam"].get(lesion_z, {}).get("threshold") == 0.7,
+                    timeout=60_000)
+    assert all(d["threshold"] == 0.7 for d in window.study.details["gradcam"].values())
+    window.set_threshold(0.5)
+    qtbot.waitUntil(lambda: window.study.details["gradcam"].get(lesion_z, {}).get("threshold") == 0.5,
+                    timeout=60_000)
+
+
 def test_window_level_drag_changes_every_panel(window, qtbot) -> None:
     panel = window.panels["gradcam"]
     before = tuple(window.levels)
