@@ -50,7 +50,8 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
         figures["attention"].setdefault(m, {"energy_in_mask": None, "pointing_hit": None, "otsu_iou": None})
     summary = {
         **figures,
-        "slices": [slice_comparison(volume, z, model_mask, reader_mask, maps, status[z]) for z in slices],
+        "slices": [slice_comparison(volume, z, model_mask[:, :, z], reader_mask[:, :, z],
+                                    {m: maps[m][:, :, z] for m in methods}, status[z]) for z in slices],
         "input": str(args.input),
         "reader": {"path": str(args.reader), "resampled": reader.resampled, "notes": reader.notes},
         "threshold": args.threshold,

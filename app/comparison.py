@@ -58,14 +58,13 @@ def volume_comparison(volume: Volume, model_mask: np.ndarray, reader_mask: np.nd
     }
 
 
-def slice_comparison(volume: Volume, z: int, model_mask: np.ndarray, reader_mask: np.ndarray,
+def slice_comparison(volume: Volume, z: int, model: np.ndarray, reader: np.ndarray,
                      maps: dict[str, np.ndarray], status: dict[str, str | None]) -> dict:
-    """One axial slice ``z``: the mask figures (no lesion F1: components are 3D) and, per method, the
-    attention figures when its map is computed, else its status."""
-    model, reader = model_mask[:, :, z], reader_mask[:, :, z]
+    """Axial slice ``z`` from its sections ``[x, y]``: the mask figures (no lesion F1: components are
+    3D) and, per method, the attention figures when its map is computed, else its status."""
     record = {"z": int(z), **metrics.compare_masks(model, reader, volume.voxel_volume_ml).as_dict(), "attention": {}}
     for method, values in maps.items():
         state = status.get(method)
-        record["attention"][method] = (attention_record(agreement.agreement(values[:, :, z], reader))
+        record["attention"][method] = (attention_record(agreement.agreement(values, reader))
                                        if state == "ok" else {"status": state or "not computed"})
     return record

@@ -310,10 +310,8 @@ class ReaderTools(QObject):
             self.panel.show_attention(None, None, list(METHODS))
             return
         status = {m: study.status(m, z) for m in METHODS}
-        model = study.probabilities[:, :, z:z + 1] >= study.threshold
-        figures = slice_comparison(window.volume, 0, model, read.mask[:, :, z:z + 1],
-                                   {m: study.maps[m][:, :, z:z + 1] for m in METHODS}, status)
-        figures["z"] = z
+        figures = slice_comparison(window.volume, z, study.mask_slice(z), read.mask[:, :, z],
+                                   {m: study.maps[m][:, :, z] for m in METHODS}, status)
         self.panel.show_masks(self.volume_figures, figures, z)
         volume_attention = (self.volume_figures or {}).get("attention")
         self.panel.show_attention(volume_attention, figures["attention"], list(METHODS))

@@ -341,10 +341,9 @@ def _panel(painter: QPainter, inputs: ReportInputs, name: str, z: int, rect: QRe
 def _slice_figures(pen: _Pen, inputs: ReportInputs, z: int) -> None:
     study = inputs.study
     if inputs.reader_mask is not None and study.segmented[z]:
-        model = (study.probabilities[:, :, z:z + 1] >= study.threshold)
         status = {m: study.status(m, z) if m in inputs.methods else None for m in METHODS}
-        record = slice_comparison(study.volume, 0, model, inputs.reader_mask[:, :, z:z + 1],
-                                  {m: study.maps[m][:, :, z:z + 1] for m in METHODS}, status)
+        record = slice_comparison(study.volume, z, study.mask_slice(z), inputs.reader_mask[:, :, z],
+                                  {m: study.maps[m][:, :, z] for m in METHODS}, status)
         masks = "both empty" if record["both_empty"] else (
             f"Dice {record['dice']:.3f}, IoU {record['iou']:.3f}, precision {record['precision']:.3f}, "
             f"recall {record['recall']:.3f}")

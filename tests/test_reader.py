@@ -206,9 +206,10 @@ def test_comparison_figures_match_metrics(volume) -> None:
     assert [r["slices"] for r in figures["reader_only_lesions"]] == [[0, 1]]
     assert figures["attention"]["gradcam"] == {"energy_in_mask": pytest.approx(48 / 57, abs=1e-4),
                                                "pointing_hit": True, "otsu_iou": figures["attention"]["gradcam"]["otsu_iou"]}
-    record = slice_comparison(volume, 4, model, reader, {"gradcam": gradcam}, {"gradcam": "ok"})
+    record = slice_comparison(volume, 4, model[:, :, 4], reader[:, :, 4], {"gradcam": gradcam[:, :, 4]}, {"gradcam": "ok"})
     assert record["dice"] == pytest.approx(metrics.dice(model[:, :, 4], reader[:, :, 4]), abs=1e-4)
     assert "lesion_f1" not in record and record["attention"]["gradcam"]["pointing_hit"] is True
-    empty = slice_comparison(volume, 11, model, reader, {"gradcam": gradcam}, {"gradcam": None})
+    empty = slice_comparison(volume, 11, model[:, :, 11], reader[:, :, 11], {"gradcam": gradcam[:, :, 11]},
+                             {"gradcam": None})
     assert empty["both_empty"] and empty["attention"]["gradcam"] == {"status": "not computed"}
     assert lesion_slices(model, reader) == [0, 1, 2, 3, 4, 5, 6, 9, 10]
