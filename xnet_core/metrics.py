@@ -102,11 +102,12 @@ def label_lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 def lesions(mask: np.ndarray, voxel_volume_ml: float) -> list[Lesion]:
     """The lesions of a 3D mask, largest first."""
+    return _lesions_of(label_lesions(mask)[0], voxel_volume_ml)
+
+
+def _lesions_of(labels: np.ndarray, voxel_volume_ml: float) -> list[Lesion]:
     from scipy import ndimage
 
-    labels, n = label_lesions(mask)
-    if n == 0:
-        return []
     found = []
     for label, bbox in enumerate(ndimage.find_objects(labels), start=1):
         voxels = np.argwhere(labels[bbox] == label) + [s.start for s in bbox]
@@ -125,10 +126,9 @@ def lesions(mask: np.ndarray, voxel_volume_ml: float) -> list[Lesion]:
 
 def unmatched_lesions(mask: np.ndarray, other: np.ndarray, voxel_volume_ml: float) -> list[Lesion]:
     """Lesions of ``mask`` that touch no voxel of ``other`` (the challenge's FP / FN components)."""
-    hit = _binary(other)
     labels, _ = label_lesions(mask)
-    touched = set(np.unique(labels[hit & (labels > 0)]).tolist())
-    return [lesion for lesion in lesions(mask, voxel_volume_ml) if lesion.label not in touched]
+    touched = set(np.unique(labels[_binary(other) & (labels > 0)]).tolist())
+    return [lesion for lesion in _lesions_of(labels, voxel_volume_ml) if lesion.label not in touched]
 
 
 @dataclass(frozen=True)
