@@ -5,15 +5,15 @@ never loads Qt. Bad input: exit status 2 and one line on stderr, never a traceba
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from xnet_core import DISCLAIMER, __version__
+from xnet_core.atomic import write_json_atomic
 
 EXIT_BAD_INPUT = 2
 
@@ -143,13 +143,6 @@ class _ProgressBar:
         self.stream.flush()
 
 
-def _write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _check_output(path: str, inputs: list[str]) -> None:
     from xnet_core.errors import XNetError
 
@@ -210,7 +203,7 @@ def _segment(args: argparse.Namespace) -> int:
     }
     if args.json:
         summary["timings_s"]["write"] = round(time.perf_counter() - started, 4)
-        _write_json(args.json, summary)
+        write_json_atomic(args.json, summary)
     print(f"{volume.name}: {result.n_lesions} lesion(s), {result.lesion_volume_ml:.2f} ml "
           f"on {len(result.lesion_slices)} slice(s); mask written to {args.output}. {DISCLAIMER}")
     return 0
@@ -219,19 +212,19 @@ def _segment(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from app.cli_explain import run
 
-    return run(args, _ProgressBar, _write_json, _check_output)
+    return run(args, _ProgressBar, write_json_atomic, _check_output)
 
 
 def _compare(args: argparse.Namespace) -> int:
     from app.cli_compare import run
 
-    return run(args, _ProgressBar, _write_json, _check_output)
+    return run(args, _ProgressBar, write_json_atomic, _check_output)
 
 
 def _report(args: argparse.Namespace) -> int:
     from app.cli_report import run
 
-    return run(args, _ProgressBar, _write_json, _check_output)
+    return run(args, _ProgressBar, write_json_atomic, _check_output)
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -250,7 +243,7 @@ def _synth(args: argparse.Namespace) -> int:
         rows.append({**case.meta, "image": str(image_path), "mask": str(mask_path),
                      "lesion_volume_ml": round(case.lesion_volume_ml, 4)})
         progress(k + 1, args.n)
-    _write_json(out / "synthetic_cases.json", {"cases": rows, "disclaimer": DISCLAIMER, "version": __version__,
+    write_json_atomic(out / "synthetic_cases.json", {"cases": rows, "disclaimer": DISCLAIMER, "version": __version__,
                                                "derived_from": "MNI ICBM152 2009a template, see its LICENSE"})
     print(f"{args.n} synthetic cases written under {out / 'ATLAS_2'}")
     return 0
@@ -275,7 +268,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.csv:
         write_csv(scores, args.csv)
     if args.json:
-        _write_json(args.json, {**summary, "threshold": args.threshold, "device": segmenter.device.type,
+        write_json_atomic(args.json, {**summary, "threshold": args.threshold, "device": segmenter.device.type,
                                 "precision": segmenter.precision, "data": str(args.data),
                                 "wall_s": round(time.perf_counter() - started, 1), "disclaimer": DISCLAIMER,
                                 **checkpoint.provenance(), "version": __version__})

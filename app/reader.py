@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from xnet_core import DISCLAIMER, __version__
+from xnet_core.atomic import write_json_atomic
 from xnet_core.errors import VolumeError
 from xnet_core.reader_mask import load_reader_mask
 from xnet_core.volume import Volume, file_stem, save_like
@@ -31,22 +32,6 @@ def notes_path_for(mask_path: str | os.PathLike) -> Path:
     """The notes sidecar next to a reader mask: ``<stem>_notes.json``."""
     path = Path(mask_path)
     return path.with_name(f"{file_stem(path)}_notes.json")
-
-
-def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
-    """Write to a temporary file in the same folder, flush it to disk, then rename over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, ensure_ascii=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 @dataclass
