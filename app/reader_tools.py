@@ -389,5 +389,8 @@ class ReaderTools(QObject):
         self._threads.submit(lambda: None).result()
 
     def shutdown(self) -> None:
+        """The window closes: pending timers must not hand work to a stopped thread pool."""
+        for timer in (self._autosave_timer, self._autosave_deadline, self._compare_timer):
+            timer.stop()
         self._threads.shutdown(wait=True)
 
