@@ -9,6 +9,7 @@ the UI thread keeps a core for painting (measured in benchmarks/bench_viewer.py)
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import importlib
 import logging
@@ -250,8 +251,7 @@ class ModelWorker(QObject):
     def _tagged(self, result):
         """The threshold whose predicted mask was the target goes with the map (the window drops maps
         of an older threshold; the report lists it among the parameters)."""
-        result.params = {**result.params, "threshold": self._threshold}
-        return result
+        return dataclasses.replace(result, params={**result.params, "threshold": self._threshold})
 
     def forget_explanations(self) -> None:
         """The threshold changed: maps of the old predicted mask no longer explain what is shown."""

@@ -152,6 +152,11 @@ class Study:
             self.maps[result.method][:, :, result.z] = result.map
         self._changed()
 
+    def explained_at_other_threshold(self) -> bool:
+        """Whether a stored map explains the predicted mask of another threshold than the current one."""
+        return any(d.get("threshold", self.threshold) != self.threshold
+                   for per_slice in self.details.values() for d in per_slice.values())
+
     def forget_explanations(self) -> None:
         """Every map is dropped (not drawn, not in scales): their target was another threshold's mask."""
         self.explained = {m: {} for m in METHODS}

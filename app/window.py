@@ -187,10 +187,10 @@ class ViewerWindow(QMainWindow):
         self.readout_label = QLabel()
         self.navigator = LesionNavigator()
         self.navigator.jump.connect(self.set_slice)
-        self._lesion_timer = QTimer(self)
-        self._lesion_timer.setSingleShot(True)
-        self._lesion_timer.setInterval(150)  # debounce threshold changes: labelling takes ~0.2 s
-        self._lesion_timer.timeout.connect(self._update_navigator)
+        self._threshold_timer = QTimer(self)
+        self._threshold_timer.setSingleShot(True)
+        self._threshold_timer.setInterval(150)  # debounce threshold changes: labelling takes ~0.2 s
+        self._threshold_timer.timeout.connect(self._threshold_settled)
         self.reader = ReaderTools(self)
         self._make_actions()
         self.setCentralWidget(self._layout())
@@ -221,7 +221,6 @@ class ViewerWindow(QMainWindow):
         self._fill_background_box()
         self.levels = self.initial_levels = grey_window(volume.data)
         self.study = Study(volume, prepare(volume, card_normalisation(self.card)), threshold=self.threshold_box.value())
-        self._explained_at = self.study.threshold  # the threshold whose predicted mask the maps explain
         self._cursor = [n // 2 for n in volume.shape]
         for panel in self.panels.values():
             panel.set_voxel_sizes(volume.voxel_sizes)
@@ -529,7 +528,7 @@ class ViewerWindow(QMainWindow):
         if self.threshold_box.value() != value:
             self.threshold_box.setValue(value)
         self._refresh()
-        self._lesion_timer.start()
+        self._threshold_timer.start()
         self.reader.model_changed()
 
     # -- the reader's read -----------------------------------------------------------------
@@ -617,15 +616,18 @@ class ViewerWindow(QMainWindow):
         self._on_progress("segmentation complete", 1, 1)
         self.reader.model_changed()  # the worker sends the lesion table next
 
-    def _update_navigator(self) -> None:
-        """The lesion table at the current threshold: labelled by the worker (off the UI thread)
-        when there is one, here otherwise. Maps explain the predicted mask of the threshold they
-        were computed at: a new threshold drops them, and the slice on screen is explained again."""
-        if self.worker is not None and self._explained_at != self.study.threshold:
-            self._explained_at = self.study.threshold
+    def _threshold_settled(self) -> None:
+        """Maps explain the predicted mask of the threshold they were computed at: once the threshold
+        stops moving, maps of another one are dropped and the slice on screen is explained again."""
+        if self.worker is not None and self.study.explained_at_other_threshold():
             self.study.forget_explanations()
             self.worker.forget_explanations()
             self._refresh()
+        self._update_navigator()
+
+    def _update_navigator(self) -> None:
+        """The lesion table at the current threshold: labelled by the worker (off the UI thread)
+        when there is one, here otherwise."""
         if self.worker is not None:
             if self.study.segmentation_complete:
                 self.worker.request_lesions(self.study.threshold)
