@@ -214,20 +214,17 @@ class ReaderRead:
 
     def undo(self) -> tuple[str, int] | None:
         """Undo the last edit; returns its (plane, index) so the viewer can show it."""
-        if not self._undo:
-            return None
-        edit = self._undo.pop()
-        self.section(edit.plane, edit.index)[...] = edit.before
-        self._redo.append(edit)
-        self.revision += 1
-        return edit.plane, edit.index
+        return self._move_edit(self._undo, self._redo, "before")
 
     def redo(self) -> tuple[str, int] | None:
-        if not self._redo:
+        return self._move_edit(self._redo, self._undo, "after")
+
+    def _move_edit(self, source: list[_Edit], target: list[_Edit], state: str) -> tuple[str, int] | None:
+        if not source:
             return None
-        edit = self._redo.pop()
-        self.section(edit.plane, edit.index)[...] = edit.after
-        self._undo.append(edit)
+        edit = source.pop()
+        self.section(edit.plane, edit.index)[...] = getattr(edit, state)
+        target.append(edit)
         self.revision += 1
         return edit.plane, edit.index
 
