@@ -8,7 +8,6 @@ and every figure live in plain-Python modules (``app.reader``, ``app.comparison`
 from __future__ import annotations
 
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,7 +56,7 @@ class ReaderTools(QObject):
     """Everything the viewer does with the reader's read."""
 
     volumeFigures = Signal(int, object)  # job number, figures (emitted from a worker thread)
-    autosaved = Signal(int, str)  # revision, error ('' when written)
+    autosaved = Signal(str)  # the error, '' when written
 
     def __init__(self, window: "ViewerWindow") -> None:
         super().__init__(window)
@@ -364,7 +363,7 @@ class ReaderTools(QObject):
         read = self.read
         if read is None or not read.dirty:
             return
-        revision, volume = read.revision, self.window.volume
+        volume = self.window.volume
         mask, notes, saved_path = read.mask.copy(), read.notes.as_dict(), read.path
 
         def write() -> None:
@@ -373,13 +372,12 @@ class ReaderTools(QObject):
                 error = ""
             except (OSError, XNetError) as exc:
                 error = str(exc)
-            self.autosaved.emit(revision, error)
+            self.autosaved.emit(error)
 
         self._threads.submit(write)
 
-    def _on_autosaved(self, revision: int, error: str) -> None:
+    def _on_autosaved(self, error: str) -> None:
         self.autosave_error = error
-        self.last_autosave = (revision, time.time())
         if error:
             log.warning("autosave failed: %s", error)
         self.show_source()
