@@ -170,7 +170,7 @@ class ReportExport(QObject):
         self.progress.setLabelText("Writing the report…")
         self.progress.setRange(0, len(self.slices) + 1)
         try:
-            self.result = write_report(self.window.report_inputs(self.slices, self.methods), self.path,
+            self.result = write_report(report_inputs(self.window, self.slices, self.methods), self.path,
                                        on_progress=lambda done, total: self.progress.setValue(done),
                                        should_cancel=self.progress.wasCanceled)
         except Cancelled:

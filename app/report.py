@@ -105,7 +105,7 @@ def panel_image(inputs: ReportInputs, name: str, z: int) -> np.ndarray:
     scan = study.volume.data[:, :, z]
     grey = np.clip((scan - low) / max(high - low, 1e-12), 0, 1) * 255
     rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
-    model = (study.probabilities[:, :, z] >= study.threshold) if study.segmented[z] else None
+    model = study.mask_slice(z) if study.segmented[z] else None
     if name == "segmentation":
         if model is not None:
             rgb = _blend(rgb, MODEL_COLOUR, model * inputs.mask_opacity)

@@ -878,11 +878,6 @@ class ViewerWindow(QMainWindow):
         self.bookmarks ^= {self.current_slice}
         self._refresh()
 
-    def report_inputs(self, slices: list[int], methods: list[str]):
-        from app.export import report_inputs
-
-        return report_inputs(self, slices, methods)
-
     def export_report(self, path: str | None = None, choice: str | None = None, lime: bool | None = None,
                       first: int = 0, last: int = 0):
         """File → Export report: a dialog asks which slices and whether to include LIME, then where;
