@@ -33,3 +33,11 @@ class Cancelled(XNetError):
 
 class DatasetError(XNetError):
     """A dataset folder cannot be used (no known layout, a mask on another grid)."""
+
+
+class SeriesChoiceError(VolumeError):
+    """A DICOM folder holds several series and none was chosen; ``series`` lists them for a picker."""
+
+    def __init__(self, message: str, series: list | tuple = ()) -> None:
+        super().__init__(message)
+        self.series = list(series)

@@ -1,4 +1,4 @@
-"""Load and validate NIfTI scans; write results back on the input's own grid.
+"""Load and validate NIfTI scans (and DICOM series, via dicom.py); write results back on the input's grid.
 
 A ``Volume`` holds float32 voxels in RAS canonical order ``[x, y, z]`` for computation, plus what
 is needed to write any result back exactly as the input was stored (orientation, affine, header).
@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ class Volume:
     sequence: str = "T1w"
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    description: str = ""  # DICOM SeriesDescription; empty for NIfTI
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -92,23 +94,51 @@ def file_stem(path: str | os.PathLike) -> str:
     return Path(name).stem
 
 
+# Checked in order, first match wins. The BIDS suffixes keep their old order, except ADC before DWI
+# (Siemens names the ADC map "<protocol>_ADC", e.g. "DWI_ADC"); scanner words come after them.
+_SEQUENCE_PATTERNS = (
+    ("FLAIR", re.compile(r"flair|dark[-_ ]?fluid")),
+    ("T2w", re.compile(r"t2w")),
+    ("ADC", re.compile(r"adc|apparent")),
+    ("DWI", re.compile(r"dwi|(?<![a-z0-9])(diff|trace|b1000)")),
+    ("T1w", re.compile(r"t1w")),
+    ("T2w", re.compile(r"(?<![a-z0-9])t2(?![0-9*]|star)")),
+)
+
+
 def guess_sequence(name: str) -> str:
-    """A sequence label from BIDS-like file names; T1w when nothing says otherwise."""
+    """A sequence label from a BIDS-like file name or a DICOM series description.
+
+    Only a label for the viewer and the report, so a guess is enough; T1w when nothing says otherwise.
+    """
     lowered = name.lower()
-    for label in ("flair", "t2w", "dwi", "adc", "t1w"):
-        if label in lowered:
-            return {"flair": "FLAIR", "t2w": "T2w", "dwi": "DWI", "adc": "ADC", "t1w": "T1w"}[label]
+    for label, pattern in _SEQUENCE_PATTERNS:
+        if pattern.search(lowered):
+            return label
     return "T1w"
 
 
-def load_volume(path: str | os.PathLike, volume_index: int | None = None, *, is_mask: bool = False) -> Volume:
-    """Load a 3D or 4D NIfTI file, validate it and reorient it to RAS.
+def load_volume(
+    path: str | os.PathLike,
+    volume_index: int | None = None,
+    *,
+    is_mask: bool = False,
+    series: str | None = None,
+) -> Volume:
+    """Load a 3D or 4D NIfTI file, or a folder of DICOM images, validate it and reorient it to RAS.
 
     For 4D files ``volume_index`` picks the volume (default 0, with a warning that says so).
     ``is_mask``: a label file (a reader's mask), which must be 3D and may be empty.
-    Raises ``VolumeError`` with a message naming the file and the problem.
+    ``series`` (a SeriesNumber or SeriesInstanceUID) picks one series of a DICOM folder; a NIfTI
+    file ignores it. Raises ``VolumeError`` with a message naming the file and the problem.
     """
     path = Path(path)
+    if path.is_dir():
+        if is_mask:
+            raise VolumeError(f"{path}: is a folder; a lesion mask must be a NIfTI file (.nii or .nii.gz).")
+        from xnet_core.dicom import load_dicom_series  # here, because dicom.py imports this module
+
+        return load_dicom_series(path, series, volume_index)
     _check_path(path)
     image = _open_nifti(path)
     shape = tuple(int(s) for s in image.header.get_data_shape())
@@ -123,9 +153,7 @@ def load_volume(path: str | os.PathLike, volume_index: int | None = None, *, is_
         _check_content(path, data)
 
     source_affine = _usable_affine(path, image, warnings)
-    to_ras = io_orientation(source_affine)
-    ras_data = np.ascontiguousarray(apply_orientation(data, to_ras), dtype=np.float32)
-    ras_affine = source_affine @ nib.orientations.inv_ornt_aff(to_ras, data.shape)
+    ras_data, ras_affine = _to_ras_canonical(data, source_affine)
     for message in warnings:
         log.warning(message)
     return Volume(
@@ -141,14 +169,17 @@ def load_volume(path: str | os.PathLike, volume_index: int | None = None, *, is_
     )
 
 
+def _to_ras_canonical(data: np.ndarray, source_affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The voxels reordered (flips and axis swaps only, never resampled) to RAS, and their affine."""
+    to_ras = io_orientation(source_affine)
+    ras_data = np.ascontiguousarray(apply_orientation(data, to_ras), dtype=np.float32)
+    ras_affine = source_affine @ nib.orientations.inv_ornt_aff(to_ras, data.shape)
+    return ras_data, ras_affine
+
+
 def _check_path(path: Path) -> None:
     if not path.exists():
         raise VolumeError(f"{path}: no such file; check the path.")
-    if path.is_dir():
-        raise VolumeError(
-            f"{path}: is a folder; give a NIfTI file (.nii or .nii.gz). "
-            "DICOM folders are not supported yet."
-        )
     if not path.name.lower().endswith(NIFTI_SUFFIXES):
         raise VolumeError(f"{path}: not a NIfTI file name; expected .nii or .nii.gz.")
     try:
