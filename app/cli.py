@@ -32,8 +32,19 @@ def _add_common(parser: argparse.ArgumentParser, slices: bool = True, slices_def
     if methods:
         parser.add_argument("--methods", default=methods_default, metavar="gradcam,gradcampp,lime",
                             help=f"explanation methods (default {methods_default})")
-        parser.add_argument("--no-cache", action="store_true", help="neither read nor write the explanation cache")
     parser.add_argument("--json", metavar="OUT", required=json_required, help="write a JSON summary here")
+
+
+def _add_scan(parser: argparse.ArgumentParser) -> None:
+    """INPUT and the options of commands that read one scan (registered when off the template grid)."""
+    parser.add_argument("input", metavar="INPUT", help="NIfTI scan (.nii/.nii.gz) or a folder of DICOM files")
+    parser.add_argument("--series", metavar="UID|NUMBER", help="the DICOM series, when a folder holds several")
+    parser.add_argument("--volume", type=int, default=None, metavar="K",
+                        help="volume of a 4D file or series (default: the first)")
+    parser.add_argument("--save-transform", metavar="OUT.json|OUT.tfm",
+                        help="save the scan-to-template registration (JSON: RAS matrices; .tfm: ITK)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="neither read nor write the registration and explanation caches")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,16 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     segment = commands.add_parser("segment", help="segment a scan slice by slice")
-    segment.add_argument("input", metavar="INPUT", help="NIfTI scan (.nii or .nii.gz)")
+    _add_scan(segment)
     segment.add_argument("-o", "--output", required=True, metavar="MASK.nii.gz", help="lesion mask to write")
     segment.add_argument("--prob", metavar="PROB.nii.gz", help="also write the probability map")
-    segment.add_argument("--volume", type=int, default=None, metavar="K",
-                         help="volume of a 4D file (default: the first)")
     _add_common(segment)
     segment.set_defaults(handler=_segment)
 
     explain = commands.add_parser("explain", help="Grad-CAM, Grad-CAM++ and LIME maps of the model's lesion score")
-    explain.add_argument("input", metavar="INPUT", help="NIfTI scan (.nii or .nii.gz)")
+    _add_scan(explain)
     explain.add_argument("--out-dir", required=True, metavar="DIR", help="where the maps and <stem>_explain.json go")
     explain.add_argument("--layer", default=None, metavar="NAME",
                          help="Grad-CAM target layer: fsm, decoders.0 ... decoders.3 (default decoders.1)")
@@ -65,19 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--reader", metavar="MASK", help="the reader's lesion mask: attention-vs-reader figures")
     explain.add_argument("--faithfulness", action="store_true",
                          help="deletion/insertion AUCs per map and the model-randomisation sanity check")
-    explain.add_argument("--volume", type=int, default=None, metavar="K", help="volume of a 4D file")
     _add_common(explain, slices_default="lesion", methods=True)
     explain.set_defaults(handler=_explain)
 
     compare = commands.add_parser("compare", help="the model and its attention against the reader's lesion mask")
-    compare.add_argument("input", metavar="INPUT", help="NIfTI scan (.nii or .nii.gz)")
+    _add_scan(compare)
     compare.add_argument("--reader", required=True, metavar="MASK", help="the reader's lesion mask (NIfTI)")
     _add_common(compare, slices_default="lesion", methods=True, methods_default="gradcam,gradcampp",
                 json_required=True)
     compare.set_defaults(handler=_compare)
 
     report = commands.add_parser("report", help="PDF report: summary page and the four panels of each slice")
-    report.add_argument("input", metavar="INPUT", help="NIfTI scan (.nii or .nii.gz)")
+    _add_scan(report)
     report.add_argument("--pdf", required=True, metavar="OUT.pdf", help="the report to write")
     report.add_argument("--reader", metavar="MASK", help="the reader's lesion mask: outlines and agreement")
     report.add_argument("--notes", metavar="NOTES.json", help="the reader's notes (the viewer's sidecar)")
@@ -153,26 +161,48 @@ def _check_output(path: str, inputs: list[str]) -> None:
         raise XNetError(f"{out}: is an input file; input files are never overwritten, choose another name.")
 
 
+def placed_scan(args: argparse.Namespace, device: str):
+    """Load INPUT (file or DICOM folder) and register it when it is off the template grid; honours
+    ``--series``, ``--volume``, ``--save-transform`` and ``--no-cache``. Shared by the scan commands."""
+    from xnet_core.errors import XNetError
+    from xnet_core.native import place
+    from xnet_core.volume import load_volume
+
+    if args.save_transform:
+        _check_output(args.save_transform, [args.input])
+    volume = load_volume(args.input, args.volume, series=args.series)
+    scan = place(volume, device=device, use_cache=not args.no_cache,
+                 on_progress=_ProgressBar(f"registering {volume.name} to the template", unit="steps"))
+    if args.save_transform:
+        if scan.registration is None:
+            raise XNetError(f"--save-transform: {volume.name} is already on the template grid; there is no "
+                            "transform to save.")
+        scan.registration.save_transform(args.save_transform, volume.name)
+    return scan
+
+
 def _segment(args: argparse.Namespace) -> int:
     import numpy as np
 
     from xnet_core.assets import demo_weights_path
     from xnet_core.checkpoint import load_checkpoint
     from xnet_core.inference import Segmenter
+    from xnet_core.native import segment
     from xnet_core.slices import LESION, parse_slices
-    from xnet_core.volume import load_volume, save_like
+    from xnet_core.volume import save_like
 
     for out in filter(None, (args.output, args.prob, args.json)):
         _check_output(out, [args.input, args.weights or ""])
     started = time.perf_counter()
-    volume = load_volume(args.input, args.volume)
-    load_s = time.perf_counter() - started
     checkpoint = load_checkpoint(args.weights or demo_weights_path())
     segmenter = Segmenter(checkpoint.build_model(), device=args.device, fp32=args.fp32,
                           normalisation=checkpoint.normalisation, threshold=args.threshold)
+    scan = placed_scan(args, str(segmenter.device))
+    volume = scan.volume
+    load_s = time.perf_counter() - started
     chosen = parse_slices(args.slices, volume.shape[2])
-    result = segmenter.segment(volume, slices=None if chosen == LESION else chosen,
-                               on_progress=_ProgressBar(f"segmenting {volume.name}"))
+    result, _ = segment(segmenter, scan, slices=None if chosen == LESION else chosen,
+                        on_progress=_ProgressBar(f"segmenting {volume.name}"))
     started = time.perf_counter()
     descrip = f"xnet {checkpoint.short_hash} research use only"
     save_like(result.mask, volume, args.output, descrip, np.uint8)
@@ -194,9 +224,10 @@ def _segment(args: argparse.Namespace) -> int:
         "precision": result.precision,
         "batch_size": result.batch_size,
         "normalisation": checkpoint.normalisation,
-        "timings_s": {"load": round(load_s, 4), **{k: round(v, 4) for k, v in result.timings_s.items()},
-                      "write": round(write_s, 4)},
-        "warnings": volume.warnings + result.warnings,
+        "registration": scan.registration_summary(),
+        "timings_s": {"load": round(load_s, 4),  # registration included (see "registration")
+                      **{k: round(v, 4) for k, v in result.timings_s.items()}, "write": round(write_s, 4)},
+        "warnings": volume.warnings + scan.warnings() + result.warnings,
         "disclaimer": DISCLAIMER,
         **checkpoint.provenance(),
         "version": __version__,
@@ -204,6 +235,8 @@ def _segment(args: argparse.Namespace) -> int:
     if args.json:
         summary["timings_s"]["write"] = round(time.perf_counter() - started, 4)
         write_json_atomic(args.json, summary)
+    for warning in scan.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{volume.name}: {result.n_lesions} lesion(s), {result.lesion_volume_ml:.2f} ml "
           f"on {len(result.lesion_slices)} slice(s); mask written to {args.output}. {DISCLAIMER}")
     return 0

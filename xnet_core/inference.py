@@ -263,7 +263,20 @@ class Segmenter:
         computed: list[int],
         timings: dict[str, float],
     ) -> Segmentation:
-        probabilities = model_input.geometry.from_model(model_probs)
+        return self.from_probabilities(volume, model_input.geometry.from_model(model_probs), requested, computed,
+                                       timings, list(model_input.warnings))
+
+    def from_probabilities(
+        self,
+        volume: Volume,
+        probabilities: np.ndarray,
+        requested: list[int],
+        computed: list[int],
+        timings: dict[str, float],
+        warnings: list[str],
+    ) -> Segmentation:
+        """A Segmentation of ``volume`` from probabilities on its grid (also those mapped back from the
+        template for a registered scan): the mask, lesions and areas at this segmenter's threshold."""
         mask = (probabilities >= self.threshold).astype(np.uint8)
         vx, vy, _ = volume.voxel_sizes
         return Segmentation(
@@ -278,5 +291,5 @@ class Segmenter:
             precision=self.precision,
             batch_size=self.batch_size,
             timings_s=timings,
-            warnings=list(model_input.warnings),
+            warnings=warnings,
         )

@@ -4,8 +4,8 @@ Geometry, from the official code: the paper's array is ``volume.transpose(2, 1, 
 a 197x233x189 template-grid volume, cropped ``[5:229, 2:194]``. In our RAS ``[x, y, z]`` terms a
 model slice is ``slice[h, w] = volume[2 + w, 5 + h, z]``: rows run along y (posterior to
 anterior), columns along increasing RAS x (towards the patient's right). A scan on another grid
-gets a crop/pad of the same size centred on its brain, with a warning, until registration to the
-template (its own module) puts it on the template grid.
+that was not registered (``xnet_core.registration`` normally puts every scan on the template grid)
+gets a crop/pad of the same size centred on its brain, with a warning.
 
 Normalisation (DESIGN.md): ``robust`` clips to the p0.5-p99.5 of brain voxels, scales to [0, 1]
 and zeroes everything outside the brain mask; ``div100`` is the paper's ``/100`` for reproducing
@@ -33,6 +33,7 @@ TEMPLATE_X0 = 2  # the paper's column crop [2:194]
 TEMPLATE_Y0 = 5  # the paper's row crop [5:229]
 NORMALISATIONS = ("robust", "div100")
 ROBUST_PERCENTILES = (0.5, 99.5)
+ORIGIN_TOLERANCE_MM = 2.0
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,22 @@ class ModelInput:
         return int(self.slices.shape[0])
 
 
+@lru_cache(maxsize=1)
+def template_affine() -> np.ndarray:
+    """The template's RAS affine (the header only; the voxels are not read)."""
+    affine = nib.as_closest_canonical(nib.load(asset_path(TEMPLATE_T1))).affine.copy()
+    affine.setflags(write=False)
+    return affine
+
+
 def is_template_grid(volume: Volume) -> bool:
-    """True for volumes on the 197x233x189, 1 mm MNI grid X-Net was trained on."""
-    return volume.shape == TEMPLATE_SHAPE and np.allclose(volume.voxel_sizes, 1.0, atol=0.01)
+    """True for volumes on the grid X-Net was trained on: 197x233x189 voxels of 1 mm, RAS axes and
+    the template's origin within 2 mm. Anything else is registered first (xnet_core.registration)."""
+    if volume.shape != TEMPLATE_SHAPE:
+        return False
+    reference = template_affine()
+    axes_match = np.allclose(volume.affine[:3, :3], reference[:3, :3], atol=0.01)
+    return axes_match and float(np.linalg.norm(volume.affine[:3, 3] - reference[:3, 3])) <= ORIGIN_TOLERANCE_MM
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,99 @@
+"""A scan as the user has it, placed for the model: registered when off the template grid.
+
+Everything the user sees, measures and saves stays on the scan's own (native) grid; the model runs on
+the template grid. ``PlacedScan`` holds both sides and ``segment`` runs the Segmenter on the template
+side and maps the probabilities back, so that the CLI and the viewer never branch on registration.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+
+from xnet_core.inference import Segmentation, Segmenter
+from xnet_core.preprocess import is_template_grid, looks_like_t1, template_brain_mask
+from xnet_core.registration import Registration, register
+from xnet_core.volume import Volume
+
+NOT_T1_SEQUENCES = ("DWI", "ADC", "FLAIR", "T2w")
+NO_REGISTRATION = {"applied": False, "method": "none: the scan is on the template grid", "similarity": None,
+                   "seconds": 0.0, "warning": None}
+
+
+@dataclass
+class PlacedScan:
+    volume: Volume  # the scan on its own grid: what is shown, measured and saved
+    registration: Registration | None  # None on the template grid
+
+    @property
+    def model_volume(self) -> Volume:
+        """What X-Net sees: the scan itself, or the bias-corrected scan resampled onto the template."""
+        return self.volume if self.registration is None else self.registration.template_volume
+
+    def registration_summary(self) -> dict:
+        return dict(NO_REGISTRATION) if self.registration is None else self.registration.summary()
+
+    def template_slices(self, native_slices: Iterable[int]) -> list[int]:
+        """Template slices the model must see for these native slices (the same ones on the grid)."""
+        native_slices = sorted(set(int(z) for z in native_slices))
+        if self.registration is None:
+            return native_slices
+        return self.registration.template_slices_for(native_slices)
+
+    def warnings(self) -> list[str]:
+        """The intended-use and registration warnings (the demo model and X-Net read T1s)."""
+        out = []
+        if self.registration is not None and self.registration.warning:
+            out.append(f"{self.volume.name}: {self.registration.warning}")
+        label = self.volume.sequence
+        if label in NOT_T1_SEQUENCES:
+            said = f" (series description {self.volume.description!r})" if self.volume.description else ""
+            out.append(f"{self.volume.name}: this looks like a {label} scan{said}, but X-Net and the demo model "
+                       "were trained on T1-weighted scans; results on other sequences are not meaningful.")
+        elif not looks_like_t1(self.model_volume, template_brain_mask()):
+            out.append(f"{self.volume.name}: white matter is not brighter than grey matter, so this does not "
+                       "look like a T1-weighted scan; X-Net and the demo model were trained on T1s.")
+        return out
+
+
+def place(volume: Volume, device: str = "cpu", use_cache: bool = True,
+          on_progress: Callable[[int, int], None] | None = None,
+          should_cancel: Callable[[], bool] | None = None) -> PlacedScan:
+    """Register the scan to the template unless it is already on the template grid."""
+    if is_template_grid(volume):
+        return PlacedScan(volume, None)
+    return PlacedScan(volume, register(volume, device=device, use_cache=use_cache,
+                                       on_progress=on_progress, should_cancel=should_cancel))
+
+
+def segment(segmenter: Segmenter, scan: PlacedScan, slices: Iterable[int] | None = None,
+            on_progress: Callable[[int, int], None] | None = None,
+            should_cancel: Callable[[], bool] | None = None) -> tuple[Segmentation, Segmentation]:
+    """(native segmentation, template segmentation): the same object twice on the template grid.
+
+    ``slices`` are native slice numbers; on a registered scan the model runs on every template slice
+    they intersect, and the probabilities are resampled (linearly) onto the native grid before the
+    threshold, so that masks, lesions and millilitres are those of the scan's own voxels.
+    """
+    chosen = None if slices is None else sorted(set(int(z) for z in slices))
+    template_slices = None if chosen is None else scan.template_slices(chosen)
+    on_template = segmenter.segment(scan.model_volume, slices=template_slices, on_progress=on_progress,
+                                    should_cancel=should_cancel)
+    if scan.registration is None:
+        return on_template, on_template
+    started = time.perf_counter()
+    registration = scan.registration
+    probabilities = registration.to_native(on_template.probabilities, order=1)
+    np.clip(probabilities, 0.0, 1.0, out=probabilities)
+    n_z = scan.volume.shape[2]
+    requested = list(range(n_z)) if chosen is None else chosen
+    done = set(on_template.computed_slices)
+    computed = [z for z in requested if set(registration.template_slices_for([z])) <= done
+                and registration.brain_mask[:, :, z].any()]
+    timings = {**on_template.timings_s, "map_back": time.perf_counter() - started}
+    native = segmenter.from_probabilities(scan.volume, probabilities, requested, computed, timings,
+                                          [w for w in on_template.warnings if "template grid" not in w])
+    return native, on_template
