@@ -19,23 +19,27 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
     from xnet_core.checkpoint import load_checkpoint
     from xnet_core.reader_mask import load_reader_mask
     from xnet_core.slices import LESION, parse_slices
-    from xnet_core.volume import load_volume
+    from app.cli import placed_scan
+    from explain.native import explain_slices
+    from xnet_core.native import segment
 
     methods = check_methods(m.strip() for m in args.methods.split(",") if m.strip())
     check_output(args.json, [args.input, args.reader, args.weights or ""])
     started = time.perf_counter()
-    volume = load_volume(args.input)
-    reader = load_reader_mask(args.reader, volume)
-    chosen = parse_slices(args.slices, volume.shape[2])
     checkpoint = load_checkpoint(args.weights or demo_weights_path())
     engine = ExplanationEngine(checkpoint, device=args.device, fp32=args.fp32, threshold=args.threshold,
                                use_cache=not args.no_cache)
+    scan = placed_scan(args, str(engine.device))
+    volume = scan.volume
+    reader = load_reader_mask(args.reader, volume)
+    chosen = parse_slices(args.slices, volume.shape[2])
     # Dice and lesion F1 are whole-volume figures: the model always runs on every slice.
-    segmentation = engine.segmenter.segment(volume, on_progress=progress_bar(f"segmenting {volume.name}"))
+    segmentation, on_template = segment(engine.segmenter, scan,
+                                        on_progress=progress_bar(f"segmenting {volume.name}"))
     model_mask, reader_mask = segmentation.mask, reader.mask
     slices = lesion_slices(model_mask, reader_mask) if chosen == LESION else chosen
     params = ExplainParams()
-    results = engine.explain(engine.context(volume, segmentation), slices, methods, params,
+    results = explain_slices(engine, scan, engine.context(scan.model_volume, on_template), slices, methods, params,
                              on_progress=progress_bar(f"explaining {volume.name}", unit="model passes"))
 
     maps = {m: np.zeros(volume.shape, np.float32) for m in methods}
@@ -55,11 +59,12 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
         "input": str(args.input),
         "reader": {"path": str(args.reader), "resampled": reader.resampled, "notes": reader.notes},
         "threshold": args.threshold,
+        "registration": scan.registration_summary(),
         "methods": methods,
         "params": {m: params.for_method(m) for m in methods},
         "target": "lesion logit summed over the model's predicted mask on each slice",
         "device": str(engine.device),
-        "warnings": volume.warnings + segmentation.warnings,
+        "warnings": volume.warnings + scan.warnings() + segmentation.warnings,
         "wall_s": round(time.perf_counter() - started, 2),
         "disclaimer": DISCLAIMER,
         **checkpoint.provenance(),

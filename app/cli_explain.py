@@ -24,7 +24,10 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
     from xnet_core.errors import XNetError
     from xnet_core.reader_mask import load_reader_mask
     from xnet_core.slices import LESION, parse_slices
-    from xnet_core.volume import file_stem, load_volume, save_like
+    from app.cli import placed_scan
+    from explain.native import explain_slices
+    from xnet_core.native import segment
+    from xnet_core.volume import save_like
 
     methods = check_methods(m.strip() for m in args.methods.split(",") if m.strip())
     params = ExplainParams(layer=check_layer(args.layer or DEFAULT_LAYER),
@@ -34,22 +37,24 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
         raise XNetError("--lime-samples must be at least 10 and --lime-kernel between 1 and 20.")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = file_stem(args.input)
+    stem = scan_stem(args)
     outputs = {m: out_dir / f"{stem}_{m}.nii.gz" for m in methods}
     json_path = out_dir / f"{stem}_explain.json"
     for out in [*outputs.values(), json_path, *filter(None, [args.json])]:
         check_output(str(out), [args.input, args.reader or "", args.weights or ""])
 
     started = time.perf_counter()
-    volume = load_volume(args.input, args.volume)
-    reader = load_reader_mask(args.reader, volume) if args.reader else None
     checkpoint = load_checkpoint(args.weights or demo_weights_path())
     engine = ExplanationEngine(checkpoint, device=args.device, fp32=args.fp32, threshold=args.threshold,
                                use_cache=not args.no_cache)
+    scan = placed_scan(args, str(engine.device))
+    volume = scan.volume
+    reader = load_reader_mask(args.reader, volume) if args.reader else None
     chosen = parse_slices(args.slices, volume.shape[2])
-    segmentation = engine.segmenter.segment(volume, slices=None if chosen == LESION else chosen,
-                                            on_progress=progress_bar(f"segmenting {volume.name}"))
-    context = engine.context(volume, segmentation)
+    segmentation, on_template = segment(engine.segmenter, scan, slices=None if chosen == LESION else chosen,
+                                        on_progress=progress_bar(f"segmenting {volume.name}"))
+    context = engine.context(scan.model_volume, on_template)
+    registered = scan.registration is not None
     slices = segmentation.lesion_slices if chosen == LESION else chosen
     if not slices:
         print(f"{volume.name}: no lesion predicted on any slice; nothing to explain (use --slices to choose).")
@@ -58,7 +63,7 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
         minutes = per_sample * params.lime_samples * len(slices) / 60
         print(f"LIME on {len(slices)} slices x {params.lime_samples} samples: about {minutes:.0f} min "
               f"on {engine.device.type} (maps already in the cache are not recomputed).", flush=True)
-    results = engine.explain(context, slices, methods, params,
+    results = explain_slices(engine, scan, context, slices, methods, params,
                              on_progress=progress_bar(f"explaining {volume.name}", unit="model passes"))
 
     maps = {m: np.zeros(volume.shape, np.float32) for m in methods}
@@ -69,7 +74,7 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
             maps[result.method][:, :, result.z] = result.map
             if reader is not None:
                 entry["agreement"] = agreement.agreement(result.map, reader.mask[:, :, result.z]).as_dict()
-            if args.faithfulness:
+            if args.faithfulness and not registered:
                 entry["faithfulness"] = _rounded(engine.faithfulness(context, result, seed=args.seed))
         per_slice[result.z]["methods"][result.method] = entry
     descrip = f"xnet {checkpoint.short_hash} research use only"
@@ -89,6 +94,7 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
         "device": str(engine.device),
         "precision": {"gradcam": "fp32", "gradcampp": "fp32", "lime": engine.segmenter.precision},
         "lesion_volume_ml": round(segmentation.lesion_volume_ml, 4),
+        "registration": scan.registration_summary(),
         "volume": {m: {"map_max": float(maps[m].max()), "map_min": float(maps[m].min())} for m in methods},
     }
     if reader is not None:
@@ -96,7 +102,10 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
                              "volume_ml": round(float(reader.mask.sum()) * volume.voxel_volume_ml, 4)}
         for m in methods:
             summary["volume"][m]["agreement"] = agreement.per_volume(maps[m], reader.mask, explained[m]).as_dict()
-    if args.faithfulness:
+    if args.faithfulness and registered:
+        summary["faithfulness"] = ("not computed: deletion/insertion curves perturb model-input pixels, which "
+                                   "a registered scan's native slices are not; open the scan on the template grid")
+    elif args.faithfulness:
         summary["randomisation"] = _randomisation(engine, context, segmentation, params, methods)
         for m in methods:
             figures = [per_slice[z]["methods"][m].get("faithfulness") for z in explained[m]]
@@ -107,7 +116,7 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
                     for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")}
     summary.update({
         "per_slice": [per_slice[z] for z in slices],
-        "warnings": volume.warnings + segmentation.warnings,
+        "warnings": volume.warnings + scan.warnings() + segmentation.warnings,
         "wall_s": round(time.perf_counter() - started, 2),
         "disclaimer": DISCLAIMER,
         **checkpoint.provenance(),
@@ -120,6 +129,17 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
     print(f"{volume.name}: {sum(len(v) for v in explained.values())} map(s) on {len(slices)} slice(s) "
           f"({served} from the cache); written to {out_dir}. {DISCLAIMER}")
     return 0
+
+
+def scan_stem(args: argparse.Namespace) -> str:
+    """DESIGN.md's ``<stem>``: the file name without .nii/.nii.gz, or the folder plus ``_s<SeriesNumber>``."""
+    from xnet_core.volume import file_stem
+
+    if not Path(args.input).is_dir():
+        return file_stem(args.input)
+    from xnet_core.dicom import pick_series, series_stem
+
+    return series_stem(Path(args.input), pick_series(args.input, args.series))
 
 
 def seconds_per_sample(engine, context) -> float:

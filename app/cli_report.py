@@ -24,26 +24,31 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
     from xnet_core.checkpoint import load_checkpoint
     from xnet_core.reader_mask import load_reader_mask
     from xnet_core.slices import LESION, parse_slices
-    from xnet_core.volume import load_volume
+    from app.cli import placed_scan
+    from explain.native import explain_slices
+    from xnet_core.native import segment
 
     methods = check_methods(m.strip() for m in args.methods.split(",") if m.strip())
     check_output(args.pdf, [args.input, args.reader or "", args.notes or "", args.weights or ""])
     if args.json:
         check_output(args.json, [args.input, args.reader or "", args.notes or "", args.weights or ""])
     started = time.perf_counter()
-    volume = load_volume(args.input)
-    reader = load_reader_mask(args.reader, volume) if args.reader else None
-    notes = load_notes(args.notes) if args.notes else Notes()
-    if args.identify:
-        print("xnet report: --identify: a NIfTI file holds no patient identifiers; none are printed.",
-              file=sys.stderr)
-    chosen = parse_slices(args.slices, volume.shape[2])
     checkpoint = load_checkpoint(args.weights or demo_weights_path())
     engine = ExplanationEngine(checkpoint, device=args.device, fp32=args.fp32, threshold=args.threshold,
                                use_cache=not args.no_cache)
-    segmentation = engine.segmenter.segment(volume, on_progress=progress_bar(f"segmenting {volume.name}"))
-    context = engine.context(volume, segmentation)
-    study = Study(volume, context.model_input, threshold=args.threshold)
+    scan = placed_scan(args, str(engine.device))
+    volume = scan.volume
+    reader = load_reader_mask(args.reader, volume) if args.reader else None
+    notes = load_notes(args.notes) if args.notes else Notes()
+    if args.identify:
+        source = ("identifiers from DICOM headers are not added to reports yet" if os.path.isdir(args.input)
+                  else "a NIfTI file holds no patient identifiers")
+        print(f"xnet report: --identify: {source}; none are printed.", file=sys.stderr)
+    chosen = parse_slices(args.slices, volume.shape[2])
+    segmentation, on_template = segment(engine.segmenter, scan,
+                                        on_progress=progress_bar(f"segmenting {volume.name}"))
+    context = engine.context(scan.model_volume, on_template)
+    study = Study(volume, scan.display_input(checkpoint.normalisation), threshold=args.threshold)
     for z in segmentation.computed_slices:
         study.set_probabilities(z, segmentation.probabilities[:, :, z])
     slices = [int(z) for z in segmentation.lesion_slices] if chosen == LESION else chosen
@@ -57,18 +62,20 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
               "the cache are not recomputed; --methods gradcam,gradcampp leaves LIME out).", flush=True)
     for group in ([m for m in methods if m != "lime"], [m for m in methods if m == "lime"]):
         if group:
-            for result in engine.explain(context, needed[group[0]], group, ExplainParams(),
+            for result in explain_slices(engine, scan, context, needed[group[0]], group, ExplainParams(),
                                          on_progress=progress_bar(f"explaining {volume.name}", unit="model passes")):
                 study.add_explanation(result)
     application = QGuiApplication.instance() or QGuiApplication([sys.argv[0]])  # fonts and painting need one
     inputs = ReportInputs(
         study=study, slices=slices, methods=methods, levels=grey_window(volume.data),
         model=model_summary(checkpoint), device=str(engine.device), precision=report_precision(engine),
-        reader_mask=reader.mask if reader else None, reader_name=os.path.basename(args.reader or ""), notes=notes)
+        reader_mask=reader.mask if reader else None, reader_name=os.path.basename(args.reader or ""), notes=notes,
+        registration=scan.registration_summary())
     path = write_report(inputs, args.pdf, on_progress=progress_bar("writing the report", unit="pages"))
     application.processEvents()
     if args.json:
         write_json(args.json, {"pdf": str(path), "pages": 1 + len(slices), "slices": slices, "methods": methods,
+                               "registration": scan.registration_summary(), "warnings": scan.warnings(),
                                "wall_s": round(time.perf_counter() - started, 2), "disclaimer": DISCLAIMER,
                                **checkpoint.provenance(), "version": __version__})
     print(f"{volume.name}: report of {1 + len(slices)} page(s) written to {path}. {DISCLAIMER}")

@@ -62,6 +62,7 @@ class ReportInputs:
     reader_name: str = ""
     notes: Notes = field(default_factory=Notes)
     identifiers: dict[str, str] | None = None  # patient identifiers, only when the user asked
+    registration: dict | None = None  # PlacedScan.registration_summary(); None: not known
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M"))
 
 
@@ -78,6 +79,16 @@ def maps_needed(study: Study, slices: list[int], methods: list[str]) -> dict[str
     slices are exported; LIME (about a minute a slice on a CPU) only on the exported slices."""
     lesion = set(np.flatnonzero(study.lesion_area_per_slice_mm2() > 0).tolist())
     return {m: sorted(set(slices) | (lesion if m in CAM_METHODS else set())) for m in methods}
+
+
+def registration_line(summary: dict, scan_name: str) -> str:
+    """How the scan reached the model: already on the template grid, or registered (with its figure)."""
+    if not summary.get("applied"):
+        return f"Model input: {scan_name} itself (on the 1 mm MNI template grid; no registration needed)."
+    line = (f"Model input: {scan_name} registered to the MNI template ({summary['method']}); similarity "
+            f"{summary['similarity']:.3f} (normalised cross-correlation with the template, "
+            f"{summary['seconds']:.0f} s); results mapped back to the scan's own grid.")
+    return line + (f" WARNING: {summary['warning']}" if summary.get("warning") else "")
 
 
 def report_precision(engine) -> str:
@@ -237,6 +248,8 @@ def _summary_page(pen: _Pen, inputs: ReportInputs, reader_figures: dict | None) 
     pen.line(f"Intended use: {model.get('intended_use', 'not stated')}")
     pen.line(f"Device: {inputs.device} · precision: {inputs.precision} · threshold {study.threshold:.2f} · "
              f"window {inputs.levels[0]:.4g} – {inputs.levels[1]:.4g}")
+    if inputs.registration is not None:
+        pen.line(registration_line(inputs.registration, volume.name), 8, gap=1)
     for text in _params_lines(inputs):
         pen.line(text, 8, gap=1)
     pen.y += 6

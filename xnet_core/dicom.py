@@ -203,7 +203,7 @@ def load_dicom_series(
         source_header=_nifti_header(shape, (col_step, row_step, slice_step), source_affine),
         source_affine=source_affine,
         source_shape=shape,
-        name=_stem(folder, info),
+        name=series_stem(folder, info),
         sequence=guess_sequence(f"{info.description} {images[0].ds.get('ProtocolName', '') or ''}"),
         path=folder,
         warnings=warnings,
@@ -211,7 +211,7 @@ def load_dicom_series(
     )
 
 
-def _stem(folder: Path, info: SeriesInfo) -> str:
+def series_stem(folder: Path, info: SeriesInfo) -> str:
     suffix = str(info.number) if info.number is not None else info.uid[:8]
     return f"{folder.resolve().name}_s{suffix}"
 

@@ -14,7 +14,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from xnet_core.inference import Segmentation, Segmenter
-from xnet_core.preprocess import is_template_grid, looks_like_t1, template_brain_mask
+from xnet_core.preprocess import (MODEL_HEIGHT, MODEL_WIDTH, ModelInput, is_template_grid, looks_like_t1, prepare,
+                                  template_brain_mask, window_for)
 from xnet_core.registration import Registration, register
 from xnet_core.volume import Volume
 
@@ -42,6 +43,18 @@ class PlacedScan:
         if self.registration is None:
             return native_slices
         return self.registration.template_slices_for(native_slices)
+
+    def display_input(self, normalisation: str) -> ModelInput:
+        """The scan's own ModelInput on the template grid; for a registered scan, what display code needs
+        of one on the native grid: its brain mask (deepbet's) and which slices hold brain. The model
+        never sees the latter (its ``slices`` are empty): it reads ``model_volume``."""
+        if self.registration is None:
+            return prepare(self.volume, normalisation)
+        brain = self.registration.brain_mask
+        return ModelInput(slices=np.zeros((0, MODEL_HEIGHT, MODEL_WIDTH), np.float32),
+                          geometry=window_for(self.volume, brain), brain_mask=brain,
+                          brain_slices=brain.any(axis=(0, 1)), normalisation=normalisation,
+                          on_template_grid=False)
 
     def warnings(self) -> list[str]:
         """The intended-use and registration warnings (the demo model and X-Net read T1s)."""
