@@ -20,14 +20,14 @@ from xnet_core.registration import Registration, register
 from xnet_core.volume import Volume
 
 NOT_T1_SEQUENCES = ("DWI", "ADC", "FLAIR", "T2w")
-NO_REGISTRATION = {"applied": False, "method": "none: the scan is on the template grid", "similarity": None,
-                   "seconds": 0.0, "warning": None}
+MIN_EXTENT_MM = 100.0  # smaller fields of view hold no whole brain to register (a slab, a test volume)
 
 
 @dataclass
 class PlacedScan:
     volume: Volume  # the scan on its own grid: what is shown, measured and saved
-    registration: Registration | None  # None on the template grid
+    registration: Registration | None  # None on the template grid (or too small a field of view)
+    not_registered: str | None = None  # why a scan off the template grid was not registered
 
     @property
     def model_volume(self) -> Volume:
@@ -35,7 +35,10 @@ class PlacedScan:
         return self.volume if self.registration is None else self.registration.template_volume
 
     def registration_summary(self) -> dict:
-        return dict(NO_REGISTRATION) if self.registration is None else self.registration.summary()
+        if self.registration is not None:
+            return self.registration.summary()
+        return {"applied": False, "method": "none: " + (self.not_registered or "the scan is on the template grid"),
+                "similarity": None, "seconds": 0.0, "warning": self.not_registered}
 
     def template_slices(self, native_slices: Iterable[int]) -> list[int]:
         """Template slices the model must see for these native slices (the same ones on the grid)."""
@@ -58,7 +61,7 @@ class PlacedScan:
 
     def warnings(self) -> list[str]:
         """The intended-use and registration warnings (the demo model and X-Net read T1s)."""
-        out = []
+        out = [f"{self.volume.name}: {self.not_registered}"] if self.not_registered else []
         if self.registration is not None and self.registration.warning:
             out.append(f"{self.volume.name}: {self.registration.warning}")
         label = self.volume.sequence
@@ -78,6 +81,12 @@ def place(volume: Volume, device: str = "cpu", use_cache: bool = True,
     """Register the scan to the template unless it is already on the template grid."""
     if is_template_grid(volume):
         return PlacedScan(volume, None)
+    extent = np.array(volume.shape) * np.array(volume.voxel_sizes)
+    if extent.min() < MIN_EXTENT_MM:
+        return PlacedScan(volume, None, (
+            f"the field of view ({' x '.join(f'{e:.0f}' for e in extent)} mm) is too small to hold a whole brain, "
+            "so it was not registered to the template; the model saw it as it is (a centred crop), and its "
+            "results are unreliable"))
     return PlacedScan(volume, register(volume, device=device, use_cache=use_cache,
                                        on_progress=on_progress, should_cancel=should_cancel))
 

@@ -186,7 +186,7 @@ def register(volume: Volume, device: str = "cpu", use_cache: bool = True,
         timings["brain_extraction"] = step.done("brain extraction", started)
     else:
         brain = cached["brain_mask"]
-        step.done("brain extraction (cached)", started)
+        timings["brain_extraction"] = step.done("brain extraction (cached)", started)
     t0 = time.perf_counter()
     corrected = bias_corrected(volume, brain)
     timings["n4"] = step.done("N4", t0)
