@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from pydicom import dcmread
@@ -238,3 +240,24 @@ def test_multi_frame_is_refused(tmp_path: Path) -> None:
 )
 def test_guess_sequence(name: str, label: str) -> None:
     assert guess_sequence(name) == label
+
+
+def test_cli_lists_the_series_and_segments_the_one_picked(tmp_path: Path, random_checkpoint,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    from app.cli import main
+
+    _write_series(tmp_path / "study" / "a", series=5, description="t1_mprage")
+    _write_series(tmp_path / "study" / "b", series=3, description="t2_flair")
+    out = tmp_path / "mask.nii.gz"
+    common = ["--weights", str(random_checkpoint.path), "--device", "cpu"]
+    assert main(["segment", str(tmp_path / "study"), "-o", str(out), *common]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--series" in err and "t1_mprage" in err and "t2_flair" in err
+    summary = tmp_path / "s.json"
+    assert main(["segment", str(tmp_path / "study"), "--series", "5", "-o", str(out), "--json", str(summary),
+                 *common]) == 0
+    written = nib.load(out)
+    expected = load_volume(tmp_path / "study", series="5")
+    assert written.shape == expected.source_shape and np.allclose(written.affine, expected.source_affine)
+    report = json.loads(summary.read_text())
+    assert report["registration"]["applied"] is False and "too small" in report["registration"]["warning"]
