@@ -37,7 +37,7 @@ from xnet_core.checkpoint import Checkpoint
 from xnet_core.errors import Cancelled, XNetError
 from xnet_core.inference import Segmentation, Segmenter
 from xnet_core.preprocess import ModelInput, prepare
-from xnet_core.volume import Volume
+from xnet_core.volume import Volume, content_sha256
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +99,6 @@ class SliceExplanation:
         if self.fit_score is not None:
             out["lime_fit_r2"] = round(self.fit_score, 4)
         return out
-
-
-def scan_sha256(volume: Volume) -> str:
-    digest = hashlib.sha256(memoryview(np.ascontiguousarray(volume.data, dtype=np.float32)))  # no 35 MB copy
-    digest.update(np.asarray(volume.affine, np.float64).tobytes())
-    return digest.hexdigest()
 
 
 class DiskCache:
@@ -186,7 +180,7 @@ class ExplanationEngine:
         model_input = model_input or prepare(volume, self.checkpoint.normalisation)
         if segmentation is None:
             segmentation = self.segmenter.segment(volume, prepared=model_input)
-        return ScanContext(volume, model_input, segmentation, scan_sha256(volume))
+        return ScanContext(volume, model_input, segmentation, content_sha256(volume))
 
     # -- explanations --------------------------------------------------------------------------
     def explain(

@@ -19,6 +19,7 @@ from xnet_core import metrics
 from xnet_core.datasets import Scan, load_lesion_mask
 from xnet_core.errors import Cancelled
 from xnet_core.inference import Segmenter
+from xnet_core.native import place, segment
 from xnet_core.volume import load_volume
 
 FIGURES = ("dice", "iou", "precision", "recall", "lesion_f1", "volume_difference", "volume_difference_ml",
@@ -71,7 +72,8 @@ def evaluate(
             raise Cancelled(f"evaluation cancelled after {done - 1} of {len(scans)} scans.")
         volume = load_volume(scan.t1)
         truth = load_lesion_mask(scan, volume)
-        result = segmenter.segment(volume)
+        # native scans (ATLAS R2.0's native release, a scanner's NIfTI) are registered, as in xnet segment
+        result, _ = segment(segmenter, place(volume, device=str(segmenter.device)))
         scores.append(score_subject(scan.scan_id, result.mask, truth, volume.voxel_volume_ml))
         if on_progress is not None:
             on_progress(done, len(scans))

@@ -35,7 +35,7 @@ import numpy as np
 from xnet_core.assets import TEMPLATE_T1, asset_path, user_cache_dir
 from xnet_core.atomic import write_json_atomic
 from xnet_core.errors import Cancelled, XNetError
-from xnet_core.volume import Volume
+from xnet_core.volume import Volume, content_sha256
 
 log = logging.getLogger(__name__)
 
@@ -356,10 +356,8 @@ def _first_line(error: Exception) -> str:
 
 # -- cache -----------------------------------------------------------------------------------------
 def scan_key(volume: Volume) -> str:
-    digest = hashlib.sha256(memoryview(np.ascontiguousarray(volume.data, dtype=np.float32)))
-    digest.update(np.asarray(volume.affine, np.float64).tobytes())
-    digest.update(f"{METHOD} {CACHE_FORMAT}".encode())
-    return digest.hexdigest()
+    """The scan's content hash, tied to this method, so that a changed recipe does not reuse old entries."""
+    return hashlib.sha256(f"{content_sha256(volume)} {METHOD} {CACHE_FORMAT}".encode()).hexdigest()
 
 
 def _cache_paths(key: str) -> tuple[Path, Path]:
