@@ -207,18 +207,8 @@ def report_inputs(window: "ViewerWindow", slices: list[int], methods: list[str])
         reader_mask=read.mask if read is not None and read.mask.any() else None,
         reader_name=read.path.name if read is not None and read.path else "",
         notes=read.notes if read is not None else Notes(),
-        registration=viewer_registration(window.study.volume))
-
-
-def viewer_registration(volume) -> dict:
-    """How the viewer's scan reached the model (the viewer does not register scans yet)."""
-    from xnet_core.native import PlacedScan
-    from xnet_core.preprocess import is_template_grid
-
-    why = None if is_template_grid(volume) else (
-        "the viewer does not register scans yet (xnet report does); the model saw a centred crop of it, "
-        "and its results are unreliable")
-    return PlacedScan(volume, None, why).registration_summary()
+        registration=window.scan.registration_summary() if window.scan is not None else None,
+        background=window.backgrounds.get(window.background))
 
 
 def view_png(window: "ViewerWindow", path: str, scale: int) -> Path:

@@ -61,6 +61,7 @@ class ModelWorker(QObject):
     limeEnded = Signal(int, str)  # z, "done" | "cancelled"
     ready = Signal(object)  # the ExplanationEngine, once built on the worker thread
     lesionsReady = Signal(float, object)  # threshold, the study's lesion rows at that threshold
+    placed = Signal(object, object)  # PlacedScan, the template's brain mask on the scan's grid
 
     def __init__(self, engine, study: Study, params=None) -> None:
         """``engine`` or a function that builds one: building (model copies, BN folding) then runs
@@ -74,7 +75,7 @@ class ModelWorker(QObject):
         self._requests = _Requests()
         self._wake = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="xnet-model", daemon=True)
-        self._context = None
+        self.slices = None  # explain.native.SliceModel, once the scan is placed for the model
 
     # -- UI side ---------------------------------------------------------------------------
     def start(self, visible: int) -> None:
@@ -140,11 +141,14 @@ class ModelWorker(QObject):
 
             self.params = self.params or ExplainParams()
             self.ready.emit(self.engine)
+            self._place()
             while True:
                 task = self._next_task()
                 if task is None:
                     return
                 task()
+        except Cancelled:
+            return  # stopped while registering: another scan was opened or the window closed
         except Exception as error:  # the window must survive any model failure
             log.error("model worker failed: %s", traceback.format_exc())
             message = str(error) if isinstance(error, XNetError) else f"model worker failed: {error!r}"
@@ -168,6 +172,29 @@ class ModelWorker(QObject):
         finally:
             gc.freeze()
             gc.enable()
+
+    def _place(self) -> None:
+        """Register the scan to the template when it is off the template grid (progress in 4 steps);
+        the study then takes the scan's own brain mask, and the model reads the registered copy."""
+        from explain.native import SliceModel
+        from xnet_core.native import place
+        from xnet_core.preprocess import prepare, template_brain_mask
+
+        scan = place(self.study.volume, device=str(self.engine.device),
+                     on_progress=lambda done, total: self.progress.emit("registering to the template", done, total),
+                     should_cancel=lambda: self._requests.stop)
+        if scan.registration is None:
+            model_input = self.study.model_input
+            if not model_input.slices.size:  # the window's provisional input: the model reads the scan itself
+                model_input = prepare(scan.volume, model_input.normalisation)
+                self.study.use_model_input(model_input)
+            template_outline = template_brain_mask() if scan.not_registered is None else None
+        else:
+            model_input = prepare(scan.model_volume, self.study.model_input.normalisation)
+            self.study.use_model_input(scan.display_input(model_input.normalisation))
+            template_outline = scan.registration.to_native(template_brain_mask(), order=0)
+        self.slices = SliceModel(self.engine, scan, model_input)
+        self.placed.emit(scan, template_outline)
 
     def _next_task(self):
         with self._wake:
@@ -205,8 +232,7 @@ class ModelWorker(QObject):
         return [int(z) for z in np.flatnonzero(self.study.lesion_area_per_slice_mm2() > 0)]
 
     def _segment(self, z: int) -> None:
-        plane_model = self.engine.segmenter.predict(self.study.model_input.slices[z:z + 1])[0]
-        plane = self.study.model_input.geometry.from_model(plane_model)
+        plane = self.slices.probabilities(z)
         self.study.set_probabilities(z, plane)
         self.sliceSegmented.emit(z, plane)
         done = int(self.study.segmented.sum())
@@ -215,17 +241,14 @@ class ModelWorker(QObject):
             self.segmentationFinished.emit()
             self.lesionsReady.emit(self.study.threshold, self.study.lesion_rows(self.study.threshold))
 
-    def _context_now(self):
-        # A fresh context each time: the mask the target freezes follows the current threshold.
+    def _explain(self, zs: list[int], methods: tuple[str, ...], **callbacks):
+        # The mask the target freezes follows the current threshold.
         self._threshold = self.study.threshold
-        segmentation = _StudySegmentation(self.study, self._threshold)
-        if self._context is None:
-            self._context = self.engine.context(self.study.volume, segmentation, self.study.model_input)
-        self._context.segmentation = segmentation
-        return self._context
+        return self.slices.explain(zs, methods, self.params, self.study.mask(self._threshold), self._threshold,
+                                   **callbacks)
 
     def _cam(self, zs: list[int], report: int | None = None) -> None:
-        for result in self.engine.explain(self._context_now(), zs, CAM_METHODS, self.params):
+        for result in self._explain(zs, CAM_METHODS):
             self.explained.emit(self._tagged(result))
         if self._threshold == self.study.threshold:  # else the window drops them: compute again
             self._cam_done.update(zs)
@@ -237,8 +260,8 @@ class ModelWorker(QObject):
         with self._wake:
             self._requests.cancel_lime = False
         try:
-            results = self.engine.explain(
-                self._context_now(), [z], ("lime",), self.params,
+            results = self._explain(
+                [z], ("lime",),
                 on_progress=lambda done, total: self.progress.emit(f"LIME z {z}", done, total),
                 should_cancel=lambda: self._requests.cancel_lime or self._requests.stop)
         except Cancelled:
@@ -260,11 +283,3 @@ class ModelWorker(QObject):
             self._requests.lime.clear()
             self._requests.cancel_lime = True
             self._wake.notify()
-
-
-class _StudySegmentation:
-    """The slice of the Segmentation interface the engine reads: the mask at the current threshold."""
-
-    def __init__(self, study: Study, threshold: float) -> None:
-        self.mask = study.mask(threshold)
-        self.slice_area_mm2 = study.lesion_area_per_slice_mm2()

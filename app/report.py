@@ -29,6 +29,7 @@ from app.study import Study
 from explain.methods import CAM_METHODS, METHOD_NAMES, METHODS
 from xnet_core import DISCLAIMER, __version__
 from xnet_core.errors import Cancelled, XNetError
+from xnet_core.volume import Volume
 
 PAGE_W, PAGE_H = 595.0, 842.0  # A4 in points; the painter is scaled so one unit is one point
 MARGIN = 36.0
@@ -63,6 +64,7 @@ class ReportInputs:
     notes: Notes = field(default_factory=Notes)
     identifiers: dict[str, str] | None = None  # patient identifiers, only when the user asked
     registration: dict | None = None  # PlacedScan.registration_summary(); None: not known
+    background: Volume | None = None  # another sequence shown under the overlays (on the study's grid)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M"))
 
 
@@ -113,7 +115,7 @@ def panel_image(inputs: ReportInputs, name: str, z: int) -> np.ndarray:
     """RGB uint8 ``[rows, columns, 3]`` of one panel on axial slice ``z``."""
     study = inputs.study
     low, high = inputs.levels
-    scan = study.volume.data[:, :, z]
+    scan = (inputs.background or study.volume).data[:, :, z]
     grey = np.clip((scan - low) / max(high - low, 1e-12), 0, 1) * 255
     rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
     model = study.mask_slice(z) if study.segmented[z] else None
@@ -294,6 +296,9 @@ def _slice_page(painter: QPainter, pen: _Pen, inputs: ReportInputs, z: int) -> N
     study, volume = inputs.study, inputs.study.volume
     centre = volume.affine @ [volume.shape[0] / 2, volume.shape[1] / 2, z, 1.0]
     pen.line(f"Slice z {z} (axial) · {centre[2]:.1f} mm · {volume.name}", 13, True, gap=2)
+    shown = inputs.background or volume
+    pen.line(f"Background: {shown.name} ({shown.sequence}) · model input: {volume.name} ({volume.sequence})", 8,
+             gap=1)
     pen.line(f"Window {inputs.levels[0]:.4g} – {inputs.levels[1]:.4g} · threshold {study.threshold:.2f} · "
              f"{'radiological' if inputs.radiological else 'neurological'} display · model outline vermilion, "
              f"reader outline sky blue", 8)

@@ -15,6 +15,7 @@ WHEEL_NOTCH = 120  # angle delta of one mouse-wheel notch (1/8 degree units)
 LETTER_STYLE = "color: #ffd54f; font-weight: bold; font-size: 14px; padding: 1px;"
 TITLE_STYLE = "color: white; font-weight: bold; padding: 2px;"
 MODEL_COLOUR = (255, 64, 32)  # model mask / outline: vermilion
+TEMPLATE_COLOUR = (0, 158, 115)  # the template's brain outline: bluish green (Okabe-Ito)
 READER_COLOUR = (86, 180, 233)  # reader's mask: sky blue (Okabe-Ito; tells apart from vermilion in all CVD types)
 COLOUR_MAPS = ("inferno", "viridis", "jet")
 
@@ -124,8 +125,10 @@ class SlicePanel(QFrame):
         self.overlay_item = pg.ImageItem(axisOrder="col-major")
         self.model_outline_item = pg.ImageItem(axisOrder="col-major")
         self.reader_item = pg.ImageItem(axisOrder="col-major")
+        self.template_item = pg.ImageItem(axisOrder="col-major")
         self.status_text = pg.TextItem("", color=(255, 213, 79), anchor=(0, 0))
-        self.image_items = (self.scan_item, self.overlay_item, self.model_outline_item, self.reader_item)
+        self.image_items = (self.scan_item, self.overlay_item, self.template_item, self.model_outline_item,
+                            self.reader_item)
         for item in self.image_items:
             self.view_box.addItem(item)
         self.view_box.addItem(self.status_text)

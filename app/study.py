@@ -90,6 +90,13 @@ class Study:
         self.explained = {m: {} for m in METHODS}
         self.details = {m: {} for m in METHODS}
 
+    def use_model_input(self, model_input: ModelInput) -> None:
+        """The scan was registered (on the worker thread, before any slice was segmented): its own
+        brain mask replaces the provisional one; slices without brain need no model."""
+        self.model_input = model_input
+        self.segmented = ~model_input.brain_slices.copy()
+        self._changed()
+
     # -- segmentation ----------------------------------------------------------------------
     def set_probabilities(self, z: int, plane: np.ndarray) -> None:
         self.probabilities[:, :, z] = plane

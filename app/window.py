@@ -7,6 +7,7 @@ the cursor. Numbers come from ``app.study`` / ``xnet_core`` / ``explain``; this 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,12 +16,14 @@ import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QComboBox,
     QDockWidget,
     QDoubleSpinBox,
     QFileDialog,
     QGridLayout,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -34,13 +37,16 @@ from PySide6.QtWidgets import (
 from app.jobs import ModelWorker
 from app.navigator import LesionNavigator
 from app.reader_tools import ReaderTools
-from app.slice_panel import COLOUR_MAPS, MODEL_COLOUR, PLANE_AXES, PLANES, SlicePanel, lookup_table, plane_slice
+from app.slice_panel import (COLOUR_MAPS, MODEL_COLOUR, PLANE_AXES, PLANES, TEMPLATE_COLOUR, SlicePanel,
+                             lookup_table, plane_slice)
 from app.study import Study, grey_window
 from explain.methods import METHOD_NAMES, METHODS
 from xnet_core import DISCLAIMER, __version__
-from xnet_core.errors import XNetError
+from xnet_core.errors import SeriesChoiceError, XNetError
 from xnet_core.cards import card_normalisation, read_sidecar_card
-from xnet_core.preprocess import looks_like_t1, prepare
+from xnet_core.native import provisional_input
+from xnet_core.preprocess import is_template_grid, looks_like_t1, prepare
+from xnet_core.sequences import value_at_world
 from xnet_core.volume import Volume, load_volume, same_grid
 
 if TYPE_CHECKING:  # torch-backed modules load on the worker thread, after the scan is on screen
@@ -88,6 +94,26 @@ def _engine_factory(checkpoint, weights: Path | None, device: str):
 
         return ExplanationEngine(checkpoint or load_checkpoint(weights), device=device)
     return build
+
+
+def pick_series_dialog(parent: QWidget, series: list) -> str | None:
+    """Which series of a DICOM folder to open (description, images, date); its UID, or None."""
+    labels = [info.label() for info in series]
+    choice, ok = QInputDialog.getItem(parent, "Open DICOM folder", "This folder holds several series; open:",
+                                      labels, 0, False)
+    return series[labels.index(choice)].uid if ok and choice in labels else None
+
+
+def _overlap(a: Volume, b: Volume) -> bool:
+    """Do the two grids' boxes overlap in world coordinates?"""
+    def box(volume: Volume) -> tuple[np.ndarray, np.ndarray]:
+        corners = np.array([[i, j, k, 1.0] for i in (0, volume.shape[0] - 1) for j in (0, volume.shape[1] - 1)
+                            for k in (0, volume.shape[2] - 1)]).T
+        world = (volume.affine @ corners)[:3]
+        return world.min(axis=1), world.max(axis=1)
+
+    (a_low, a_high), (b_low, b_high) = box(a), box(b)
+    return bool(np.all(a_low <= b_high) and np.all(b_low <= a_high))
 
 
 class PanelMouse:
@@ -155,9 +181,13 @@ class ViewerWindow(QMainWindow):
         self.colour_map = str(settings.value("colour_map", "inferno"))
         self.radiological_view = str(settings.value("radiological", "true")).lower() != "false"
         self.bookmarks: set[int] = set()  # axial slices marked for the report
-        self.backgrounds: dict[str, Volume] = {}  # other sequences of the subject on the same grid
+        self.backgrounds: dict[str, Volume] = {}  # other sequences of the subject, on the model input's grid
+        self.sequence_sources: dict[str, Volume] = {}  # those resampled onto it, as loaded (for the readout)
         self.background = ""
         self.worker: ModelWorker | None = None
+        self.scan = None  # xnet_core.native.PlacedScan, once the worker placed the scan for the model
+        self.template_outline: np.ndarray | None = None  # the template's brain mask on the scan's grid
+        self.show_template = False
         self.volume, self.plane = volume, "axial"
         self._cursor = [n // 2 for n in volume.shape]  # RAS (x, y, z) of the sections shown
         self.panels = {"segmentation": SlicePanel("Segmentation", volume.voxel_sizes)}
@@ -165,6 +195,11 @@ class ViewerWindow(QMainWindow):
             self.panels[method] = SlicePanel(METHOD_NAMES[method], volume.voxel_sizes)
             self.panels[method].set_orientation(self.radiological_view, self.plane)
         self.panels["segmentation"].set_orientation(self.radiological_view, self.plane)  # saved setting
+        self.side_panel = SlicePanel("Second sequence", volume.voxel_sizes)  # the side-by-side mode's right panel
+        self.side_panel.set_orientation(self.radiological_view, self.plane)
+        self.side_panel.setVisible(False)
+        self.single_panel = self.side_by_side = False
+        self._side_levels: dict[str, tuple[float, float]] = {}
         self._link_panels()
         self.slider = self._make_slider()
         self.slice_label = QLabel()
@@ -183,6 +218,7 @@ class ViewerWindow(QMainWindow):
         self.background_box.setToolTip("Sequence shown under the overlays (the model always reads its input)")
         self.background_box.currentTextChanged.connect(self.set_background)
         self.model_label = QLabel()
+        self.registration_label = QLabel()
         self.progress_label = QLabel()
         self.readout_label = QLabel()
         self.navigator = LesionNavigator()
@@ -217,12 +253,18 @@ class ViewerWindow(QMainWindow):
             self.worker.stop()
             self.worker = None
         self.volume = volume
-        self.backgrounds, self.background = {}, ""
+        self.scan, self.template_outline = None, None
+        self.registration_label.setText("")
+        self.backgrounds, self.background, self.sequence_sources, self._side_levels = {}, "", {}, {}
         self._fill_background_box()
         self.levels = self.initial_levels = grey_window(volume.data)
-        self.study = Study(volume, prepare(volume, card_normalisation(self.card)), threshold=self.threshold_box.value())
+        normalisation = card_normalisation(self.card)
+        # A scan off the template grid is registered by the worker first: until then, only its head mask.
+        provisional = self.start_model and not is_template_grid(volume)
+        model_input = provisional_input(volume, normalisation) if provisional else prepare(volume, normalisation)
+        self.study = Study(volume, model_input, threshold=self.threshold_box.value())
         self._cursor = [n // 2 for n in volume.shape]
-        for panel in self.panels.values():
+        for panel in self.all_panels():
             panel.set_voxel_sizes(volume.voxel_sizes)
         self.slider.blockSignals(True)
         self.slider.setRange(0, volume.shape[PLANE_AXES[self.plane][2]] - 1)
@@ -242,6 +284,7 @@ class ViewerWindow(QMainWindow):
             self.worker.limeEnded.connect(self._on_lime_ended)
             self.worker.segmentationFinished.connect(self._on_segmentation_finished)
             self.worker.lesionsReady.connect(self._on_lesions)
+            self.worker.placed.connect(self._on_placed)
             self.worker.start(self.current_slice)
         self._refresh()
         self._update_navigator()
@@ -250,21 +293,29 @@ class ViewerWindow(QMainWindow):
 
     def _show_warnings(self) -> None:
         warnings = list(self.volume.warnings)
-        if self.has_model:
-            warnings += self.study.model_input.warnings
+        if self.has_model and self.scan is not None:  # placed: registration and T1 checks are known
+            warnings += self.scan.warnings()
+        elif self.has_model and is_template_grid(self.volume):
             if not looks_like_t1(self.volume, self.study.model_input.brain_mask):
                 warnings.append("This scan does not look T1-weighted (white matter is not brighter than grey "
                                 "matter); X-Net was trained on T1 scans, so its output may be meaningless.")
+        elif self.has_model:
+            warnings.append(f"{self.volume.name} is not on the template grid: it is being registered to the "
+                            "template before the model runs (progress in the status bar).")
         else:
             warnings.append("No model loaded: the scan is shown without segmentation or explanations.")
         self.warnings_label.setText("\n".join(warnings))
         self.warnings_label.setVisible(bool(warnings))
 
     # -- construction ----------------------------------------------------------------------
+    def all_panels(self) -> list[SlicePanel]:
+        """The four panels and the side-by-side mode's second-sequence panel."""
+        return [*self.panels.values(), self.side_panel]
+
     def _link_panels(self) -> None:
         first = self.panels["segmentation"]
         mouse = PanelMouse(self)
-        for panel in self.panels.values():
+        for panel in self.all_panels():
             if panel is not first:
                 panel.view_box.setXLink(first.view_box)
                 panel.view_box.setYLink(first.view_box)
@@ -329,13 +380,17 @@ class ViewerWindow(QMainWindow):
             "save_reader_as": self._action("Save reader mask as…", "Ctrl+Shift+S", self.reader.save_as),
             "bookmark": self._action("Bookmark slice", "B", self.toggle_bookmark),
             "report": self._action("Export report (PDF)…", "Ctrl+P", self.export_report),
+            "template": self._action("Template outline", "T", self.set_show_template, True, False),
+            "side": self._action("Side by side", "D", self.set_side_by_side, True, False),
         }
+        self.actions_by_name["template"].setToolTip(
+            "The template's brain outline, moved onto the scan by the registration: judge the alignment (T)")
         self.actions_by_name["paint"].setToolTip("Paint the reader's lesion mask with the left button (P)")
         self.update_undo_actions()
         toolbar = QToolBar("Overlays")
         toolbar.setMovable(False)
         for name in ("segmentation", "outline", "heatmaps", "radiological", "single", "opacity_down", "opacity_up",
-                     "lime", "cancel", "explain_all"):
+                     "lime", "cancel", "explain_all", "template", "side"):
             toolbar.addAction(self.actions_by_name[name])
         toolbar.addSeparator()
         toolbar.addWidget(QLabel(" threshold "))
@@ -355,6 +410,8 @@ class ViewerWindow(QMainWindow):
         self.addToolBar(reader_bar)
         file_menu = self.menuBar().addMenu("&File")
         file_menu.addAction("Open scan…", QKeySequence.StandardKey.Open, self._choose_scan)
+        file_menu.addAction("Open DICOM folder…", QKeySequence("Ctrl+Shift+O"), self._choose_folder)
+        file_menu.addAction("Add sequence of this patient…", self._choose_sequence)
         self.recent_menu = file_menu.addMenu("Open recent")
         self._fill_recent_menu()
         file_menu.addAction("Choose weights…", self._choose_weights)
@@ -378,7 +435,7 @@ class ViewerWindow(QMainWindow):
         for name in ("paint", "eraser", "brush_down", "brush_up", "fill", "clear", "undo", "redo", "reader_outline"):
             reader_menu.addAction(self.actions_by_name[name])
         view_menu = self.menuBar().addMenu("&View")
-        for name in ("segmentation", "outline", "heatmaps", "radiological", "single", "reader_outline"):
+        for name in ("segmentation", "outline", "heatmaps", "radiological", "single", "reader_outline", "template", "side"):
             view_menu.addAction(self.actions_by_name[name])
         planes = view_menu.addMenu("Plane")
         for key, plane in zip(("Ctrl+1", "Ctrl+2", "Ctrl+3"), PLANES):
@@ -394,6 +451,7 @@ class ViewerWindow(QMainWindow):
         grid.setSpacing(3)
         for index, name in enumerate(("segmentation", "gradcam", "gradcampp", "lime")):
             grid.addWidget(self.panels[name], index // 2, index % 2)
+        grid.addWidget(self.side_panel, 0, 1)  # shown instead of the heatmap panels, side by side
         slider_column = QVBoxLayout()
         slider_column.addWidget(QLabel("S"), 0, Qt.AlignmentFlag.AlignHCenter)
         slider_column.addWidget(self.slider, 1, Qt.AlignmentFlag.AlignHCenter)
@@ -419,6 +477,7 @@ class ViewerWindow(QMainWindow):
     def _make_status_bar(self) -> None:
         self.statusBar().addWidget(self.readout_label, 1)
         self.statusBar().addPermanentWidget(self.progress_label)
+        self.statusBar().addPermanentWidget(self.registration_label)
         self.statusBar().addPermanentWidget(self.model_label)
 
     def _model_text(self) -> str:
@@ -463,7 +522,7 @@ class ViewerWindow(QMainWindow):
     def set_plane(self, plane: str) -> None:
         """Axial (default), coronal or sagittal sections of the same data, in every panel."""
         self.plane = plane
-        for panel in self.panels.values():
+        for panel in self.all_panels():
             panel.set_orientation(self.radiological_view, plane)
         fixed = PLANE_AXES[plane][2]
         self.slider.blockSignals(True)
@@ -499,13 +558,47 @@ class ViewerWindow(QMainWindow):
     def set_radiological(self, on: bool) -> None:
         self.radiological_view = on
         QSettings().setValue("radiological", "true" if on else "false")
-        for panel in self.panels.values():
+        for panel in self.all_panels():
             panel.set_orientation(on, self.plane)
         self._refresh()
 
     def set_single_panel(self, on: bool) -> None:
+        self.single_panel = on
+        self._apply_panel_mode()
+
+    def set_side_by_side(self, on: bool) -> None:
+        """Two sequences next to each other (the background and another one), the model outline on both."""
+        self.side_by_side = on
+        self._apply_panel_mode()
+        self._refresh()
+
+    def _apply_panel_mode(self) -> None:
         for name, panel in self.panels.items():
-            panel.setVisible(not on or name == "segmentation")
+            panel.setVisible(name == "segmentation" or not (self.single_panel or self.side_by_side))
+        self.side_panel.setVisible(self.side_by_side and not self.single_panel)
+
+    def _side_volume(self) -> Volume | None:
+        """The side-by-side mode's second sequence: the model input when another background is shown,
+        else the first other sequence."""
+        if self.background:
+            return self.volume
+        return next(iter(self.backgrounds.values()), None)
+
+    def _draw_side(self, section, mask, pending_rows, template) -> None:
+        panel, other = self.side_panel, self._side_volume()
+        if other is None:
+            panel.title.setText("Second sequence")
+            panel.scan_item.clear()
+            panel.show_status("add another sequence of this patient: File → Add sequence…")
+            return
+        if other.name not in self._side_levels:
+            self._side_levels[other.name] = grey_window(other.data)
+        panel.title.setText(f"{other.name} ({other.sequence})")
+        panel.show_scan(section(other.data), self._side_levels[other.name])
+        panel.show_outline(panel.model_outline_item, mask if self.show_segmentation else None, MODEL_COLOUR,
+                           pending_rows)
+        panel.show_outline(panel.template_item, template, TEMPLATE_COLOUR)
+        panel.show_status("")
 
     def set_mask_opacity(self, percent: int) -> None:
         self.mask_opacity = float(np.clip(percent / 100, 0.0, 1.0))
@@ -539,7 +632,7 @@ class ViewerWindow(QMainWindow):
             self.reader.ensure_read()
             if not self.actions_by_name["reader_outline"].isChecked():
                 self.actions_by_name["reader_outline"].setChecked(True)
-        for panel in self.panels.values():
+        for panel in self.all_panels():
             panel.view_box.setMouseEnabled(x=not on, y=not on)  # no panning under the brush
         self.redraw_reader()
 
@@ -553,7 +646,7 @@ class ViewerWindow(QMainWindow):
     def redraw_reader(self) -> None:
         """Only the reader's layer: a brush stroke repaints this, not the scan or the heatmaps."""
         rgba = self.reader.section_rgba()
-        for panel in self.panels.values():
+        for panel in self.all_panels():
             panel.show_rgba(panel.reader_item, rgba)
 
     def update_undo_actions(self) -> None:
@@ -611,6 +704,26 @@ class ViewerWindow(QMainWindow):
             self.banner.setText(DISCLAIMER + (f"  Model: {intended}" if intended else ""))
             if engine.checkpoint.normalisation != self.study.model_input.normalisation:
                 self.set_volume(self.volume)  # prepare again with the checkpoint's recipe
+
+    def _on_placed(self, scan, template_outline) -> None:
+        """The worker registered the scan (or found it on the template grid)."""
+        self.scan, self.template_outline = scan, template_outline
+        summary = scan.registration_summary()
+        if summary["applied"]:
+            poor = " (poor)" if summary["warning"] else ""
+            self.registration_label.setText(f"registered · similarity {summary['similarity']:.2f}{poor}")
+            self.registration_label.setToolTip(f"{summary['method']}; {summary['seconds']:.0f} s")
+        else:
+            self.registration_label.setText("template grid" if scan.not_registered is None else "not registered")
+        self._show_warnings()
+        self._refresh()
+
+    def set_show_template(self, on: bool) -> None:
+        self.show_template = on
+        if on and self.template_outline is None:
+            self.statusBar().showMessage("The template outline appears once the scan is placed on the template "
+                                         "(registration in progress, or no model loaded).", 8000)
+        self._refresh()
 
     def _on_segmentation_finished(self) -> None:
         self._on_progress("segmentation complete", 1, 1)
@@ -679,8 +792,10 @@ class ViewerWindow(QMainWindow):
         else:
             mask = (section(self.study.probabilities) >= self.study.threshold).astype(np.uint8)
         lut = lookup_table(self.colour_map)
+        template = section(self.template_outline) if self.show_template and self.template_outline is not None else None
         for name, panel in self.panels.items():
             panel.show_scan(section(self._background_volume().data), self.levels)
+            panel.show_outline(panel.template_item, template, TEMPLATE_COLOUR)
             outline_mask = mask if self.show_segmentation and (self.outline_mode or name != "segmentation") else None
             if name == "segmentation":
                 panel.show_outline(panel.model_outline_item, outline_mask, MODEL_COLOUR, pending_rows)
@@ -689,6 +804,8 @@ class ViewerWindow(QMainWindow):
                 hatched = None if axial else self.study.unexplained_slices(name)
                 panel.show_outline(panel.model_outline_item, outline_mask, MODEL_COLOUR, hatched)
                 self._draw_heatmap(panel, name, lut, section)
+        if self.side_by_side:
+            self._draw_side(section, mask, pending_rows, template)
         fixed = PLANE_AXES[self.plane][2]
         mark = "\n★ bookmarked" if z in self.bookmarks else ""
         self.slice_label.setText(f"{'xyz'[fixed]} {index}\nof 0–{self.volume.shape[fixed] - 1}{mark}")
@@ -740,7 +857,7 @@ class ViewerWindow(QMainWindow):
     def _on_hover(self, xy: tuple[int, int] | None) -> None:
         """``xy``: section coordinates under the mouse (RAS (x, y) on axial panels), or None."""
         self._hover = xy
-        for panel in self.panels.values():
+        for panel in self.all_panels():
             panel.set_crosshair(xy)
         self._show_readout()
 
@@ -765,6 +882,10 @@ class ViewerWindow(QMainWindow):
                 parts.append(f"{METHOD_NAMES[method]} {self.study.maps[method][x, y, z]:.3g}")
         if self.reader.read is not None:
             parts.append(f"reader {'lesion' if self.reader.read.mask[x, y, z] else '–'}")
+        for name, background in self.backgrounds.items():
+            source = self.sequence_sources.get(name)
+            value = background.data[x, y, z] if source is None else value_at_world(source, mm[:3])
+            parts.append(f"{name} {float(value):.6g}")
         return "    ".join(parts)
 
     def _show_readout(self) -> None:
@@ -776,14 +897,44 @@ class ViewerWindow(QMainWindow):
 
     # -- sequences -----------------------------------------------------------------------------
     def add_sequence(self, volume: Volume) -> bool:
-        """Another sequence of the subject as a possible background; it must share the model input's grid."""
+        """Another sequence of the subject as a possible background. On another grid it is resampled
+        onto the model input's grid through world coordinates (once, here), so that slice, cursor and
+        zoom stay linked; the readout reads every sequence at the same world point from its own voxels."""
+        from xnet_core.sequences import resample_to_grid
+
         if not same_grid(self.volume, volume):
-            self.show_error(f"{volume.name} is on another grid ({volume.shape}) than {self.volume.name} "
-                            f"({self.volume.shape}); sequences on different grids need registration (not yet).")
-            return False
+            if not _overlap(self.volume, volume):
+                self.show_error(f"{volume.name} does not overlap {self.volume.name} in world coordinates; is it "
+                                "from the same patient and session? It was not added.")
+                return False
+            QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+            try:
+                data = resample_to_grid(volume.data, volume.affine, self.volume.shape, self.volume.affine, order=1)
+            finally:
+                QApplication.restoreOverrideCursor()
+            self.sequence_sources[volume.name] = volume
+            volume = dataclasses.replace(volume, data=data, affine=self.volume.affine.copy())
         self.backgrounds[volume.name] = volume
         self._fill_background_box()
         return True
+
+    def _choose_sequence(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Add a sequence of this patient", "",
+                                              "NIfTI (*.nii *.nii.gz);;All files (*)")
+        if path:
+            self.add_sequence_from(path)
+
+    def add_sequence_from(self, path: str, series: str | None = None) -> bool:
+        """Load a file or DICOM folder (asking which series) and add it as a sequence."""
+        try:
+            volume = load_volume(path, series=series)
+        except SeriesChoiceError as choice:
+            picked = pick_series_dialog(self, choice.series) if series is None else None
+            return picked is not None and self.add_sequence_from(path, picked)
+        except XNetError as exc:
+            self.show_error(f"Cannot add the sequence: {exc}")
+            return False
+        return self.add_sequence(volume)
 
     def _fill_background_box(self) -> None:
         self.background_box.blockSignals(True)
@@ -802,12 +953,16 @@ class ViewerWindow(QMainWindow):
         return self.backgrounds.get(self.background, self.volume)
 
     # -- files ---------------------------------------------------------------------------------
-    def open_scan(self, path: str) -> bool:
-        """Open another NIfTI scan; a file that cannot be read leaves the current scan on screen."""
+    def open_scan(self, path: str, series: str | None = None) -> bool:
+        """Open another scan (NIfTI file or DICOM folder; a folder with several series asks which);
+        one that cannot be read leaves the current scan on screen."""
         if not self.reader.confirm_discard("open another scan"):
             return False
         try:
-            volume = load_volume(path)
+            volume = load_volume(path, series=series)
+        except SeriesChoiceError as choice:
+            picked = pick_series_dialog(self, choice.series) if series is None else None
+            return picked is not None and self.open_scan(path, picked)
         except XNetError as exc:
             self.show_error(f"Cannot open the scan: {exc}")
             return False
@@ -846,6 +1001,11 @@ class ViewerWindow(QMainWindow):
         path, _ = QFileDialog.getOpenFileName(self, "Open scan", "", "NIfTI (*.nii *.nii.gz);;All files (*)")
         if path:
             self.open_scan(path)
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a DICOM folder")
+        if folder:
+            self.open_scan(folder)
 
     def _choose_weights(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose X-Net weights", "", "PyTorch weights (*.pt *.pth)")

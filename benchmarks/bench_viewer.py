@@ -84,8 +84,8 @@ def measure_steps(app: QApplication, window: ViewerWindow, engine: ExplanationEn
     lesion = np.flatnonzero(study.lesion_area_per_slice_mm2() > 0)
     centre = int(lesion[len(lesion) // 2]) if lesion.size else study.volume.shape[2] // 2
     band = list(range(centre - 5, centre + 6))
-    context = engine.context(study.volume, window.worker._context_now().segmentation, study.model_input)
-    for result in engine.explain(context, band, params=ExplainParams(lime_samples=20)):
+    for result in window.worker.slices.explain(band, ("gradcam", "gradcampp", "lime"), ExplainParams(lime_samples=20),
+                                               study.mask(study.threshold), study.threshold):
         study.add_explanation(result)
     window.set_slice(band[0])
     wait_until(app, lambda: all(study.status("gradcam", z) for z in band), 60)

@@ -62,3 +62,63 @@ def _native_result(scan: PlacedScan, z: int, method: str, parts: list[SliceExpla
         seconds=sum(part.seconds for part in used),
         source="computed" if any(part.source == "computed" for part in used) else used[0].source,
     )
+
+
+class _MaskAt:
+    """The part of the Segmentation interface the engine reads: a mask and its area per slice."""
+
+    def __init__(self, mask: np.ndarray, voxel_area_mm2: float) -> None:
+        self.mask = mask
+        self.slice_area_mm2 = mask.sum(axis=(0, 1)).astype(np.float64) * voxel_area_mm2
+
+
+class SliceModel:
+    """The model's answers one displayed slice at a time, for interactive use (the viewer's worker).
+
+    ``probabilities(z)`` and ``explain(zs, ...)`` take native slice numbers. On a registered scan the
+    template slices a native slice needs are predicted once and kept, so neighbouring native slices
+    (which share most of them) cost little; on the template grid this is one model slice per slice.
+    """
+
+    def __init__(self, engine: ExplanationEngine, scan: PlacedScan, model_input) -> None:
+        """``model_input``: ``prepare(scan.model_volume)`` (done by the caller, off the UI thread)."""
+        self.engine, self.scan, self.model_input = engine, scan, model_input
+        self._template_probs = np.zeros(scan.model_volume.shape, np.float32)
+        self._predicted: set[int] = set()
+        self._context: ScanContext | None = None
+
+    def probabilities(self, z: int) -> np.ndarray:
+        """Probabilities of native slice ``z`` on its plane ``[x, y]``."""
+        needed = self.scan.template_slices([z])
+        self._predict([t for t in needed if t not in self._predicted])
+        if self.scan.registration is None:
+            return self._template_probs[:, :, z].copy()
+        if not needed:
+            return np.zeros(self.scan.volume.shape[:2], np.float32)
+        z0, z1 = needed[0], needed[-1]
+        plane = self.scan.registration.native_plane(self._template_probs[:, :, z0:z1 + 1], z0, z)
+        return np.clip(plane, 0.0, 1.0, out=plane)
+
+    def _predict(self, template_slices: list[int]) -> None:
+        brain = [t for t in template_slices if self.model_input.brain_slices[t]]
+        if brain:
+            predicted = self.engine.segmenter.predict(self.model_input.slices[brain])
+            for t, model_plane in zip(brain, predicted):
+                self._template_probs[:, :, t] = self.model_input.geometry.from_model(model_plane)
+        self._predicted.update(template_slices)
+
+    def explain(self, zs: list[int], methods: Iterable[str], params: ExplainParams, native_mask: np.ndarray,
+                threshold: float, on_progress: Callable[[int, int], None] | None = None,
+                should_cancel: Callable[[], bool] | None = None) -> list[SliceExplanation]:
+        """Maps of native slices; the target is the predicted mask at ``threshold`` (``native_mask`` on
+        the template grid; on a registered scan, the template probabilities at that threshold)."""
+        volume = self.scan.model_volume
+        vx, vy, _ = volume.voxel_sizes
+        mask = native_mask if self.scan.registration is None else (
+            self._template_probs >= threshold).astype(np.uint8)
+        segmentation = _MaskAt(mask, vx * vy)
+        if self._context is None:
+            self._context = self.engine.context(volume, segmentation, self.model_input)
+        self._context.segmentation = segmentation
+        return explain_slices(self.engine, self.scan, self._context, zs, methods, params,
+                              on_progress=on_progress, should_cancel=should_cancel)

@@ -1,9 +1,11 @@
 """Regenerate docs/viewer.png: the demo case on its largest lesion slice with all four panels.
 
-Usage: QT_QPA_PLATFORM=offscreen python scripts/screenshot_viewer.py [--reader] [OUT.png]
+Usage: QT_QPA_PLATFORM=offscreen python scripts/screenshot_viewer.py [--reader | --native] [OUT.png]
 (Runs the demo model: whole-volume segmentation, Grad-CAM/Grad-CAM++ and LIME of one slice.)
 ``--reader``: the demo case's ground truth loaded as the reader's mask (both outlines) and the
-comparison dock in front; default output docs/viewer_reader.png.
+comparison dock in front; default output docs/viewer_reader.png. ``--native``: the demo case moved onto
+an oblique whole-head grid (``synthetic.native_case``), registered by the viewer, with the model outline,
+Grad-CAM maps and the template's outline; default output docs/viewer_native.png.
 """
 
 from __future__ import annotations
@@ -33,21 +35,43 @@ def wait(app: QApplication, condition, timeout: float) -> None:
         time.sleep(0.01)
 
 
+def native_demo(folder: Path) -> Path:
+    import nibabel as nib
+
+    from xnet_core.assets import DEMO_SCAN
+    from xnet_core.synthetic import native_case
+
+    image = nib.load(asset_path(DEMO_SCAN)).get_fdata(dtype=np.float32)
+    mask = (np.asarray(nib.load(asset_path(DEMO_LESION)).dataobj) > 0).astype(np.uint8)
+    case = native_case(image, mask)
+    path = folder / "native_demo_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(case.image, case.affine), path)
+    return path
+
+
 def main() -> None:
-    reader = "--reader" in sys.argv
-    arguments = [a for a in sys.argv[1:] if a != "--reader"]
-    default = "viewer_reader.png" if reader else "viewer.png"
+    import tempfile
+
+    reader, native = "--reader" in sys.argv, "--native" in sys.argv
+    arguments = [a for a in sys.argv[1:] if a not in ("--reader", "--native")]
+    default = "viewer_reader.png" if reader else "viewer_native.png" if native else "viewer.png"
     out = Path(arguments[0] if arguments else Path(__file__).resolve().parent.parent / "docs" / default)
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setOrganizationName("xnet-viewer-screenshot")
-    window = ViewerWindow(load_volume(demo_scan_path()), load_checkpoint(demo_weights_path()))
+    scan = native_demo(Path(tempfile.mkdtemp())) if native else demo_scan_path()
+    window = ViewerWindow(load_volume(scan), load_checkpoint(demo_weights_path()))
     window.resize(1600, 1000)
     window.show()
     wait(app, lambda: window.study.segmentation_complete, 600)
     z = int(np.argmax(window.study.lesion_area_per_slice_mm2()))
     window.set_slice(z)
-    window.request_lime()
-    wait(app, lambda: window.study.status("lime", z) is not None and window.study.status("gradcam", z), 900)
+    if native:  # LIME of a native slice means LIME on every template slice it crosses: left out here
+        window.actions_by_name["template"].setChecked(True)
+        window.actions_by_name["outline"].setChecked(True)
+        wait(app, lambda: window.study.status("gradcam", z) is not None, 900)
+    else:
+        window.request_lime()
+        wait(app, lambda: window.study.status("lime", z) is not None and window.study.status("gradcam", z), 900)
     window.set_threshold(0.5)
     if reader:
         window.reader.load(str(asset_path(DEMO_LESION)))

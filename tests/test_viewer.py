@@ -264,10 +264,10 @@ def test_sequences_on_the_same_grid_become_backgrounds(window, stored, tmp_path)
     np.testing.assert_array_equal(window.panels["gradcam"].scan_item.image, (1000 - window.volume.data)[::-1, :, z])
     elsewhere = tmp_path / "shifted.nii.gz"
     shifted = LPS_AFFINE.copy()
-    shifted[0, 3] += 50
+    shifted[0, 3] += 500  # another grid that does not even overlap: refused
     nib.save(nib.Nifti1Image(array, shifted), elsewhere)
     assert not window.add_sequence(load_volume(elsewhere))
-    assert "another grid" in window.last_error
+    assert "does not overlap" in window.last_error
 
 
 def test_open_a_corrupt_file_shows_the_error_and_keeps_the_scan(window, tmp_path):

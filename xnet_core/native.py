@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
-from xnet_core.inference import Segmentation, Segmenter
-from xnet_core.preprocess import (MODEL_HEIGHT, MODEL_WIDTH, ModelInput, is_template_grid, looks_like_t1, prepare,
-                                  template_brain_mask, window_for)
+from xnet_core.preprocess import (MODEL_HEIGHT, MODEL_WIDTH, ModelInput, foreground_mask, is_template_grid,
+                                  looks_like_t1, prepare, template_brain_mask, window_for)
 from xnet_core.registration import Registration, register
 from xnet_core.volume import Volume
+
+if TYPE_CHECKING:  # torch stays off the viewer's path to its first frame
+    from xnet_core.inference import Segmentation, Segmenter
 
 NOT_T1_SEQUENCES = ("DWI", "ADC", "FLAIR", "T2w")
 MIN_EXTENT_MM = 100.0  # smaller fields of view hold no whole brain to register (a slab, a test volume)
@@ -53,11 +55,7 @@ class PlacedScan:
         never sees the latter (its ``slices`` are empty): it reads ``model_volume``."""
         if self.registration is None:
             return prepare(self.volume, normalisation)
-        brain = self.registration.brain_mask
-        return ModelInput(slices=np.zeros((0, MODEL_HEIGHT, MODEL_WIDTH), np.float32),
-                          geometry=window_for(self.volume, brain), brain_mask=brain,
-                          brain_slices=brain.any(axis=(0, 1)), normalisation=normalisation,
-                          on_template_grid=False)
+        return _display_only(self.volume, self.registration.brain_mask, normalisation)
 
     def warnings(self) -> list[str]:
         """The intended-use and registration warnings (the demo model and X-Net read T1s)."""
@@ -73,6 +71,18 @@ class PlacedScan:
             out.append(f"{self.volume.name}: white matter is not brighter than grey matter, so this does not "
                        "look like a T1-weighted scan; X-Net and the demo model were trained on T1s.")
         return out
+
+
+def provisional_input(volume: Volume, normalisation: str) -> ModelInput:
+    """Before registration (the viewer shows the scan at once): a foreground mask says which slices
+    hold a head; the model reads nothing from it."""
+    return _display_only(volume, foreground_mask(volume.data), normalisation)
+
+
+def _display_only(volume: Volume, brain: np.ndarray, normalisation: str) -> ModelInput:
+    return ModelInput(slices=np.zeros((0, MODEL_HEIGHT, MODEL_WIDTH), np.float32),
+                      geometry=window_for(volume, brain), brain_mask=brain, brain_slices=brain.any(axis=(0, 1)),
+                      normalisation=normalisation, on_template_grid=False)
 
 
 def place(volume: Volume, device: str = "cpu", use_cache: bool = True,

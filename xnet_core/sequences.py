@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 from xnet_core.volume import Volume, load_volume, same_grid
 
@@ -44,6 +43,8 @@ def resample_to_grid(
     is_bool = data.dtype == np.bool_
     source = data.view(np.uint8) if is_bool else data
     out_dtype = source.dtype if order == 0 else np.float32
+    from scipy import ndimage  # ~0.3 s to import: not on the viewer's path to its first frame
+
     result = ndimage.affine_transform(
         source,
         target_to_source[:3, :3],
@@ -74,6 +75,8 @@ def value_at_world(volume: Volume, xyz_mm: np.ndarray | Sequence[float], order: 
     upper = np.asarray(volume.shape, dtype=np.float64) - 0.5
     if not (np.all(voxel >= -0.5) and np.all(voxel <= upper)):
         return float("nan")
+    from scipy import ndimage
+
     value = ndimage.map_coordinates(volume.data, voxel.reshape(3, 1), order=order, mode="nearest")
     return float(value[0])
 
