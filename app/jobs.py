@@ -61,7 +61,7 @@ class ModelWorker(QObject):
     limeEnded = Signal(int, str)  # z, "done" | "cancelled"
     ready = Signal(object)  # the ExplanationEngine, once built on the worker thread
     lesionsReady = Signal(float, object)  # threshold, the study's lesion rows at that threshold
-    placed = Signal(object, object)  # PlacedScan, the template's brain mask on the scan's grid
+    placed = Signal(object, object, object)  # PlacedScan, the template's brain mask on its grid, its warnings
 
     def __init__(self, engine, study: Study, params=None) -> None:
         """``engine`` or a function that builds one: building (model copies, BN folding) then runs
@@ -194,7 +194,8 @@ class ModelWorker(QObject):
             self.study.use_model_input(scan.display_input(model_input.normalisation))
             template_outline = scan.registration.to_native(template_brain_mask(), order=0)
         self.slices = SliceModel(self.engine, scan, model_input)
-        self.placed.emit(scan, template_outline)
+        # The T1 check reads medians over the whole brain (~80 ms): here, not on the UI thread.
+        self.placed.emit(scan, template_outline, scan.warnings())
 
     def _next_task(self):
         with self._wake:

@@ -36,8 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="xnet-viewer", description=f"View a brain MRI scan slice by slice. {DISCLAIMER}"
     )
     parser.add_argument("scans", nargs="*", metavar="SCAN",
-                        help="NIfTI scan(s) of one subject on one grid (.nii or .nii.gz): the T1 (or the first) "
-                             "feeds the model, the others can be the background; default: the bundled demo scan")
+                        help="scans of one subject (NIfTI files or DICOM folders, any grids): the T1 (or the "
+                             "first) feeds the model, the others can be the background; default: the demo scan")
+    parser.add_argument("--series", metavar="UID|NUMBER",
+                        help="the DICOM series to open when a folder holds several")
     parser.add_argument("--weights", metavar="CKPT", help="X-Net checkpoint (default: the bundled demo model)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"), help="compute device")
     parser.add_argument("--version", action="version", version=f"xnet-viewer {__version__}")
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="xnet-viewer: %(levelname)s: %(message)s")
     try:
-        volumes = [load_volume(path) for path in args.scans or [demo_scan_path()]]
+        volumes = [load_volume(path, series=args.series) for path in args.scans or [demo_scan_path()]]
     except XNetError as exc:
         print(f"xnet-viewer: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -45,7 +45,7 @@ from xnet_core import DISCLAIMER, __version__
 from xnet_core.errors import SeriesChoiceError, XNetError
 from xnet_core.cards import card_normalisation, read_sidecar_card
 from xnet_core.native import provisional_input
-from xnet_core.preprocess import is_template_grid, looks_like_t1, prepare
+from xnet_core.preprocess import is_template_grid, prepare
 from xnet_core.sequences import value_at_world
 from xnet_core.volume import Volume, load_volume, same_grid
 
@@ -256,6 +256,7 @@ class ViewerWindow(QMainWindow):
         self.scan, self.template_outline = None, None
         self.registration_label.setText("")
         self.backgrounds, self.background, self.sequence_sources, self._side_levels = {}, "", {}, {}
+        self._levels_by_background: dict[str, tuple] = {}
         self._fill_background_box()
         self.levels = self.initial_levels = grey_window(volume.data)
         normalisation = card_normalisation(self.card)
@@ -294,12 +295,8 @@ class ViewerWindow(QMainWindow):
     def _show_warnings(self) -> None:
         warnings = list(self.volume.warnings)
         if self.has_model and self.scan is not None:  # placed: registration and T1 checks are known
-            warnings += self.scan.warnings()
-        elif self.has_model and is_template_grid(self.volume):
-            if not looks_like_t1(self.volume, self.study.model_input.brain_mask):
-                warnings.append("This scan does not look T1-weighted (white matter is not brighter than grey "
-                                "matter); X-Net was trained on T1 scans, so its output may be meaningless.")
-        elif self.has_model:
+            warnings += self._placed_warnings
+        elif self.has_model and not is_template_grid(self.volume):
             warnings.append(f"{self.volume.name} is not on the template grid: it is being registered to the "
                             "template before the model runs (progress in the status bar).")
         else:
@@ -705,9 +702,9 @@ class ViewerWindow(QMainWindow):
             if engine.checkpoint.normalisation != self.study.model_input.normalisation:
                 self.set_volume(self.volume)  # prepare again with the checkpoint's recipe
 
-    def _on_placed(self, scan, template_outline) -> None:
+    def _on_placed(self, scan, template_outline, warnings: list[str]) -> None:
         """The worker registered the scan (or found it on the template grid)."""
-        self.scan, self.template_outline = scan, template_outline
+        self.scan, self.template_outline, self._placed_warnings = scan, template_outline, warnings
         summary = scan.registration_summary()
         if summary["applied"]:
             poor = " (poor)" if summary["warning"] else ""
@@ -945,8 +942,14 @@ class ViewerWindow(QMainWindow):
         self.background_box.setEnabled(bool(self.backgrounds))
 
     def set_background(self, name: str) -> None:
+        """Show another sequence under the overlays; each keeps the window/level it was last given."""
+        self._levels_by_background[self.background] = (self.levels, self.initial_levels)
         self.background = name if name in self.backgrounds else ""
-        self.levels = self.initial_levels = grey_window(self._background_volume().data)
+        remembered = self._levels_by_background.get(self.background)
+        if remembered is None:
+            initial = grey_window(self._background_volume().data)
+            remembered = (initial, initial)
+        self.levels, self.initial_levels = remembered
         self._refresh()
 
     def _background_volume(self) -> Volume:

@@ -8,6 +8,12 @@ Offscreen Qt, 1600x1000 window, the demo case, all four panels and every overlay
   has repainted (forced repaint of each view).
 * ``first_image_s``: from starting the ``xnet-viewer`` process (imports included) until the first
   painted frame with the scan (the app writes the time when ``XNET_VIEWER_FIRST_FRAME`` is set).
+* ``multiseq_step_p95_ms``: the same stepping with a second sequence on another grid (the demo T1
+  resampled onto an oblique 0.9 x 0.9 x 4 mm grid with inverted contrast, like a FLAIR) as the panels'
+  background; it is resampled onto the model input's grid once when added (``add_sequence_s``), so
+  every slice, first visit included, costs the same. ``multiseq_switch_p95_ms``: switching the
+  background between the two sequences, repainted. ``side_by_side_step_p95_ms``: stepping in the
+  side-by-side mode.
 * ``max_stall_ms``: the longest gap between 5 ms timer ticks of the UI thread from the scan on screen
   until the whole-volume segmentation ends, model load included: the larger of two runs, one in this
   process (torch already imported) and one of the app in a fresh process (``XNET_VIEWER_STALLS``),
@@ -89,8 +95,32 @@ def measure_steps(app: QApplication, window: ViewerWindow, engine: ExplanationEn
         study.add_explanation(result)
     window.set_slice(band[0])
     wait_until(app, lambda: all(study.status("gradcam", z) for z in band), 60)
-    views = [panel.graphics_view.viewport() for panel in window.panels.values()]
+    return step_times(app, window, band, steps)
+
+
+def flair_like(volume):
+    """The demo T1 on an oblique, thick-slice grid with inverted contrast: a second sequence."""
+    import dataclasses
+
+    import nibabel as nib
+
+    from xnet_core.sequences import resample_to_grid
+    from xnet_core.synthetic import rotation
+
+    affine = rotation((8.0, 0.0, 12.0)) @ np.diag([0.9, 0.9, 4.0, 1.0])
+    shape = (220, 260, 45)
+    centre = volume.affine @ np.r_[(np.array(volume.shape) - 1) / 2, 1.0]
+    affine[:3, 3] = centre[:3] - affine[:3, :3] @ ((np.array(shape) - 1) / 2)
+    data = resample_to_grid(volume.data, volume.affine, shape, affine, order=1)
+    inverted = np.where(data > 0, float(data.max()) - data, 0).astype(np.float32)
+    return dataclasses.replace(volume, data=inverted, affine=affine, source_header=nib.Nifti1Header(),
+                               source_affine=affine, source_shape=shape, name="demo_FLAIR-like", sequence="FLAIR")
+
+
+def step_times(app: QApplication, window: ViewerWindow, band: list[int], steps: int) -> list[float]:
+    views = [panel.graphics_view.viewport() for panel in window.all_panels() if panel.isVisible()]
     times, direction = [], 1
+    window.set_slice(band[0])
     for _ in range(steps):
         if not band[0] <= window.current_slice + direction <= band[-1]:
             direction = -direction
@@ -101,6 +131,35 @@ def measure_steps(app: QApplication, window: ViewerWindow, engine: ExplanationEn
             view.repaint()
         times.append((time.perf_counter() - started) * 1000)
     return times
+
+
+def measure_multiseq(app: QApplication, window: ViewerWindow, steps: int) -> dict[str, float]:
+    study = window.study
+    lesion = np.flatnonzero(study.lesion_area_per_slice_mm2() > 0)
+    centre = int(lesion[len(lesion) // 2]) if lesion.size else study.volume.shape[2] // 2
+    band = list(range(centre - 5, centre + 6))
+    second = flair_like(window.volume)
+    started = time.perf_counter()
+    window.add_sequence(second)
+    add_s = time.perf_counter() - started
+    window.background_box.setCurrentIndex(1)
+    stepping = step_times(app, window, band, steps)
+    views = [panel.graphics_view.viewport() for panel in window.all_panels() if panel.isVisible()]
+    switches = []
+    for index in range(60):
+        started = time.perf_counter()
+        window.background_box.setCurrentIndex(index % 2)
+        for view in views:
+            view.repaint()
+        switches.append((time.perf_counter() - started) * 1000)
+    window.actions_by_name["side"].setChecked(True)
+    app.processEvents()
+    side = step_times(app, window, band, steps)
+    window.actions_by_name["side"].setChecked(False)
+    return {"multiseq_step_p95_ms": float(np.percentile(stepping, 95)),
+            "multiseq_step_p50_ms": float(np.percentile(stepping, 50)),
+            "multiseq_switch_p95_ms": float(np.percentile(switches, 95)),
+            "side_by_side_step_p95_ms": float(np.percentile(side, 95)), "add_sequence_s": add_s}
 
 
 def measure_launch(launches: int) -> list[float]:
@@ -141,9 +200,14 @@ def main() -> None:
         max_stall, seg_s, window = measure_stalls(app, checkpoint, Path(cache))
         print(f"whole-volume segmentation in the background: {seg_s:.1f} s; longest UI stall {max_stall:.1f} ms")
         times = measure_steps(app, window, window.engine, args.steps)
+        multiseq = measure_multiseq(app, window, args.steps)
         window.close()
     p50, p95 = float(np.percentile(times, 50)), float(np.percentile(times, 95))
     print(f"slice step, 4 panels, all overlays: p50 {p50:.1f} ms, p95 {p95:.1f} ms over {len(times)} steps")
+    print(f"second sequence on another grid ({multiseq['add_sequence_s']:.2f} s to add, resampled once): step "
+          f"p50 {multiseq['multiseq_step_p50_ms']:.1f} ms, p95 {multiseq['multiseq_step_p95_ms']:.1f} ms; background "
+          f"switch p95 {multiseq['multiseq_switch_p95_ms']:.1f} ms; side by side step p95 "
+          f"{multiseq['side_by_side_step_p95_ms']:.1f} ms")
     app_stalls = measure_app_stalls()
     print(f"the app in a fresh process (model and torch load on its worker thread): longest UI stalls "
           f"{', '.join(f'{g:.0f}' for g in app_stalls[:5])} ms until the segmentation ends")
@@ -153,7 +217,9 @@ def main() -> None:
     print(f"first image after process start: median {first:.2f} s over {len(launches)} launches "
           f"({', '.join(f'{t:.2f}' for t in launches)})")
     print(json.dumps({"step_p50_ms": round(p50, 2), "step_p95_ms": round(p95, 2), "first_image_s": round(first, 3),
-                      "max_stall_ms": round(max_stall, 1), "device": str(window.engine.device),
+                      "max_stall_ms": round(max_stall, 1),
+                      **{key: round(value, 2) for key, value in multiseq.items() if key != "multiseq_step_p50_ms"},
+                      "device": str(window.engine.device),
                       "cpu_bf16": cpu_has_bf16(), "torch": torch.__version__}))
 
 
