@@ -83,7 +83,8 @@ def main() -> None:
         window.reader.read.saved_revision = window.reader.read.revision  # a screenshot, nothing to save
         window.reader.show_source()
     app.processEvents()
-    window.grab().scaledToWidth(1080 if reader or native else 1120, Qt.TransformationMode.SmoothTransformation).save(str(out))
+    window.grab().scaledToWidth(1080 if reader or native else 1120, Qt.TransformationMode.SmoothTransformation).save(
+        str(out), "PNG", 0)  # 0: the strongest PNG compression (lossless either way)
     print(f"slice z {z}: {out} ({out.stat().st_size / 1024:.0f} KB)")
     window.close()
 
