@@ -442,6 +442,7 @@ class ViewerWindow(QMainWindow):
             presets.addAction(f"{low:g}–{high:g} % of brain intensities",
                               lambda lo=low, hi=high: self.set_window_percentiles(lo, hi))
         view_menu.addAction("Reset window/level", self.reset_window)
+        self.model_input_menu = view_menu.addMenu("Sequence that feeds the model")
 
     def _layout(self) -> QWidget:
         grid = QGridLayout()
@@ -940,6 +941,26 @@ class ViewerWindow(QMainWindow):
         self.background_box.addItems(list(self.backgrounds))
         self.background_box.blockSignals(False)
         self.background_box.setEnabled(bool(self.backgrounds))
+        self.model_input_menu.clear()
+        for name in (self.volume.name, *self.backgrounds):
+            action = self.model_input_menu.addAction(name, lambda n=name: self.set_model_input(n))
+            action.setCheckable(True)
+            action.setChecked(name == self.volume.name)
+
+    def set_model_input(self, name: str) -> bool:
+        """Another loaded sequence feeds the model (the T1 does by default): the study starts again on its
+        grid (registered if need be) and the other sequences stay as backgrounds."""
+        sequences = {self.volume.name: self.volume,
+                     **{n: self.sequence_sources.get(n, v) for n, v in self.backgrounds.items()}}
+        if name not in sequences or name == self.volume.name:
+            return False
+        if not self.reader.confirm_discard("change the sequence that feeds the model"):
+            return False
+        chosen = sequences.pop(name)
+        self.set_volume(chosen)
+        for other in sequences.values():
+            self.add_sequence(other)
+        return True
 
     def set_background(self, name: str) -> None:
         """Show another sequence under the overlays; each keeps the window/level it was last given."""

@@ -84,6 +84,11 @@ def test_sequences_on_different_grids_share_world_points_and_sit_side_by_side(qt
     np.testing.assert_allclose(right[covered], left[covered], atol=0.5)
     window.actions_by_name["side"].setChecked(False)
     assert window.side_panel.isHidden() and not window.panels["gradcam"].isHidden()
+    assert window.set_model_input("patient_FLAIR")  # the FLAIR feeds the model; the T1 becomes a background
+    assert window.volume is flair and list(window.backgrounds) == ["patient_T1w"]
+    assert window.backgrounds["patient_T1w"].shape == flair.shape
+    world = flair.affine @ np.array([12, 14, 5, 1.0])
+    assert f"patient_T1w {value_at_world(t1, world[:3]):.6g}" in window.readout((12, 14, 5))
 
 
 @pytest.fixture(scope="module")
