@@ -169,13 +169,17 @@ def placed_scan(args: argparse.Namespace, device: str):
     from xnet_core.volume import load_volume
 
     if args.save_transform:
+        from xnet_core.registration import check_transform_path
+
         _check_output(args.save_transform, [args.input])
+        check_transform_path(args.save_transform)
     volume = load_volume(args.input, args.volume, series=args.series)
     scan = place(volume, device=device, use_cache=not args.no_cache,
                  on_progress=_ProgressBar(f"registering {volume.name} to the template", unit="steps"))
     if args.save_transform:
         if scan.registration is None:
-            raise XNetError(f"--save-transform: {volume.name} is already on the template grid; there is no "
+            why = scan.not_registered or "it is already on the template grid"
+            raise XNetError(f"--save-transform: {volume.name} was not registered ({why}); there is no "
                             "transform to save.")
         scan.registration.save_transform(args.save_transform, volume.name)
     return scan

@@ -40,7 +40,8 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
     slices = lesion_slices(model_mask, reader_mask) if chosen == LESION else chosen
     params = ExplainParams()
     results = explain_slices(engine, scan, engine.context(scan.model_volume, on_template), slices, methods, params,
-                             on_progress=progress_bar(f"explaining {volume.name}", unit="model passes"))
+                             on_progress=progress_bar(f"explaining {volume.name}", unit="model passes"),
+                             native_mask=segmentation.mask)
 
     maps = {m: np.zeros(volume.shape, np.float32) for m in methods}
     status: dict[int, dict[str, str]] = {z: {} for z in slices}

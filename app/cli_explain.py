@@ -60,11 +60,13 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
         print(f"{volume.name}: no lesion predicted on any slice; nothing to explain (use --slices to choose).")
     if "lime" in methods and len(slices) > FEW_LIME_SLICES:
         per_sample = seconds_per_sample(engine, context)
-        minutes = per_sample * params.lime_samples * len(slices) / 60
+        model_slices = len(scan.template_slices(slices))  # a registered scan's slice crosses several
+        minutes = per_sample * params.lime_samples * model_slices / 60
         print(f"LIME on {len(slices)} slices x {params.lime_samples} samples: about {minutes:.0f} min "
               f"on {engine.device.type} (maps already in the cache are not recomputed).", flush=True)
     results = explain_slices(engine, scan, context, slices, methods, params,
-                             on_progress=progress_bar(f"explaining {volume.name}", unit="model passes"))
+                             on_progress=progress_bar(f"explaining {volume.name}", unit="model passes"),
+                             native_mask=segmentation.mask)
 
     maps = {m: np.zeros(volume.shape, np.float32) for m in methods}
     per_slice: dict[int, dict] = {z: {"z": z, "methods": {}} for z in slices}

@@ -57,13 +57,15 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
               "(use --slices to choose slices).")
     needed = maps_needed(study, slices, methods)
     if "lime" in methods and len(slices) > FEW_LIME_SLICES:
-        minutes = seconds_per_sample(engine, context) * ExplainParams().lime_samples * len(slices) / 60
+        model_slices = len(scan.template_slices(slices))  # a registered scan's slice crosses several
+        minutes = seconds_per_sample(engine, context) * ExplainParams().lime_samples * model_slices / 60
         print(f"LIME on {len(slices)} slices: about {minutes:.0f} min on {engine.device.type} (maps already in "
               "the cache are not recomputed; --methods gradcam,gradcampp leaves LIME out).", flush=True)
     for group in ([m for m in methods if m != "lime"], [m for m in methods if m == "lime"]):
         if group:
             for result in explain_slices(engine, scan, context, needed[group[0]], group, ExplainParams(),
-                                         on_progress=progress_bar(f"explaining {volume.name}", unit="model passes")):
+                                         on_progress=progress_bar(f"explaining {volume.name}", unit="model passes"),
+                                         native_mask=segmentation.mask):
                 study.add_explanation(result)
     application = QGuiApplication.instance() or QGuiApplication([sys.argv[0]])  # fonts and painting need one
     inputs = ReportInputs(

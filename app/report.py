@@ -85,6 +85,8 @@ def maps_needed(study: Study, slices: list[int], methods: list[str]) -> dict[str
 
 def registration_line(summary: dict, scan_name: str) -> str:
     """How the scan reached the model: already on the template grid, or registered (with its figure)."""
+    if not summary.get("applied") and summary.get("warning"):
+        return f"Model input: {scan_name} itself, not registered: {summary['warning']}."
     if not summary.get("applied"):
         return f"Model input: {scan_name} itself (on the 1 mm MNI template grid; no registration needed)."
     line = (f"Model input: {scan_name} registered to the MNI template ({summary['method']}); similarity "

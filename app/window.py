@@ -249,9 +249,7 @@ class ViewerWindow(QMainWindow):
 
     def set_volume(self, volume: Volume) -> None:
         """Show ``volume``: a fresh study and model worker; the previous scan's work stops."""
-        if self.worker is not None:
-            self.worker.stop()
-            self.worker = None
+        self._retire_worker()
         self.volume = volume
         self.scan, self.template_outline = None, None
         self.registration_label.setText("")
@@ -291,6 +289,18 @@ class ViewerWindow(QMainWindow):
         self._update_navigator()
         self._on_hover(None)  # no crosshair until the mouse is over a panel
         self.panels["segmentation"].view_box.autoRange(padding=0.02)
+
+    def _retire_worker(self) -> None:
+        """Stop the current scan's worker without waiting for its step to end (a registration step can
+        take seconds; it checks for the stop between steps and its signals are ignored from now on)."""
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.stop(timeout=0.2)
+
+    def _stale(self) -> bool:
+        """A signal from a worker of an earlier scan (queued before it was retired)."""
+        sender = self.sender()
+        return sender is not None and isinstance(sender, ModelWorker) and sender is not self.worker
 
     def _show_warnings(self) -> None:
         warnings = list(self.volume.warnings)
@@ -678,6 +688,8 @@ class ViewerWindow(QMainWindow):
 
     # -- model results ---------------------------------------------------------------------
     def _on_slice_segmented(self, z: int, _plane) -> None:
+        if self._stale():
+            return
         self.study_changed.emit()
         if z == self.current_slice or self.plane != "axial":
             self._refresh()
@@ -685,6 +697,8 @@ class ViewerWindow(QMainWindow):
             self._show_readout()
 
     def _on_explained(self, result: SliceExplanation) -> None:
+        if self._stale():
+            return
         if result.params.get("threshold", self.study.threshold) != self.study.threshold:
             return  # computed for the mask of a threshold no longer shown
         self.study.add_explanation(result)
@@ -694,6 +708,8 @@ class ViewerWindow(QMainWindow):
             self._refresh()
 
     def _on_engine_ready(self, engine: "ExplanationEngine") -> None:
+        if self._stale():
+            return
         self.engine, self.checkpoint = engine, engine.checkpoint
         self.model_label.setText(self._model_text())
         if engine.checkpoint.card != self.card:  # weights loaded by the worker: their own card rules
@@ -705,6 +721,8 @@ class ViewerWindow(QMainWindow):
 
     def _on_placed(self, scan, template_outline, warnings: list[str]) -> None:
         """The worker registered the scan (or found it on the template grid)."""
+        if self._stale():
+            return
         self.scan, self.template_outline, self._placed_warnings = scan, template_outline, warnings
         summary = scan.registration_summary()
         if summary["applied"]:
@@ -724,6 +742,8 @@ class ViewerWindow(QMainWindow):
         self._refresh()
 
     def _on_segmentation_finished(self) -> None:
+        if self._stale():
+            return
         self._on_progress("segmentation complete", 1, 1)
         self.reader.model_changed()  # the worker sends the lesion table next
 
@@ -748,14 +768,21 @@ class ViewerWindow(QMainWindow):
         self.navigator.set_current(self.current_slice)
 
     def _on_lesions(self, threshold: float, rows: list) -> None:
+        if self._stale():
+            return
         if threshold == self.study.threshold:  # a newer threshold's table is on its way otherwise
             self.navigator.show_lesions(self.study, rows)
 
     def _on_progress(self, task: str, done: int, total: int) -> None:
+        if self._stale():
+            return
         self.progress_label.setText(f"{task} {done}/{total}" if done < total else f"{task}: done")
 
     def _on_failed(self, message: str) -> None:
         """The model could not run (e.g. unreadable weights): the scan stays, the problem is shown."""
+        if self._stale():
+            return
+        self.worker = None  # its thread has ended: exports stop waiting for it
         self.statusBar().showMessage(message, 15000)
         self.progress_label.setText("model stopped")
         self.model_label.setText("no model")
@@ -763,6 +790,8 @@ class ViewerWindow(QMainWindow):
         self.warnings_label.setVisible(True)
 
     def _on_lime_ended(self, z: int, how: str) -> None:
+        if self._stale():
+            return
         self.progress_label.setText(f"LIME z {z}: {how}")
         self._refresh()
 
@@ -977,16 +1006,16 @@ class ViewerWindow(QMainWindow):
         return self.backgrounds.get(self.background, self.volume)
 
     # -- files ---------------------------------------------------------------------------------
-    def open_scan(self, path: str, series: str | None = None) -> bool:
+    def open_scan(self, path: str, series: str | None = None, confirmed: bool = False) -> bool:
         """Open another scan (NIfTI file or DICOM folder; a folder with several series asks which);
         one that cannot be read leaves the current scan on screen."""
-        if not self.reader.confirm_discard("open another scan"):
+        if not confirmed and not self.reader.confirm_discard("open another scan"):
             return False
         try:
             volume = load_volume(path, series=series)
         except SeriesChoiceError as choice:
             picked = pick_series_dialog(self, choice.series) if series is None else None
-            return picked is not None and self.open_scan(path, picked)
+            return picked is not None and self.open_scan(path, picked, confirmed=True)
         except XNetError as exc:
             self.show_error(f"Cannot open the scan: {exc}")
             return False
@@ -1003,9 +1032,7 @@ class ViewerWindow(QMainWindow):
         except XNetError as exc:
             self.show_error(f"Cannot use these weights: {exc}")
             return False
-        if self.worker is not None:
-            self.worker.stop()
-            self.worker = None
+        self._retire_worker()
         self.checkpoint, self.card, self.engine = checkpoint, checkpoint.card, None
         self.has_model = self.start_model = True
         self.model_label.setText("loading the model…")

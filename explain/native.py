@@ -14,7 +14,7 @@ import numpy as np
 
 from explain.engine import ExplainParams, ExplanationEngine, ScanContext, SliceExplanation
 from explain.methods import check_methods
-from explain.targets import TargetSpec
+from explain.targets import NO_LESION, TargetSpec
 from xnet_core.native import PlacedScan
 
 
@@ -27,20 +27,37 @@ def explain_slices(
     params: ExplainParams = ExplainParams(),
     on_progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    native_mask: np.ndarray | None = None,
 ) -> list[SliceExplanation]:
-    """Maps of native ``slices`` x ``methods`` on the scan's own grid."""
+    """Maps of native ``slices`` x ``methods`` on the scan's own grid.
+
+    ``native_mask``: the predicted mask on the scan's grid; a native slice without lesion of its own
+    gets no map (as on the template grid) even when a template slice it crosses has one, and the
+    target's size is counted in the scan's own voxels.
+    """
     methods = check_methods(methods)
     slices = [int(z) for z in dict.fromkeys(slices)]
     if scan.registration is None:
         return engine.explain(template_context, slices, methods, params, TargetSpec(),
                               on_progress=on_progress, should_cancel=should_cancel)
-    per_native = {z: scan.template_slices([z]) for z in slices}
+    own_lesion = {z: native_mask is None or bool(native_mask[:, :, z].any()) for z in slices}
+    per_native = {z: scan.template_slices([z]) if own_lesion[z] else [] for z in slices}
     needed = sorted(set(t for ts in per_native.values() for t in ts))
     results = engine.explain(template_context, needed, methods, params, TargetSpec(),
                              on_progress=on_progress, should_cancel=should_cancel)
     by_key = {(r.method, r.z): r for r in results}
-    return [_native_result(scan, z, method, [by_key[(method, t)] for t in per_native[z]], params)
-            for z in slices for method in methods]
+    out = []
+    for z in slices:
+        for method in methods:
+            if not own_lesion[z]:
+                out.append(SliceExplanation(method, z, NO_LESION, None, "none", 0,
+                                            {**params.for_method(method), "template_slices": []}))
+                continue
+            result = _native_result(scan, z, method, [by_key[(method, t)] for t in per_native[z]], params)
+            if native_mask is not None and result.ok:
+                result.target_area = int(native_mask[:, :, z].sum())  # the scan's own voxels
+            out.append(result)
+    return out
 
 
 def _native_result(scan: PlacedScan, z: int, method: str, parts: list[SliceExplanation],
@@ -121,4 +138,5 @@ class SliceModel:
             self._context = self.engine.context(volume, segmentation, self.model_input)
         self._context.segmentation = segmentation
         return explain_slices(self.engine, self.scan, self._context, zs, methods, params,
-                              on_progress=on_progress, should_cancel=should_cancel)
+                              on_progress=on_progress, should_cancel=should_cancel,
+                              native_mask=None if self.scan.registration is None else native_mask)

@@ -145,3 +145,18 @@ def test_explain_maps_of_a_native_slice_come_from_the_template_slices_it_crosses
     assert result.params["template_slices"] and set(result.params["template_slices"]) <= set(
         scan.template_slices([z]))
     assert np.isfinite(result.map).all() and result.map.max() > 0
+
+
+def test_a_stop_during_n4_ends_the_registration_at_once(native) -> None:
+    from xnet_core.errors import Cancelled
+
+    _, _, volume, _ = native
+    calls = []
+
+    def should_cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 1  # not after brain extraction; from N4's first iteration on
+
+    with pytest.raises(Cancelled, match="after N4"):
+        register(volume, use_cache=False, should_cancel=should_cancel)
+    assert len(calls) < 80  # ITK's N4 honours Abort within its first fitting level here, not after all 130

@@ -122,9 +122,13 @@ def segment(segmenter: Segmenter, scan: PlacedScan, slices: Iterable[int] | None
     np.clip(probabilities, 0.0, 1.0, out=probabilities)
     n_z = scan.volume.shape[2]
     requested = list(range(n_z)) if chosen is None else chosen
-    done = set(on_template.computed_slices)
+    # Template slices without brain were answered too (nothing to compute): all requested ones count.
+    done = set(on_template.requested_slices)
     computed = [z for z in requested if set(registration.template_slices_for([z])) <= done
                 and registration.brain_mask[:, :, z].any()]
+    # Native slices next to the chosen ones cross the same template slices: they were not asked for.
+    not_computed = np.setdiff1d(np.arange(n_z), computed)
+    probabilities[:, :, not_computed] = 0.0
     timings = {**on_template.timings_s, "map_back": time.perf_counter() - started}
     native = segmenter.from_probabilities(scan.volume, probabilities, requested, computed, timings,
                                           [w for w in on_template.warnings if "template grid" not in w])

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -139,10 +140,7 @@ class Registration:
     # -- saving --------------------------------------------------------------------------------
     def save_transform(self, path: str | Path, scan_name: str = "") -> Path:
         """``.json`` (RAS 4x4 matrices, ours) or ``.tfm``/``.txt`` (ITK: LPS, fixed = template)."""
-        path = Path(path)
-        if not path.name.lower().endswith(TRANSFORM_SUFFIXES):
-            raise XNetError(f"--save-transform {path}: use a .json file (RAS matrices) or .tfm (ITK, for "
-                            "ANTs/Slicer/ITK-SNAP).")
+        path = check_transform_path(path)
         if path.name.lower().endswith(".json"):
             write_json_atomic(path, {
                 "scan": scan_name, "template": Path(TEMPLATE_T1).name, **self.summary(),
@@ -153,10 +151,27 @@ class Registration:
 
         lps = LPS @ self.template_to_native @ LPS
         transform = sitk.AffineTransform(lps[:3, :3].ravel().tolist(), lps[:3, 3].tolist())
-        tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-        sitk.WriteTransform(transform, str(tmp))
-        tmp.replace(path)
+        suffix = path.suffix.lower()  # ITK picks its writer by the lower-case suffix
+        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{suffix}")
+        try:
+            sitk.WriteTransform(transform, str(tmp))
+            os.replace(tmp, path)
+        except (RuntimeError, OSError) as error:
+            raise XNetError(f"{path}: the transform could not be written ({_first_line(error)}); choose "
+                            "another place.") from None
+        finally:
+            if tmp.exists():
+                tmp.unlink()
         return path
+
+
+def check_transform_path(path: str | Path) -> Path:
+    """The file types ``save_transform`` writes (checked before a registration, not after it)."""
+    path = Path(path)
+    if not path.name.lower().endswith(TRANSFORM_SUFFIXES):
+        raise XNetError(f"--save-transform {path}: use a .json file (RAS matrices) or .tfm (ITK, for "
+                        "ANTs/Slicer/ITK-SNAP).")
+    return path
 
 
 def _resample(data: np.ndarray, out_to_in: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
@@ -188,11 +203,11 @@ def register(volume: Volume, device: str = "cpu", use_cache: bool = True,
         brain = cached["brain_mask"]
         timings["brain_extraction"] = step.done("brain extraction (cached)", started)
     t0 = time.perf_counter()
-    corrected = bias_corrected(volume, brain)
+    corrected = bias_corrected(volume, brain, should_cancel)
     timings["n4"] = step.done("N4", t0)
     t0 = time.perf_counter()
     if cached is None:
-        template_to_native = affine_to_template(volume, corrected, brain)
+        template_to_native = affine_to_template(volume, corrected, brain, should_cancel)
     else:
         template_to_native = cached["template_to_native"]
     timings["registration"] = step.done("registration", t0)
@@ -229,32 +244,53 @@ class _Steps:
 
 
 def extract_brain(volume: Volume, device: str = "cpu") -> np.ndarray:
-    """deepbet's brain mask on the native grid (uint8), dilated by ``BRAIN_DILATION_MM``."""
-    import warnings
-
+    """deepbet's brain mask on the native grid (uint8), dilated by ``BRAIN_DILATION_MM`` (in mm, so
+    thick slices are not dilated by the in-plane voxel count)."""
     import torch
     from scipy import ndimage
+
+    data = np.ascontiguousarray(volume.data, dtype=np.float32)
+    target = torch.device("cpu" if device == "auto" else device)
+    try:
+        mask = _deepbet_mask(data, target)
+    except (torch.OutOfMemoryError, NotImplementedError, RuntimeError) as error:
+        if target.type == "cpu":
+            raise RegistrationError(f"{volume.name}: brain extraction failed ({_first_line(error)}); "
+                                    "check that this is a head MRI.") from None
+        log.warning("brain extraction on %s failed (%s); retrying on the CPU.", target, _first_line(error))
+        mask = _deepbet_mask(data, torch.device("cpu"))
+    if mask is None or not mask.any():
+        raise RegistrationError(f"{volume.name}: brain extraction found no brain; is this a head MRI? Open a "
+                                "T1-weighted scan of the head.")
+    return ndimage.binary_dilation(mask, structure=_ball(volume.voxel_sizes, BRAIN_DILATION_MM)).astype(np.uint8)
+
+
+def _ball(voxel_mm: tuple[float, float, float], radius_mm: float) -> np.ndarray:
+    """A structuring element reaching ``radius_mm`` in every direction on an anisotropic grid."""
+    reach = [int(radius_mm // size) for size in voxel_mm]
+    offsets = np.indices([2 * r + 1 for r in reach]).T - np.array(reach)
+    return (((offsets * np.array(voxel_mm)) ** 2).sum(axis=-1) <= radius_mm ** 2).T
+
+
+def _deepbet_mask(data: np.ndarray, device) -> np.ndarray | None:
+    """deepbet's two models (bounding box, then mask) on a RAS array; None when it finds no head."""
+    import warnings
 
     with warnings.catch_warnings():  # torch.jit.load's deprecation notice, about deepbet's own files
         warnings.simplefilter("ignore", FutureWarning)
         from deepbet import BrainExtraction
 
         extractor = BrainExtraction(no_gpu=True)
-    target = torch.device(device if device != "auto" else "cpu")
-    extractor.model.to(target)
-    extractor.bbox_model.to(target)
+    extractor.model.to(device)
+    extractor.bbox_model.to(device)
     try:
-        probability = extractor.run_model(np.ascontiguousarray(volume.data, dtype=np.float32))
-        mask = extractor.postprocess(probability > 0.5)
-    except (AssertionError, ValueError, RuntimeError) as error:
-        raise RegistrationError(f"{volume.name}: brain extraction found no brain ({error}); is this a head "
-                                "MRI? Open a T1-weighted scan of the head.") from None
-    voxel = min(volume.voxel_sizes)
-    iterations = max(1, int(round(BRAIN_DILATION_MM / voxel)))
-    return ndimage.binary_dilation(mask, iterations=iterations).astype(np.uint8)
+        probability = extractor.run_model(data.copy())
+        return extractor.postprocess(probability > 0.5)
+    except (AssertionError, ValueError):  # deepbet asserts on an empty bounding box
+        return None
 
 
-def bias_corrected(volume: Volume, brain: np.ndarray) -> np.ndarray:
+def bias_corrected(volume: Volume, brain: np.ndarray, should_cancel: CancelCallback | None = None) -> np.ndarray:
     """N4 inside the brain mask, fitted at 1/4 resolution; the field is applied to the whole scan."""
     import SimpleITK as sitk
 
@@ -264,6 +300,8 @@ def bias_corrected(volume: Volume, brain: np.ndarray) -> np.ndarray:
     shrink = [N4_SHRINK if n >= 4 * N4_SHRINK else 1 for n in volume.shape]
     n4 = sitk.N4BiasFieldCorrectionImageFilter()
     n4.SetMaximumNumberOfIterations([50, 50, 30])
+    if should_cancel is not None:  # a stop asked for during N4 ends it at the next iteration
+        n4.AddCommand(sitk.sitkIterationEvent, lambda: should_cancel() and n4.Abort())
     try:
         n4.Execute(sitk.Shrink(image, shrink), sitk.Shrink(mask, shrink))
     except RuntimeError as error:
@@ -273,7 +311,8 @@ def bias_corrected(volume: Volume, brain: np.ndarray) -> np.ndarray:
     return (data / np.exp(log_field)).astype(np.float32)
 
 
-def affine_to_template(volume: Volume, corrected: np.ndarray, brain: np.ndarray) -> np.ndarray:
+def affine_to_template(volume: Volume, corrected: np.ndarray, brain: np.ndarray,
+                       should_cancel: CancelCallback | None = None) -> np.ndarray:
     """The 12-parameter affine (RAS, template -> native) from the native brain to the template brain."""
     import SimpleITK as sitk
 
@@ -296,6 +335,8 @@ def affine_to_template(volume: Volume, corrected: np.ndarray, brain: np.ndarray)
     method.SetSmoothingSigmasPerLevel([2.0, 1.0])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     method.SetInitialTransform(transform, inPlace=True)
+    if should_cancel is not None:
+        method.AddCommand(sitk.sitkIterationEvent, lambda: should_cancel() and method.StopRegistration())
     try:
         method.Execute(fixed, moving)
     except RuntimeError as error:
@@ -377,17 +418,21 @@ def _load_cached(key: str, volume: Volume) -> dict | None:
         brain = np.unpackbits(bits, count=size).reshape(volume.shape)
         return {"template_to_native": np.array(meta["template_to_native"], dtype=np.float64),
                 "brain_mask": brain}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # no entry, or a damaged one: register again
+    except Exception:  # noqa: BLE001 - no entry, or a damaged one (truncated zip, bad JSON): register again
+        return None
 
 
 def _store_cached(key: str, registration: Registration) -> None:
     meta_path, mask_path = _cache_paths(key)
     try:
         meta_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = mask_path.with_name(f".{mask_path.name}.tmp.npz")
-        np.savez_compressed(tmp, brain_mask=np.packbits(registration.brain_mask.ravel() > 0))
-        tmp.replace(mask_path)
+        tmp = mask_path.with_name(f".{mask_path.stem}.tmp{os.getpid()}.npz")  # one per process
+        try:
+            np.savez_compressed(tmp, brain_mask=np.packbits(registration.brain_mask.ravel() > 0))
+            tmp.replace(mask_path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
         write_json_atomic(meta_path, {"key": key, "template_to_native": registration.template_to_native.tolist(),
                                       "similarity": registration.similarity, "method": METHOD})
     except OSError as error:
