@@ -53,6 +53,23 @@ def outline(mask: np.ndarray) -> np.ndarray:
     return inside & ~interior
 
 
+def outline_image(mask: np.ndarray | None, colour: tuple[int, int, int], flip: bool,
+                  shape_xy: tuple[int, int], hatched_rows: np.ndarray | None = None) -> np.ndarray | None:
+    """A mask's outline as a displayed RGBA image (None when there is nothing to draw); ``hatched_rows``
+    (bool per row) are striped: not computed yet. Made once per redraw and shared by the panels."""
+    has_hatch = hatched_rows is not None and hatched_rows.any()
+    if (mask is None or not mask.any()) and not has_hatch:
+        return None
+    rgba = np.zeros((*shape_xy, 4), np.uint8)
+    if mask is not None:
+        rgba[outline(mask)] = (*colour, 255)
+    if has_hatch:
+        columns, rows = np.indices(shape_xy)
+        stripes = ((columns + rows) % 6 == 0) & hatched_rows[None, :]
+        rgba[stripes] = (160, 160, 160, 200)
+    return displayed(rgba, flip)
+
+
 _JET = pg.ColorMap(np.linspace(0, 1, 5), [(0, 0, 143), (0, 127, 255), (127, 255, 127), (255, 127, 0), (127, 0, 0)])
 
 
@@ -192,8 +209,12 @@ class SlicePanel(QFrame):
         self.set_voxel_sizes(self.volume_voxel_sizes)
 
     def show_scan(self, section: np.ndarray, levels: tuple[float, float]) -> None:
-        self.shape_xy = section.shape
-        self.scan_item.setImage(displayed(section, self.flip), autoLevels=False, levels=levels)
+        self.show_scan_image(displayed(section, self.flip), levels, section.shape)
+
+    def show_scan_image(self, image: np.ndarray, levels: tuple[float, float], shape_xy: tuple[int, int]) -> None:
+        """An already displayed section (``displayed``), shared by the panels of one redraw."""
+        self.shape_xy = shape_xy
+        self.scan_item.setImage(image, autoLevels=False, levels=levels)
 
     def show_overlay(self, values: np.ndarray | None, lut: np.ndarray, levels: tuple[float, float],
                      opacity: float) -> None:
@@ -207,25 +228,19 @@ class SlicePanel(QFrame):
     def show_outline(self, item: pg.ImageItem, mask: np.ndarray | None, colour: tuple[int, int, int],
                      hatched_rows: np.ndarray | None = None) -> None:
         """A mask's outline; ``hatched_rows`` (bool per row) are striped: not computed yet."""
-        has_hatch = hatched_rows is not None and hatched_rows.any()
-        if (mask is None or not mask.any()) and not has_hatch:
-            item.clear()
-            return
-        rgba = np.zeros((*self.shape_xy, 4), np.uint8)
-        if mask is not None:
-            rgba[outline(mask)] = (*colour, 255)
-        if has_hatch:
-            columns, rows = np.indices(self.shape_xy)
-            stripes = ((columns + rows) % 6 == 0) & hatched_rows[None, :]
-            rgba[stripes] = (160, 160, 160, 200)
-        item.setImage(displayed(rgba, self.flip), autoLevels=False)
+        self.show_image(item, outline_image(mask, colour, self.flip, self.shape_xy, hatched_rows))
 
     def show_rgba(self, item: pg.ImageItem, rgba: np.ndarray | None) -> None:
         """A ready-made RGBA section ``[column, row, 4]`` (e.g. the reader's mask), or nothing."""
-        if rgba is None:
+        self.show_image(item, None if rgba is None else displayed(rgba, self.flip))
+
+    @staticmethod
+    def show_image(item: pg.ImageItem, image: np.ndarray | None) -> None:
+        """An already displayed RGBA image, or nothing."""
+        if image is None:
             item.clear()
         else:
-            item.setImage(displayed(rgba, self.flip), autoLevels=False)
+            item.setImage(image, autoLevels=False)
 
     def image_to_section(self, image_pos: QPointF) -> tuple[float, float]:
         """Continuous section coordinates (voxel centres at whole numbers) of a point in image

@@ -38,7 +38,7 @@ from app.jobs import ModelWorker
 from app.navigator import LesionNavigator
 from app.reader_tools import ReaderTools
 from app.slice_panel import (COLOUR_MAPS, MODEL_COLOUR, PLANE_AXES, PLANES, TEMPLATE_COLOUR, SlicePanel,
-                             lookup_table, plane_slice)
+                             displayed, lookup_table, outline_image, plane_slice)
 from app.study import Study, grey_window
 from explain.methods import METHOD_NAMES, METHODS
 from xnet_core import DISCLAIMER, __version__
@@ -603,8 +603,7 @@ class ViewerWindow(QMainWindow):
             self._side_levels[other.name] = grey_window(other.data)
         panel.title.setText(f"{other.name} ({other.sequence})")
         panel.show_scan(section(other.data), self._side_levels[other.name])
-        panel.show_outline(panel.model_outline_item, mask if self.show_segmentation else None, MODEL_COLOUR,
-                           pending_rows)
+        panel.show_outline(panel.model_outline_item, mask, MODEL_COLOUR, pending_rows)
         panel.show_outline(panel.template_item, template, TEMPLATE_COLOUR)
         panel.show_status("")
 
@@ -654,8 +653,9 @@ class ViewerWindow(QMainWindow):
     def redraw_reader(self) -> None:
         """Only the reader's layer: a brush stroke repaints this, not the scan or the heatmaps."""
         rgba = self.reader.section_rgba()
+        image = None if rgba is None else displayed(rgba, self.panels["segmentation"].flip)  # one copy for all
         for panel in self.all_panels():
-            panel.show_rgba(panel.reader_item, rgba)
+            panel.show_image(panel.reader_item, image)
 
     def update_undo_actions(self) -> None:
         read = self.reader.read
@@ -819,20 +819,32 @@ class ViewerWindow(QMainWindow):
         else:
             mask = (section(self.study.probabilities) >= self.study.threshold).astype(np.uint8)
         lut = lookup_table(self.colour_map)
+        # The panels share one displayed copy of the scan and of each outline (all panels flip alike).
+        flip, background = self.panels["segmentation"].flip, section(self._background_volume().data)
+        scan_image = displayed(background, flip)
         template = section(self.template_outline) if self.show_template and self.template_outline is not None else None
+        template_image = outline_image(template, TEMPLATE_COLOUR, flip, background.shape)
+        outlines: dict = {}
+
+        def model_outline(outline_mask, rows):
+            key = (outline_mask is None, None if rows is None else rows.tobytes())
+            if key not in outlines:
+                outlines[key] = outline_image(outline_mask, MODEL_COLOUR, flip, background.shape, rows)
+            return outlines[key]
+
         for name, panel in self.panels.items():
-            panel.show_scan(section(self._background_volume().data), self.levels)
-            panel.show_outline(panel.template_item, template, TEMPLATE_COLOUR)
+            panel.show_scan_image(scan_image, self.levels, background.shape)
+            panel.show_image(panel.template_item, template_image)
             outline_mask = mask if self.show_segmentation and (self.outline_mode or name != "segmentation") else None
             if name == "segmentation":
-                panel.show_outline(panel.model_outline_item, outline_mask, MODEL_COLOUR, pending_rows)
+                panel.show_image(panel.model_outline_item, model_outline(outline_mask, pending_rows))
                 self._draw_segmentation(panel, mask)
             else:
                 hatched = None if axial else self.study.unexplained_slices(name)
-                panel.show_outline(panel.model_outline_item, outline_mask, MODEL_COLOUR, hatched)
+                panel.show_image(panel.model_outline_item, model_outline(outline_mask, hatched))
                 self._draw_heatmap(panel, name, lut, section)
         if self.side_by_side:
-            self._draw_side(section, mask, pending_rows, template)
+            self._draw_side(section, mask if self.show_segmentation else None, pending_rows, template)
         fixed = PLANE_AXES[self.plane][2]
         mark = "\n★ bookmarked" if z in self.bookmarks else ""
         self.slice_label.setText(f"{'xyz'[fixed]} {index}\nof 0–{self.volume.shape[fixed] - 1}{mark}")
