@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
 class _ProgressBar:
     """``on_progress(done, total)`` drawn on stderr: redrawn in place on a terminal, else one line."""
 
-    def __init__(self, label: str, unit: str = "slices", stream=sys.stderr) -> None:
+    def __init__(self, label: str, unit: str = "slices", stream=None) -> None:
+        stream = stream or sys.stderr  # looked up now: sys.stderr may have been replaced since import
         self.label, self.unit, self.stream, self.started = label, unit, stream, time.perf_counter()
         self.interactive = hasattr(stream, "isatty") and stream.isatty()
 

@@ -40,10 +40,9 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
     volume = scan.volume
     reader = load_reader_mask(args.reader, volume) if args.reader else None
     notes = load_notes(args.notes) if args.notes else Notes()
-    if args.identify:
-        source = ("identifiers from DICOM headers are not added to reports yet" if os.path.isdir(args.input)
-                  else "a NIfTI file holds no patient identifiers")
-        print(f"xnet report: --identify: {source}; none are printed.", file=sys.stderr)
+    if args.identify and not volume.identifiers:
+        print("xnet report: --identify: this scan carries no patient identifiers (NIfTI files have none); "
+              "none are printed.", file=sys.stderr)
     chosen = parse_slices(args.slices, volume.shape[2])
     segmentation, on_template = segment(engine.segmenter, scan,
                                         on_progress=progress_bar(f"segmenting {volume.name}"))
@@ -72,7 +71,8 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
         study=study, slices=slices, methods=methods, levels=grey_window(volume.data),
         model=model_summary(checkpoint), device=str(engine.device), precision=report_precision(engine),
         reader_mask=reader.mask if reader else None, reader_name=os.path.basename(args.reader or ""), notes=notes,
-        registration=scan.registration_summary())
+        registration=scan.registration_summary(),
+        identifiers=volume.identifiers if args.identify else None)
     path = write_report(inputs, args.pdf, on_progress=progress_bar("writing the report", unit="pages"))
     application.processEvents()
     if args.json:

@@ -85,6 +85,10 @@ class ReportDialog(QDialog):
                               "unless already computed; left out, its panel says so)")
         self.lime.setChecked(False)
         column.addWidget(self.lime)
+        self.identify = QCheckBox("Include patient identifiers (name, ID, birth date, from the DICOM headers)")
+        self.identify.setChecked(False)
+        self.identify.setEnabled(bool(window.volume.identifiers))
+        column.addWidget(self.identify)
         box = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         box.accepted.connect(self.accept)
         box.rejected.connect(self.reject)
@@ -98,9 +102,11 @@ class ReportDialog(QDialog):
 class ReportExport(QObject):
     """One export: wait for the missing maps (the model worker computes them), then write the PDF."""
 
-    def __init__(self, window: "ViewerWindow", slices: list[int], methods: list[str], path: str) -> None:
+    def __init__(self, window: "ViewerWindow", slices: list[int], methods: list[str], path: str,
+                 identify: bool = False) -> None:
         super().__init__(window)
         self.window, self.slices, self.methods, self.path = window, slices, methods, path
+        self.identify = identify
         self.finished = False
         self.result: Path | None = None
         self.requested = False
@@ -170,7 +176,7 @@ class ReportExport(QObject):
         self.progress.setLabelText("Writing the report…")
         self.progress.setRange(0, len(self.slices) + 1)
         try:
-            self.result = write_report(report_inputs(self.window, self.slices, self.methods), self.path,
+            self.result = write_report(report_inputs(self.window, self.slices, self.methods, self.identify), self.path,
                                        on_progress=lambda done, total: self.progress.setValue(done),
                                        should_cancel=self.progress.wasCanceled)
         except Cancelled:
@@ -193,7 +199,8 @@ class ReportExport(QObject):
                 pass
 
 
-def report_inputs(window: "ViewerWindow", slices: list[int], methods: list[str]) -> ReportInputs:
+def report_inputs(window: "ViewerWindow", slices: list[int], methods: list[str],
+                  identify: bool = False) -> ReportInputs:
     """What the viewer shows, as the report's inputs (the same builder as ``xnet report``)."""
     read = window.reader.read
     engine = window.engine
@@ -208,7 +215,8 @@ def report_inputs(window: "ViewerWindow", slices: list[int], methods: list[str])
         reader_name=read.path.name if read is not None and read.path else "",
         notes=read.notes if read is not None else Notes(),
         registration=window.scan.registration_summary() if window.scan is not None else None,
-        background=window.backgrounds.get(window.background))
+        background=window.backgrounds.get(window.background),
+        identifiers=window.volume.identifiers if identify else None)
 
 
 def view_png(window: "ViewerWindow", path: str, scale: int) -> Path:

@@ -1102,7 +1102,7 @@ class ViewerWindow(QMainWindow):
         self._refresh()
 
     def export_report(self, path: str | None = None, choice: str | None = None, lime: bool | None = None,
-                      first: int = 0, last: int = 0):
+                      first: int = 0, last: int = 0, identify: bool = False):
         """File → Export report: a dialog asks which slices and whether to include LIME, then where;
         tests pass the answers. Missing maps are computed first (progress, Cancel). Returns the export."""
         from app.export import ReportDialog, ReportExport, slices_for
@@ -1114,7 +1114,7 @@ class ViewerWindow(QMainWindow):
             dialog = ReportDialog(self)
             if dialog.exec() != ReportDialog.DialogCode.Accepted:
                 return None
-            choice, lime = dialog.choice, dialog.lime.isChecked()
+            choice, lime, identify = dialog.choice, dialog.lime.isChecked(), dialog.identify.isChecked()
             first, last = dialog.first.value(), dialog.last.value()
         slices = slices_for(self, choice, first, last)
         if not slices:
@@ -1127,7 +1127,7 @@ class ViewerWindow(QMainWindow):
             if not path:
                 return None
         methods = [m for m in METHODS if m != "lime" or lime]
-        export = ReportExport(self, slices, methods, path)
+        export = ReportExport(self, slices, methods, path, identify)
         export.start()
         return export
 

@@ -261,3 +261,22 @@ def test_cli_lists_the_series_and_segments_the_one_picked(tmp_path: Path, random
     assert written.shape == expected.source_shape and np.allclose(written.affine, expected.source_affine)
     report = json.loads(summary.read_text())
     assert report["registration"]["applied"] is False and "too small" in report["registration"]["warning"]
+
+
+def test_report_prints_dicom_identifiers_only_on_request(tmp_path: Path, random_checkpoint,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    from pypdf import PdfReader
+
+    from app.cli import main
+
+    _write_series(tmp_path / "study", series=5, PatientName="Doe^Jane", PatientID="P123")
+    assert load_volume(tmp_path / "study").identifiers == {"name": "Doe^Jane", "ID": "P123",
+                                                           "study date": "20240501"}
+    for identify in (False, True):
+        pdf = tmp_path / f"report_{identify}.pdf"
+        command = ["report", str(tmp_path / "study"), "--pdf", str(pdf), "--slices", "0", "--methods", "gradcam",
+                   "--weights", str(random_checkpoint.path), "--device", "cpu"]
+        assert main(command + (["--identify"] if identify else [])) == 0, capsys.readouterr().err
+        text = " ".join(page.extract_text() for page in PdfReader(str(pdf)).pages)
+        assert ("Doe^Jane" in text) is identify and ("P123" in text) is identify
+        assert "study_s5" in text

@@ -208,7 +208,22 @@ def load_dicom_series(
         path=folder,
         warnings=warnings,
         description=description,
+        identifiers=patient_identifiers(images[0].ds),
     )
+
+
+IDENTIFIER_TAGS = (("PatientName", "name"), ("PatientID", "ID"), ("PatientBirthDate", "born"),
+                   ("StudyDate", "study date"), ("AccessionNumber", "accession"))
+
+
+def patient_identifiers(ds) -> dict[str, str]:
+    """The patient identifiers a report prints when the user asks (never by default)."""
+    out = {}
+    for keyword, label in IDENTIFIER_TAGS:
+        value = str(ds.get(keyword, "") or "").strip()
+        if value:
+            out[label] = value
+    return out
 
 
 def series_stem(folder: Path, info: SeriesInfo) -> str:

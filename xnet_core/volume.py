@@ -48,7 +48,8 @@ class Volume:
     sequence: str = "T1w"
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)
-    description: str = ""  # DICOM SeriesDescription; empty for NIfTI
+    description: str = ""
+    identifiers: dict[str, str] = field(default_factory=dict)  # DICOM patient identifiers; printed only on request  # DICOM SeriesDescription; empty for NIfTI
 
     @property
     def shape(self) -> tuple[int, int, int]:
