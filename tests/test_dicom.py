@@ -263,8 +263,10 @@ def test_cli_lists_the_series_and_segments_the_one_picked(tmp_path: Path, random
     assert report["registration"]["applied"] is False and "too small" in report["registration"]["warning"]
 
 
-def test_report_prints_dicom_identifiers_only_on_request(tmp_path: Path, random_checkpoint,
+def test_report_prints_dicom_identifiers_only_on_request(qapp, tmp_path: Path, random_checkpoint,
                                                          capsys: pytest.CaptureFixture) -> None:
+    """(``qapp``: the widgets application exists first; the CLI would otherwise make a QGuiApplication
+    that later widget tests in this process cannot use.)"""
     from pypdf import PdfReader
 
     from app.cli import main
