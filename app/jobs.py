@@ -178,7 +178,7 @@ class ModelWorker(QObject):
         the study then takes the scan's own brain mask, and the model reads the registered copy."""
         from explain.native import SliceModel
         from xnet_core.native import place
-        from xnet_core.preprocess import prepare, template_brain_mask
+        from xnet_core.preprocess import prepare
 
         scan = place(self.study.volume, device=str(self.engine.device),
                      on_progress=lambda done, total: self.progress.emit("registering to the template", done, total),
@@ -188,14 +188,12 @@ class ModelWorker(QObject):
             if not model_input.slices.size:  # the window's provisional input: the model reads the scan itself
                 model_input = prepare(scan.volume, model_input.normalisation)
                 self.study.use_model_input(model_input)
-            template_outline = template_brain_mask() if scan.not_registered is None else None
         else:
             model_input = prepare(scan.model_volume, self.study.model_input.normalisation)
             self.study.use_model_input(scan.display_input(model_input.normalisation))
-            template_outline = scan.registration.to_native(template_brain_mask(), order=0)
         self.slices = SliceModel(self.engine, scan, model_input)
         # The T1 check reads medians over the whole brain (~80 ms): here, not on the UI thread.
-        self.placed.emit(scan, template_outline, scan.warnings())
+        self.placed.emit(scan, scan.template_outline(), scan.warnings())
 
     def _next_task(self):
         with self._wake:

@@ -104,18 +104,6 @@ def pick_series_dialog(parent: QWidget, series: list) -> str | None:
     return series[labels.index(choice)].uid if ok and choice in labels else None
 
 
-def _overlap(a: Volume, b: Volume) -> bool:
-    """Do the two grids' boxes overlap in world coordinates?"""
-    def box(volume: Volume) -> tuple[np.ndarray, np.ndarray]:
-        corners = np.array([[i, j, k, 1.0] for i in (0, volume.shape[0] - 1) for j in (0, volume.shape[1] - 1)
-                            for k in (0, volume.shape[2] - 1)]).T
-        world = (volume.affine @ corners)[:3]
-        return world.min(axis=1), world.max(axis=1)
-
-    (a_low, a_high), (b_low, b_high) = box(a), box(b)
-    return bool(np.all(a_low <= b_high) and np.all(b_low <= a_high))
-
-
 class PanelMouse:
     """A panel's mouse beyond pyqtgraph's pan and zoom (patched into its ViewBox): right drag sets
     window/level (pyqtgraph's right drag zooms), and in paint mode left drag and click paint."""
@@ -939,10 +927,10 @@ class ViewerWindow(QMainWindow):
         """Another sequence of the subject as a possible background. On another grid it is resampled
         onto the model input's grid through world coordinates (once, here), so that slice, cursor and
         zoom stay linked; the readout reads every sequence at the same world point from its own voxels."""
-        from xnet_core.sequences import resample_to_grid
+        from xnet_core.sequences import grids_overlap, resample_to_grid
 
         if not same_grid(self.volume, volume):
-            if not _overlap(self.volume, volume):
+            if not grids_overlap(self.volume, volume):
                 self.show_error(f"{volume.name} does not overlap {self.volume.name} in world coordinates; is it "
                                 "from the same patient and session? It was not added.")
                 return False

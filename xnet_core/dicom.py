@@ -26,6 +26,7 @@ from xnet_core.volume import (
     _check_memory,
     _replace_non_finite,
     _to_ras_canonical,
+    choose_volume,
     guess_sequence,
 )
 
@@ -304,18 +305,11 @@ def _one_volume(folder: Path, images: list[_Image], volume_index: int | None, wa
             "(repeated or missing echoes/time points); export the series with dcm2niix."
         )
     n_volumes = counts[0]
-    if volume_index is None:
-        volume_index = 0
-        if n_volumes > 1:
-            warnings.append(
-                f"{folder.name}: the series holds {n_volumes} images at each slice position "
-                "(echoes, time points or diffusion directions); using volume 0 "
-                "(xnet commands choose another with --volume K)."
-            )
-    if n_volumes == 1 and volume_index != 0:
+    if n_volumes == 1 and volume_index not in (None, 0):
         raise VolumeError(f"{folder}: is a 3D series; there is no volume {volume_index}.")
-    if not 0 <= volume_index < n_volumes:
-        raise VolumeError(f"{folder}: has {n_volumes} volumes; volume {volume_index} does not exist.")
+    volume_index = choose_volume(folder, n_volumes, volume_index, warnings,
+                                 f"the series holds {n_volumes} images at each slice position "
+                                 "(echoes, time points or diffusion directions)")
     return [sorted(group, key=_instance_order)[volume_index] for group in groups]
 
 

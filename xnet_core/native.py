@@ -57,6 +57,13 @@ class PlacedScan:
             return prepare(self.volume, normalisation)
         return _display_only(self.volume, self.registration.brain_mask, normalisation)
 
+    def template_outline(self) -> np.ndarray | None:
+        """The template's brain mask on the scan's grid, to judge the alignment by eye (None for a scan
+        the model saw unregistered: there is no alignment to judge)."""
+        if self.registration is not None:
+            return self.registration.to_native(template_brain_mask(), order=0)
+        return template_brain_mask() if self.not_registered is None else None
+
     def warnings(self) -> list[str]:
         """The intended-use and registration warnings (the demo model and X-Net read T1s)."""
         out = [f"{self.volume.name}: {self.not_registered}"] if self.not_registered else []

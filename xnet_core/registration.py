@@ -36,6 +36,7 @@ import numpy as np
 from xnet_core.assets import TEMPLATE_T1, asset_path, user_cache_dir
 from xnet_core.atomic import write_json_atomic
 from xnet_core.errors import Cancelled, XNetError
+from xnet_core.sequences import resample_to_grid
 from xnet_core.volume import Volume, content_sha256
 
 log = logging.getLogger(__name__)
@@ -103,11 +104,16 @@ class Registration:
         """A native-grid array on the template grid (order 0 for labels, 1 for images)."""
         from xnet_core.preprocess import TEMPLATE_SHAPE
 
-        return _resample(native, self.template_to_native_voxels(), TEMPLATE_SHAPE, order)
+        _, template_affine = template_image()
+        # The scan's voxels seen in template world coordinates: the registration undone.
+        native_in_template = np.linalg.solve(self.template_to_native, self.native_affine)
+        return resample_to_grid(native, native_in_template, TEMPLATE_SHAPE, template_affine, order)
 
     def to_native(self, template: np.ndarray, order: int = 1) -> np.ndarray:
         """A template-grid array (probabilities, maps) on the scan's own grid."""
-        return _resample(template, np.linalg.inv(self.template_to_native_voxels()), self.native_shape, order)
+        _, template_affine = template_image()
+        return resample_to_grid(template, self.template_to_native @ template_affine, self.native_shape,
+                                self.native_affine, order)
 
     def native_plane(self, template_stack: np.ndarray, z0: int, native_z: int) -> np.ndarray:
         """Native slice ``native_z`` of a template-grid sub-stack holding template slices ``z0...``."""
@@ -172,15 +178,6 @@ def check_transform_path(path: str | Path) -> Path:
         raise XNetError(f"--save-transform {path}: use a .json file (RAS matrices) or .tfm (ITK, for "
                         "ANTs/Slicer/ITK-SNAP).")
     return path
-
-
-def _resample(data: np.ndarray, out_to_in: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
-    from scipy import ndimage
-
-    dtype = data.dtype if order == 0 else np.float32
-    source = data if order == 0 else data.astype(np.float32, copy=False)
-    return ndimage.affine_transform(source, out_to_in[:3, :3], out_to_in[:3, 3], output_shape=shape,
-                                    order=order, mode="constant", cval=0).astype(dtype, copy=False)
 
 
 # -- the pipeline ----------------------------------------------------------------------------------

@@ -58,6 +58,18 @@ def resample_to_grid(
     return result.astype(np.bool_) if is_bool else result
 
 
+def grids_overlap(a: Volume, b: Volume) -> bool:
+    """Do the two grids' boxes overlap in world coordinates (could they be one patient's sequences)?"""
+    def box(volume: Volume) -> tuple[np.ndarray, np.ndarray]:
+        corners = np.array([[i, j, k, 1.0] for i in (0, volume.shape[0] - 1) for j in (0, volume.shape[1] - 1)
+                            for k in (0, volume.shape[2] - 1)]).T
+        world = (volume.affine @ corners)[:3]
+        return world.min(axis=1), world.max(axis=1)
+
+    (a_low, a_high), (b_low, b_high) = box(a), box(b)
+    return bool(np.all(a_low <= b_high) and np.all(b_low <= a_high))
+
+
 def world_to_voxel(volume: Volume, xyz_mm: np.ndarray | Sequence[float]) -> np.ndarray:
     """Float voxel coordinates (RAS-canonical ``[x, y, z]`` indices) of world points, shape ``(..., 3)``."""
     points = np.asarray(xyz_mm, dtype=np.float64)

@@ -48,8 +48,8 @@ class Volume:
     sequence: str = "T1w"
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)
-    description: str = ""
-    identifiers: dict[str, str] = field(default_factory=dict)  # DICOM patient identifiers; printed only on request  # DICOM SeriesDescription; empty for NIfTI
+    description: str = ""  # DICOM SeriesDescription; empty for NIfTI
+    identifiers: dict[str, str] = field(default_factory=dict)  # DICOM patient identifiers; printed only on request
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -178,6 +178,18 @@ def load_volume(
     )
 
 
+def choose_volume(source: Path, n_volumes: int, volume_index: int | None, warnings: list[str], what: str) -> int:
+    """The volume of a 4D file or series to load: ``volume_index``, or 0 with a warning naming ``what``
+    when there are several."""
+    if volume_index is None:
+        if n_volumes > 1:
+            warnings.append(f"{source.name}: {what}; using volume 0 (xnet commands choose another with --volume K).")
+        return 0
+    if not 0 <= volume_index < n_volumes:
+        raise VolumeError(f"{source}: has {n_volumes} volumes; volume {volume_index} does not exist.")
+    return volume_index
+
+
 def _to_ras_canonical(data: np.ndarray, source_affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The voxels reordered (flips and axis swaps only, never resampled) to RAS, and their affine."""
     to_ras = io_orientation(source_affine)
@@ -259,16 +271,7 @@ def _read_data(
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise VolumeError(f"{path}: the compressed file is truncated or corrupt; copy it again.") from exc
     if len(shape) == 4:
-        n_volumes = shape[3]
-        if volume_index is None:
-            volume_index = 0
-            if n_volumes > 1:
-                warnings.append(
-                    f"{path.name}: 4D file with {n_volumes} volumes; using volume 0 "
-                    "(xnet commands choose another with --volume K)."
-                )
-        if not 0 <= volume_index < n_volumes:
-            raise VolumeError(f"{path}: has {n_volumes} volumes; volume {volume_index} does not exist.")
+        volume_index = choose_volume(path, shape[3], volume_index, warnings, f"4D file with {shape[3]} volumes")
         region = (slice(None), slice(None), slice(None), volume_index)
     elif volume_index not in (None, 0):
         raise VolumeError(f"{path}: is a 3D volume; there is no volume {volume_index}.")
