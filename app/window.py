@@ -187,7 +187,6 @@ class ViewerWindow(QMainWindow):
         self.side_panel.set_orientation(self.radiological_view, self.plane)
         self.side_panel.setVisible(False)
         self.single_panel = self.side_by_side = False
-        self._side_levels: dict[str, tuple[float, float]] = {}
         self._link_panels()
         self.slider = self._make_slider()
         self.slice_label = QLabel()
@@ -241,7 +240,7 @@ class ViewerWindow(QMainWindow):
         self.volume = volume
         self.scan, self.template_outline = None, None
         self.registration_label.setText("")
-        self.backgrounds, self.background, self.sequence_sources, self._side_levels = {}, "", {}, {}
+        self.backgrounds, self.background, self.sequence_sources = {}, "", {}
         self._levels_by_background: dict[str, tuple] = {}
         self._fill_background_box()
         self.levels = self.initial_levels = grey_window(volume.data)
@@ -587,10 +586,9 @@ class ViewerWindow(QMainWindow):
             panel.scan_item.clear()
             panel.show_status("add another sequence of this patient: File → Add sequence…")
             return
-        if other.name not in self._side_levels:
-            self._side_levels[other.name] = grey_window(other.data)
+        levels, _ = self._remembered_levels("" if other is self.volume else other.name)
         panel.title.setText(f"{other.name} ({other.sequence})")
-        panel.show_scan(section(other.data), self._side_levels[other.name])
+        panel.show_scan(section(other.data), levels)
         panel.show_outline(panel.model_outline_item, mask, MODEL_COLOUR, pending_rows)
         panel.show_outline(panel.template_item, template, TEMPLATE_COLOUR)
         panel.show_status("")
@@ -995,12 +993,16 @@ class ViewerWindow(QMainWindow):
         """Show another sequence under the overlays; each keeps the window/level it was last given."""
         self._levels_by_background[self.background] = (self.levels, self.initial_levels)
         self.background = name if name in self.backgrounds else ""
-        remembered = self._levels_by_background.get(self.background)
-        if remembered is None:
-            initial = grey_window(self._background_volume().data)
-            remembered = (initial, initial)
-        self.levels, self.initial_levels = remembered
+        self.levels, self.initial_levels = self._remembered_levels(self.background)
         self._refresh()
+
+    def _remembered_levels(self, background: str) -> tuple[tuple[float, float], tuple[float, float]]:
+        """(window/level last used, initial window) of a sequence ("" = the model input), by the
+        background box and the side-by-side panel alike."""
+        if background not in self._levels_by_background:
+            initial = grey_window(self.backgrounds.get(background, self.volume).data)
+            self._levels_by_background[background] = (initial, initial)
+        return self._levels_by_background[background]
 
     def _background_volume(self) -> Volume:
         return self.backgrounds.get(self.background, self.volume)
