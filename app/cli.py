@@ -307,7 +307,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         write_csv(scores, args.csv)
     if args.json:
         write_json_atomic(args.json, {**summary, "threshold": args.threshold, "device": segmenter.device.type,
-                                "precision": segmenter.precision, "data": str(args.data),
+                                # "precision" is the metric; the arithmetic gets its own key
+                                "compute_precision": segmenter.precision, "data": str(args.data),
                                 "wall_s": round(time.perf_counter() - started, 1), "disclaimer": DISCLAIMER,
                                 **checkpoint.provenance(), "version": __version__})
     print(summary_table(summary))

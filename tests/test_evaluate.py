@@ -72,6 +72,8 @@ def test_cli_evaluate_reports_the_issue_keys(tree: Path, tmp_path: Path, random_
                 "lesion_count_difference", "n", "by_size", "checkpoint_sha256", "disclaimer"):
         assert key in report
     assert report["n"] == 2 and set(report["by_size"]) == {"<1ml", "1-10ml", ">10ml"}
+    # the metric, not the arithmetic (a "bf16" once overwrote it in the JSON and in the demo card)
+    assert isinstance(report["precision"], float) and report["compute_precision"] in ("fp32", "bf16", "fp16")
     assert "dice" in captured.out
 
 
