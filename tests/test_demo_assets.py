@@ -23,6 +23,8 @@ def test_demo_weights_and_card(demo_checkpoint) -> None:
     metrics = card["heldout_metrics"]
     assert metrics["figures"]["n"] == 20 and "xnet evaluate" in metrics["command"]
     assert set(metrics["figures"]["by_size"]) == {"<1ml", "1-10ml", ">10ml"}
+    assert isinstance(metrics["figures"]["precision"], float)  # the metric, not the arithmetic
+    assert ("INTERIM" in card["status"]) == (metrics["figures"]["dice"] < 0.75)
     assert demo_weights_path().stat().st_size < 35e6  # fp16
 
 
