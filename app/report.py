@@ -142,6 +142,8 @@ def _font(size: float, bold: bool = False) -> QFont:
     font = QFont("DejaVu Sans")
     font.setPointSizeF(size * 72.0 / RESOLUTION)
     font.setBold(bold)
+    # No ligatures: hashes and file names must copy out of the PDF verbatim ("ff" became "ﬀ")
+    font.setFeature(QFont.Tag("liga"), 0)
     return font
 
 
