@@ -22,6 +22,7 @@ import torch
 
 from xnet_core import __version__
 from xnet_core.cards import card_normalisation, card_path_for  # noqa: F401  (card_path_for: public here too)
+from xnet_core.atomic import atomic_path
 from xnet_core.errors import CheckpointError
 from xnet_core.model import DEFAULT_WIDTHS, XNet, count_parameters
 from xnet_core.preprocess import MODEL_HEIGHT, MODEL_WIDTH, NORMALISATIONS
@@ -207,14 +208,12 @@ def save_checkpoint(
     SHA-256, atomically."""
     path = Path(path)
     state = {k: (_to_half(k, v) if half else v).detach().cpu().clone() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     sha256 = file_sha256(path)
     card = {**card, "weights_file": path.name, "sha256": sha256,
             "weights_dtype": "float16 (BatchNorm statistics float32)" if half else "float32"}
     sidecar = card_path_for(path)
-    tmp_card = sidecar.with_name(f".{sidecar.name}.tmp{os.getpid()}")
-    tmp_card.write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(tmp_card, sidecar)
+    with atomic_path(sidecar) as tmp_card:
+        tmp_card.write_text(json.dumps(card, indent=2) + "\n")
     return Checkpoint(path=path, sha256=sha256, state_dict=state, card=card)

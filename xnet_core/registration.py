@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -34,7 +33,7 @@ import nibabel as nib
 import numpy as np
 
 from xnet_core.assets import TEMPLATE_T1, asset_path, user_cache_dir
-from xnet_core.atomic import write_json_atomic
+from xnet_core.atomic import atomic_path, write_json_atomic
 from xnet_core.errors import Cancelled, XNetError
 from xnet_core.sequences import resample_to_grid
 from xnet_core.volume import Volume, content_sha256
@@ -157,17 +156,12 @@ class Registration:
 
         lps = LPS @ self.template_to_native @ LPS
         transform = sitk.AffineTransform(lps[:3, :3].ravel().tolist(), lps[:3, 3].tolist())
-        suffix = path.suffix.lower()  # ITK picks its writer by the lower-case suffix
-        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{suffix}")
         try:
-            sitk.WriteTransform(transform, str(tmp))
-            os.replace(tmp, path)
+            with atomic_path(path, path.suffix.lower()) as tmp:  # ITK picks its writer by the lower-case suffix
+                sitk.WriteTransform(transform, str(tmp))
         except (RuntimeError, OSError) as error:
             raise XNetError(f"{path}: the transform could not be written ({_first_line(error)}); choose "
                             "another place.") from None
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         return path
 
 
@@ -423,13 +417,8 @@ def _store_cached(key: str, registration: Registration) -> None:
     meta_path, mask_path = _cache_paths(key)
     try:
         meta_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = mask_path.with_name(f".{mask_path.stem}.tmp{os.getpid()}.npz")  # one per process
-        try:
+        with atomic_path(mask_path, ".npz") as tmp:
             np.savez_compressed(tmp, brain_mask=np.packbits(registration.brain_mask.ravel() > 0))
-            tmp.replace(mask_path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         write_json_atomic(meta_path, {"key": key, "template_to_native": registration.template_to_native.tolist(),
                                       "similarity": registration.similarity, "method": METHOD})
     except OSError as error:

@@ -20,6 +20,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
+from xnet_core.atomic import atomic_path
 from xnet_core.errors import VolumeError
 
 log = logging.getLogger(__name__)
@@ -360,11 +361,6 @@ def save_like(
     image.header["descrip"] = descrip.encode("ascii", "replace")[:79]
     image.header.set_data_dtype(dtype)
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
-    try:
+    with atomic_path(path, suffix) as tmp:  # nibabel picks compression by the suffix
         nib.save(image, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
