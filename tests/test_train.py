@@ -91,7 +91,7 @@ def test_early_stopping_after_five_epochs_without_improvement(tmp_path: Path, mo
     monkeypatch.setattr(train, "validate", lambda *a, **k: {"val_loss": 1.0, "val_dice": 0.0})
     monkeypatch.setattr(train.Trainer, "save_weights", lambda self, name: None)
     monkeypatch.setattr(train.Trainer, "save_state", lambda self: None)
-    monkeypatch.setattr(train.Trainer, "_step", lambda self: 1.0)  # the epoch logic is what is tested
+    monkeypatch.setattr(train.Trainer, "_step", lambda self: torch.tensor(1.0))  # the epoch logic is what is tested
     trainer = Trainer(_config(tmp_path, steps_per_epoch=1, max_epochs=50), SlicePool(tiny_cases(), crop=(32, 32)),
                       tiny_cases(1), torch.device("cpu"))
     state = trainer.run()

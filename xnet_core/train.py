@@ -22,6 +22,7 @@ import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -61,8 +62,10 @@ class VolumeSlices:
     masks: np.ndarray  # uint8 [z, 224, 192]
     brain: np.ndarray  # bool [z]
 
-    @property
+    @cached_property
     def lesion(self) -> np.ndarray:
+        # Cached: recomputing it scanned the whole 8 MB mask volume on every sampled slice (16 times a
+        # step), enough to starve a GPU.
         return self.masks.reshape(len(self.masks), -1).any(axis=1)
 
 
@@ -206,7 +209,15 @@ class Trainer:
         self.state = TrainState()
         self.rng = np.random.default_rng(config.seed + 7919 * self.rank)
         self.on_log = on_log or (lambda line: log.info(line))
-        self.scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+        # Mixed precision: bf16 where the GPU has it (no loss scaling, so no per-step host sync),
+        # fp16 with a GradScaler on older GPUs, bf16 on CPUs only when asked (--bf16).
+        self.amp_dtype = torch.bfloat16
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            self.amp_dtype = torch.float16
+        self.amp = config.bf16_cpu if device.type == "cpu" else device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp and self.amp_dtype == torch.float16 else None
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
 
     # -- persistence ---------------------------------------------------------------------------
     @property
@@ -255,13 +266,12 @@ class Trainer:
         save_checkpoint(self.model, self.config.out_dir / name, self._card(name), half=False)
 
     # -- the loop ------------------------------------------------------------------------------
-    def _step(self) -> float:
+    def _step(self) -> torch.Tensor:
+        """One optimiser step; returns the loss as a device tensor (read it lazily: reading syncs)."""
         images, masks = self.train_source.batch(self.rng, self.config.batch_size)
         x = torch.from_numpy(images).to(self.device).contiguous(memory_format=torch.channels_last)
         y = torch.from_numpy(masks).to(self.device)
-        autocast_dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
-        enabled = self.config.bf16_cpu if self.device.type == "cpu" else self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=enabled):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             logits = self.net(x)
         loss = xnet_loss(logits, y, self.model)
         self.optimiser.zero_grad(set_to_none=True)
@@ -272,7 +282,7 @@ class Trainer:
         else:
             loss.backward()
             self.optimiser.step()
-        return float(loss.detach())
+        return loss.detach()
 
     def run(self, max_steps: int | None = None) -> TrainState:
         config, state = self.config, self.state
@@ -289,7 +299,8 @@ class Trainer:
                 if state.step % 25 == 0:
                     rate = len(losses) / (time.perf_counter() - epoch_started)
                     eta = (config.steps_per_epoch - state.step % config.steps_per_epoch) / max(rate, 1e-9)
-                    self.on_log(f"epoch {state.epoch + 1} step {state.step} loss {np.mean(losses[-25:]):.4f} "
+                    recent = float(torch.stack(losses[-25:]).mean())
+                    self.on_log(f"epoch {state.epoch + 1} step {state.step} loss {recent:.4f} "
                                 f"({rate:.2f} steps/s, epoch ETA {eta / 60:.1f} min)")
                 if time.perf_counter() - last_save > config.save_every_s:
                     self.save_state()
@@ -301,7 +312,7 @@ class Trainer:
                     self.on_log("time budget reached; state saved, continue with --resume")
                     self.save_state()
                     return state
-            if self._end_epoch(float(np.mean(losses)) if losses else math.nan):
+            if self._end_epoch(float(torch.stack(losses).mean()) if losses else math.nan):
                 break
         return state
 
