@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps-per-epoch", type=int, default=500)
     train.add_argument("--epochs", type=int, default=100)
     train.add_argument("--batch", type=int, default=8)
+    train.add_argument("--lr", type=float, default=1e-3,
+                       help="Adam learning rate (the paper's 1e-3; lower it to fine-tune --init weights)")
     train.add_argument("--crop", metavar="HxW", help="random crops, sides divisible by 16 (CPU-friendly)")
     train.add_argument("--lesion-fraction", type=float, default=0.5, help="share of lesion slices sampled")
     train.add_argument("--bf16", action="store_true", help="bf16 autocast on the CPU")
@@ -367,7 +369,7 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     config = TrainConfig(
         out_dir=out, state_dir=default_state_dir(out.resolve().name), steps_per_epoch=args.steps_per_epoch,
-        max_epochs=args.epochs, batch_size=args.batch, crop=_parse_crop(args.crop),
+        max_epochs=args.epochs, batch_size=args.batch, lr=args.lr, crop=_parse_crop(args.crop),
         lesion_fraction=args.lesion_fraction, bf16_cpu=args.bf16, seed=args.seed, max_minutes=args.max_minutes,
         precise_bn_batches=args.precise_bn,
         data_description=(f"{args.train_cases} synthetic chronic-stroke cases (seeds {args.seed}.."

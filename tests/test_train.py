@@ -64,16 +64,21 @@ def test_loss_goes_down_when_overfitting_one_batch(tmp_path: Path) -> None:
 
 def test_two_steps_save_state_and_resume(tmp_path: Path) -> None:
     config = _config(tmp_path, steps_per_epoch=4)
+    config.extra_card["initialised_from"] = "start.pt (sha256 abc)"
     trainer = Trainer(config, SlicePool(tiny_cases(), crop=(32, 32)), tiny_cases(1), torch.device("cpu"))
     state = trainer.run(max_steps=2)
     assert state.step == 2 and (tmp_path / "state" / "train_state.pt").is_file()
-    resumed = Trainer(config, SlicePool(tiny_cases(), crop=(32, 32)), tiny_cases(1), torch.device("cpu"))
+    fresh_config = _config(tmp_path, steps_per_epoch=4)  # as a new `xnet train --resume` builds it
+    resumed = Trainer(fresh_config, SlicePool(tiny_cases(), crop=(32, 32)), tiny_cases(1), torch.device("cpu"))
     assert resumed.resume() and resumed.state.step == 2
     for a, b in zip(trainer.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
     final = resumed.run()
     assert final.epoch == 1 and final.step == 4
     assert len(final.history) == 1 and {"val_loss", "val_dice", "lr"} <= set(final.history[0])
+    card = load_checkpoint(tmp_path / "out" / "last.pt").card
+    assert card["initialised_from"] == "start.pt (sha256 abc)", "provenance survives the resume"
+    assert "CPU threads" in card["hardware"] and card["hardware"].endswith(", cpu")
 
 
 def test_epoch_end_writes_checkpoints_that_load(tmp_path: Path) -> None:
@@ -182,8 +187,10 @@ def test_cli_train_starts_from_given_weights(tmp_path: Path, monkeypatch, random
                         tiny_cases(len(seeds)))
     code = main(["train", "--out", str(tmp_path / "run"), "--init", str(random_checkpoint.path),
                  "--train-cases", "1", "--val-cases", "1", "--steps-per-epoch", "1", "--epochs", "1",
-                 "--crop", "32x32", "--batch", "2"])
+                 "--crop", "32x32", "--batch", "2", "--lr", "2e-4"])
     assert code == 0, capsys.readouterr().err
     card = json.loads((tmp_path / "run" / "last.card.json").read_text())
     assert random_checkpoint.sha256 in card["initialised_from"]
+    assert card["recipe"]["lr"] == 2e-4 and card["recipe"]["optimiser"].startswith("Adam lr 0.0002 ")
+    assert card["history"][0]["lr"] == 2e-4, "the optimiser ran with the asked learning rate"
     assert main(["train", "--out", str(tmp_path / "run"), "--crop", "30x30"]) == 2

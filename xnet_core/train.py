@@ -138,6 +138,14 @@ class TrainState:
     wall_s: float = 0.0
 
 
+def _hardware(device: torch.device) -> str:
+    """Where the run trained, for the card: CPU architecture and core count, or the GPU's name."""
+    where = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads"
+    if device.type == "cuda":
+        where += f", {torch.cuda.get_device_name(device)}"
+    return f"{where}, {device}"
+
+
 def _distributed() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -230,7 +238,8 @@ class Trainer:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         payload = {"model": self.model.state_dict(), "optimiser": self.optimiser.state_dict(),
                    "scheduler": self.scheduler.state_dict(), "state": json.dumps(asdict(self.state)),
-                   "rng": json.dumps(self.rng.bit_generator.state)}
+                   "rng": json.dumps(self.rng.bit_generator.state),
+                   "extra_card": json.dumps(self.config.extra_card)}
         tmp = self.state_path.with_suffix(".tmp")
         torch.save(payload, tmp)
         os.replace(tmp, self.state_path)
@@ -244,6 +253,8 @@ class Trainer:
         self.scheduler.load_state_dict(payload["scheduler"])
         self.state = TrainState(**json.loads(payload["state"]))
         self.rng.bit_generator.state = json.loads(payload["rng"])
+        # Provenance given at the start (e.g. initialised_from) must survive a resume.
+        self.config.extra_card = {**json.loads(payload.get("extra_card", "{}")), **self.config.extra_card}
         self.on_log(f"resumed at epoch {self.state.epoch}, step {self.state.step}")
         return True
 
@@ -252,11 +263,11 @@ class Trainer:
                             recipe={**{k: (str(v) if isinstance(v, Path) else v)
                                        for k, v in asdict(self.config).items() if k != "extra_card"},
                                     "loss": "BCE + (1 - batch soft Dice) + 1e-5 L2 (73 kernels)",
-                                    "optimiser": "Adam lr 1e-3 eps 1e-7",
+                                    "optimiser": f"Adam lr {self.config.lr:g} eps 1e-7",
                                     "schedule": "ReduceLROnPlateau(0.2, patience 2, abs 1e-3), early stop 5"},
                             steps=self.state.step, epochs=self.state.epoch,
                             wall_time_s=round(self.state.wall_s, 1), history=self.state.history[-50:],
-                            hardware=f"{platform.processor() or platform.machine()}, {self.device}",
+                            hardware=_hardware(self.device),
                             **self.config.extra_card)
 
     def save_weights(self, name: str) -> None:
