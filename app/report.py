@@ -52,7 +52,7 @@ class ReportInputs:
     slices: list[int]
     methods: list[str]  # methods included; others are marked "left out"
     levels: tuple[float, float]  # the scan's window
-    model: dict  # file, sha256, training_data, intended_use
+    model: dict  # file, sha256, training_data, intended_use, status (the card's quality status, may be absent)
     device: str
     precision: str
     colour_map: str = "inferno"
@@ -72,7 +72,8 @@ def model_summary(checkpoint) -> dict:
     """The model as every report names it: file, SHA-256, training data and intended use (its card)."""
     return {"file": checkpoint.path.name, "sha256": checkpoint.sha256,
             "training_data": checkpoint.card.get("training_data", "not stated (no model card)"),
-            "intended_use": checkpoint.card.get("intended_use", "not stated (no model card)")}
+            "intended_use": checkpoint.card.get("intended_use", "not stated (no model card)"),
+            "status": checkpoint.card.get("status", "")}
 
 
 def maps_needed(study: Study, slices: list[int], methods: list[str]) -> dict[str, list[int]]:
@@ -252,6 +253,8 @@ def _summary_page(pen: _Pen, inputs: ReportInputs, reader_figures: dict | None) 
     pen.line(f"Model: {model['file']}, SHA-256 {model['sha256']}", 9, True)
     pen.line(f"Training data: {model.get('training_data', 'not stated')}")
     pen.line(f"Intended use: {model.get('intended_use', 'not stated')}")
+    if model.get("status"):  # e.g. an interim demo model below its quality bar: the reader must know
+        pen.line(f"Model status: {model['status']}", 9, True)
     pen.line(f"Device: {inputs.device} · precision: {inputs.precision} · threshold {study.threshold:.2f} · "
              f"window {inputs.levels[0]:.4g} – {inputs.levels[1]:.4g}")
     if inputs.registration is not None:

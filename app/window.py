@@ -86,6 +86,17 @@ SHORTCUTS = [
 ]
 
 
+def banner_text(card: dict) -> str:
+    """The disclaimer, the model's intended use and its card's quality status (an interim demo model
+    says so next to the images, not only in its card)."""
+    text = DISCLAIMER
+    if card.get("intended_use"):
+        text += f"  Model: {card['intended_use']}"
+    if card.get("status"):
+        text += f"  Status: {card['status']}"
+    return text
+
+
 def _engine_factory(checkpoint, weights: Path | None, device: str):
     """Builds the engine on the worker thread: torch, the weights and the model copies load there."""
     def build():
@@ -457,8 +468,7 @@ class ViewerWindow(QMainWindow):
         row.addLayout(slider_column)
         central = QWidget()
         column = QVBoxLayout(central)
-        intended = self.card.get("intended_use", "")
-        self.banner = QLabel(DISCLAIMER + (f"  Model: {intended}" if intended else ""))
+        self.banner = QLabel(banner_text(self.card))
         self.banner.setStyleSheet(BANNER_STYLE)
         self.banner.setWordWrap(True)
         column.addWidget(self.banner)
@@ -700,8 +710,7 @@ class ViewerWindow(QMainWindow):
         self.model_label.setText(self._model_text())
         if engine.checkpoint.card != self.card:  # weights loaded by the worker: their own card rules
             self.card = engine.checkpoint.card
-            intended = self.card.get("intended_use", "")
-            self.banner.setText(DISCLAIMER + (f"  Model: {intended}" if intended else ""))
+            self.banner.setText(banner_text(self.card))
             if engine.checkpoint.normalisation != self.study.model_input.normalisation:
                 self.set_volume(self.volume)  # prepare again with the checkpoint's recipe
 

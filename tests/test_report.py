@@ -69,7 +69,8 @@ def _application(qapp) -> None:
 
 
 def _inputs(study: Study, slices: list[int], **extra) -> ReportInputs:
-    model = {"file": "xnet-test.pt", "sha256": "ab" * 32, "training_data": "none (test)", "intended_use": "tests"}
+    model = {"file": "xnet-test.pt", "sha256": "ab" * 32, "training_data": "none (test)", "intended_use": "tests",
+             "status": "INTERIM: held-out mean Dice 0.5 is below the bar"}
     return ReportInputs(study=study, slices=slices, methods=extra.pop("methods", ["gradcam", "gradcampp", "lime"]),
                         levels=grey_window(study.volume.data), model=model, device="cpu", precision="fp32", **extra)
 
@@ -89,6 +90,7 @@ def test_report_pages_text_and_figures(study, tmp_path) -> None:
     assert len(pages) == 3  # the summary and one page per slice
     first = pages[0]
     assert DISCLAIMER in first and "ab" * 32 in first and "xnet-test.pt" in first
+    assert "Model status: INTERIM: held-out mean Dice 0.5 is below the bar" in first
     assert "1 lesion(s)" in first and "0.40 ml" in first  # 10 x 10 x 4 voxels of 1 mm
     assert "Dice" in first and "mine.nii.gz" in first and "Chronic infarct, left." in first
     assert "Exported slices (z): 5, 9" in first

@@ -183,6 +183,14 @@ def test_disclaimer_banner_is_visible(window):
     assert window.banner.height() > 0
 
 
+def test_banner_names_intended_use_and_an_interim_status():
+    from app.window import banner_text
+
+    text = banner_text({"intended_use": "T1 scans.", "status": "INTERIM: held-out mean Dice 0.6"})
+    assert text.startswith(DISCLAIMER) and "Model: T1 scans." in text and "Status: INTERIM" in text
+    assert banner_text({}) == DISCLAIMER
+
+
 def test_main_opens_the_window_and_runs_the_loop(qapp, stored, monkeypatch):
     shown = []
 
