@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 from app.reader import Notes
 from app.report import ReportInputs, maps_needed, model_summary, report_precision, write_report
 from explain.methods import CAM_METHODS, METHODS
+from xnet_core.atomic import atomic_path
 from xnet_core.errors import Cancelled, XNetError
 from xnet_core.volume import save_like
 
@@ -230,10 +231,9 @@ def view_png(window: "ViewerWindow", path: str, scale: int) -> Path:
     widget.render(painter, QPoint(0, 0))
     painter.end()
     target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp.png")
-    if not image.save(str(tmp), "PNG"):
-        raise XNetError(f"{target}: the image could not be written; check the folder and the free space.")
-    tmp.replace(target)
+    with atomic_path(target, suffix=".png") as tmp:
+        if not image.save(str(tmp), "PNG"):
+            raise XNetError(f"{target}: the image could not be written; check the folder and the free space.")
     return target
 
 

@@ -28,6 +28,7 @@ from app.slice_panel import MODEL_COLOUR, READER_COLOUR, lookup_table, outline
 from app.study import Study
 from explain.methods import CAM_METHODS, METHOD_NAMES, METHODS
 from xnet_core import DISCLAIMER, __version__
+from xnet_core.atomic import atomic_path
 from xnet_core.errors import Cancelled, XNetError
 from xnet_core.volume import Volume
 
@@ -402,14 +403,13 @@ def write_report(inputs: ReportInputs, path: str | os.PathLike,
         raise XNetError(f"{path}: the folder {path.parent} does not exist; choose another place for the report.")
     if not os.access(path.parent, os.W_OK):
         raise XNetError(f"{path}: cannot write in {path.parent} (permission denied); choose another folder.")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     reader_figures = None
     if inputs.reader_mask is not None and inputs.study.segmentation_complete:
         explained = {m: [z for z, s in inputs.study.explained[m].items() if s == "ok"] for m in inputs.methods}
         reader_figures = volume_comparison(inputs.study.volume, inputs.study.mask(), inputs.reader_mask,
                                            {m: inputs.study.maps[m] for m in inputs.methods}, explained)
     pages = 1 + len(inputs.slices)
-    try:
+    with atomic_path(path) as tmp:
         writer = QPdfWriter(str(tmp))
         writer.setResolution(RESOLUTION)
         writer.setPageLayout(QPageLayout(QPageSize(QPageSize.PageSizeId.A4), QPageLayout.Orientation.Portrait,
@@ -438,8 +438,4 @@ def write_report(inputs: ReportInputs, path: str | os.PathLike,
                     on_progress(page + 1, pages)
         finally:
             painter.end()
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

@@ -33,6 +33,7 @@ from explain.methods import CAM_METHODS, METHODS, check_methods
 from explain.targets import NO_LESION, Target, TargetSpec, resolve
 from xnet_core import __version__
 from xnet_core.assets import user_cache_dir
+from xnet_core.atomic import atomic_path
 from xnet_core.checkpoint import Checkpoint
 from xnet_core.errors import Cancelled, XNetError
 from xnet_core.inference import Segmentation, Segmenter
@@ -128,9 +129,8 @@ class DiskCache:
             self.folder.mkdir(parents=True, exist_ok=True)
             buffer = io.BytesIO()
             np.savez_compressed(buffer, map=array, meta=np.array(json.dumps(meta)))
-            tmp = self.folder / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
-            tmp.write_bytes(buffer.getvalue())
-            os.replace(tmp, self._path(key))
+            with atomic_path(self._path(key)) as tmp:
+                tmp.write_bytes(buffer.getvalue())
             self._evict()
         except OSError as error:  # a full or read-only disk costs speed, not results
             log.warning("explanation cache not written (%s)", error)

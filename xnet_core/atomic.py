@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -11,11 +12,11 @@ from typing import Iterator
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """A temporary path beside ``path`` (one per process) to write to: renamed over ``path`` when the
+    """A temporary path beside ``path`` (one per process and thread) to write to: renamed over ``path`` when the
     block ends without error, removed otherwise. ``suffix`` ends the temporary name, for writers that
     pick the format by it (nibabel, ITK, numpy)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}{suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from xnet_core import metrics
+from xnet_core.atomic import atomic_path
 from xnet_core.checkpoint import default_card, save_checkpoint
 from xnet_core.model import XNet
 
@@ -240,9 +241,8 @@ class Trainer:
                    "scheduler": self.scheduler.state_dict(), "state": json.dumps(asdict(self.state)),
                    "rng": json.dumps(self.rng.bit_generator.state),
                    "extra_card": json.dumps(self.config.extra_card)}
-        tmp = self.state_path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, self.state_path)
+        with atomic_path(self.state_path) as tmp:
+            torch.save(payload, tmp)
 
     def resume(self) -> bool:
         if not self.state_path.is_file():
@@ -389,9 +389,8 @@ def _cached_case(seed: int, augment: bool, cache_dir: Path | None) -> VolumeSlic
     case = synthetic_volume_slices(seed, augment=augment)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-        np.savez(tmp, slices=case.slices, masks=case.masks, brain=case.brain)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".npz") as tmp:  # the suffix stops numpy appending its own
+            np.savez(tmp, slices=case.slices, masks=case.masks, brain=case.brain)
     return case
 
 
