@@ -1,0 +1,41 @@
+#!/bin/bash
+# Fine-tune the shipped demo model on a lent GPU machine in ONE call and bring the result back (as run
+# for stage 4 of assets/weights/xnet-demo.card.json, on an NVIDIA H200).
+# The machine's image has torch/numpy/scipy but not nibabel or pydicom: carry their wheels in .whl/
+#   (pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl nibabel==5.4.2 pydicom==3.0.2).
+# Results come back through $OUT, at most 8 files of 16 MiB: best/last as fp16 checkpoints (30 MB) split in
+# two parts each (join with `cat best16.pt.part0* > best16.pt`), their cards and the training log. Then:
+#   python scripts/make_demo_assets.py weights best16.pt   (and the metrics step, see that script).
+# env: DEV TRAIN VAL WORKERS MIN SAFETY BATCH SPE PBN THREADS EXTRA (e.g. EXTRA=--resume on a warm machine)
+set -u
+T0=$(date +%s)
+OUT=${OUT:-/tmp/devout}; mkdir -p "$OUT"
+DEV=${DEV:-cuda}; TRAIN=${TRAIN:-200}; VAL=${VAL:-8}; WORKERS=${WORKERS:-16}; MIN=${MIN:-6}
+SAFETY=${SAFETY:-480}; BATCH=${BATCH:-16}; SPE=${SPE:-1000}; RUN=${RUN:-/tmp/run}
+PY=${PY:-python3}
+$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${THREADS:-1} OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1 | head -2; nproc
+$PY -c "import torch,numpy,scipy,nibabel,pydicom; print(torch.__version__, torch.cuda.is_available(), numpy.__version__)" || exit 4
+timeout -s INT "$SAFETY" $PY -m app.cli train --out "$RUN" --init assets/weights/xnet-demo.pt \
+  --train-cases "$TRAIN" --val-cases "$VAL" --workers "$WORKERS" --batch "$BATCH" --lesion-fraction 0.6 \
+  --precise-bn "${PBN:-50}" --steps-per-epoch "$SPE" --max-minutes "$MIN" --device "$DEV" ${EXTRA:-} > "$OUT/train.log" 2>&1
+echo "train rc $? after $(( $(date +%s) - T0 )) s"
+grep -E "cases ready|epoch [0-9]+:|stopped|early|rror|Traceback" "$OUT/train.log" | tail -40
+grep "steps/s" "$OUT/train.log" | tail -2
+OUT="$OUT" RUN="$RUN" $PY - <<'EOF'
+import os
+from pathlib import Path
+from xnet_core.checkpoint import load_checkpoint, save_checkpoint
+out, run = Path(os.environ["OUT"]), Path(os.environ["RUN"])
+for name in ("best", "last"):
+    src = run / f"{name}.pt"
+    if not src.is_file():
+        print("missing", src)
+        continue
+    ck = load_checkpoint(src)
+    saved = save_checkpoint(ck.build_model(), out / f"{name}16.pt", ck.card, half=True)
+    print(name, saved.sha256, ck.card.get("steps"), ck.card.get("epochs"))
+EOF
+for f in "$OUT"/best16.pt "$OUT"/last16.pt; do [ -f "$f" ] && split -n 2 -d "$f" "$f.part" && rm "$f"; done
+ls -la "$OUT"; echo "total $(( $(date +%s) - T0 )) s"
