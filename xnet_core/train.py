@@ -140,7 +140,7 @@ class TrainState:
 
 
 def _hardware(device: torch.device) -> str:
-    """Where the run trained, for the card: CPU architecture and core count, or the GPU's name."""
+    """Where the run trained, for the card: CPU architecture and thread count, plus the GPU's name on CUDA."""
     where = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads"
     if device.type == "cuda":
         where += f", {torch.cuda.get_device_name(device)}"
