@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lesion-fraction", type=float, default=0.5, help="share of lesion slices sampled")
     train.add_argument("--bf16", action="store_true", help="bf16 autocast on the CPU")
     train.add_argument("--workers", type=int, default=1, help="processes preparing synthetic cases")
+    train.add_argument("--start-after", type=int, default=0, metavar="N",
+                       help="start once N synthetic training cases are ready; the rest join the pool as "
+                            "they are prepared (keeps a GPU busy; not reproducible step for step)")
     train.add_argument("--max-minutes", type=float, help="stop resumably after this long")
     train.add_argument("--resume", action="store_true", help="continue from the saved state")
     train.add_argument("--init", metavar="CKPT", help="start from these weights (e.g. the shipped demo model)")
@@ -363,7 +366,7 @@ def _atlas_cases(args: argparse.Namespace) -> tuple[list, list, str]:
 def _train(args: argparse.Namespace) -> int:
     from xnet_core.errors import XNetError
     from xnet_core.synthetic import SEED_RANGES
-    from xnet_core.train import SlicePool, TrainConfig, Trainer, default_state_dir, synthetic_pool
+    from xnet_core.train import CaseStream, SlicePool, TrainConfig, default_state_dir, synthetic_pool
 
     device = _distributed_device(args.device)
     out = Path(args.out)
@@ -376,21 +379,46 @@ def _train(args: argparse.Namespace) -> int:
                           f"{args.seed + args.train_cases - 1}) on the MNI152 2009a template; "
                           f"validation seeds {SEED_RANGES['validation']}..+{args.val_cases - 1}"),
     )
+    if args.start_after < 0:
+        raise XNetError(f"--start-after {args.start_after}: expected a number of cases >= 0.")
     started = time.perf_counter()
-    if args.data:
-        train_cases, val_cases, config.data_description = _atlas_cases(args)
-    else:
-        print(f"preparing {args.train_cases} training and {args.val_cases} validation cases "
-              f"with {args.workers} worker(s)...", file=sys.stderr)
-        cache = default_state_dir("synthetic-cases")  # cases are pure functions of their seeds
-        train_cases = synthetic_pool(list(range(args.seed, args.seed + args.train_cases)), args.workers,
-                                     cache_dir=cache)
-        val_seeds = list(range(SEED_RANGES["validation"], SEED_RANGES["validation"] + args.val_cases))
-        val_cases = synthetic_pool(val_seeds, args.workers, cache_dir=cache)
-    if not train_cases or not val_cases:
-        raise XNetError("training needs at least one training and one validation scan.")
-    print(f"cases ready in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    pool = SlicePool(train_cases, lesion_fraction=args.lesion_fraction, crop=config.crop)
+    stream = None
+    try:
+        if args.data:
+            train_cases, val_cases, config.data_description = _atlas_cases(args)
+        else:
+            print(f"preparing {args.train_cases} training and {args.val_cases} validation cases "
+                  f"with {args.workers} worker(s)...", file=sys.stderr)
+            cache = default_state_dir("synthetic-cases")  # cases are pure functions of their seeds
+            train_seeds = list(range(args.seed, args.seed + args.train_cases))
+            val_seeds = list(range(SEED_RANGES["validation"], SEED_RANGES["validation"] + args.val_cases))
+            if args.start_after > 0:
+                stream = CaseStream(train_seeds, args.workers, cache_dir=cache)
+                val_cases = synthetic_pool(val_seeds, min(args.workers, len(val_seeds)), cache_dir=cache)
+                train_cases = stream.wait_for(args.start_after)  # the list keeps growing during training
+            else:
+                train_cases = synthetic_pool(train_seeds, args.workers, cache_dir=cache)
+                val_cases = synthetic_pool(val_seeds, args.workers, cache_dir=cache)
+        if not train_cases or not val_cases:
+            raise XNetError("training needs at least one training and one validation scan.")
+        print(f"{len(train_cases)} training and {len(val_cases)} validation cases ready in "
+              f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
+        pool = SlicePool(train_cases, lesion_fraction=args.lesion_fraction, crop=config.crop)
+        return _run_training(args, config, device, pool, val_cases)
+    finally:
+        if stream is not None:
+            stream.close()
+            print(f"{len(stream.cases)} of {stream.total} training cases were in the pool at the end",
+                  file=sys.stderr)
+            if stream.error is not None:
+                print(f"xnet: warning: preparing a training case failed: {stream.error}", file=sys.stderr)
+
+
+def _run_training(args: argparse.Namespace, config, device, pool, val_cases: list) -> int:
+    """Train from --init or the saved state (--resume) and report where the weights went."""
+    from xnet_core.train import Trainer
+
+    out = config.out_dir
     trainer = Trainer(config, pool, val_cases, device, on_log=lambda line: print(line, file=sys.stderr, flush=True))
     if args.resume and not trainer.resume():
         print(f"no saved state in {config.state_dir}; starting afresh", file=sys.stderr)

@@ -6,7 +6,9 @@
 # Results come back through $OUT, at most 8 files of 16 MiB: best/last as fp16 checkpoints (30 MB) split in
 # two parts each (join with `cat best16.pt.part0* > best16.pt`), their cards and the training log. Then:
 #   python scripts/make_demo_assets.py weights best16.pt   (and the metrics step, see that script).
-# env: DEV TRAIN VAL WORKERS MIN SAFETY BATCH SPE PBN THREADS EXTRA (e.g. EXTRA=--resume on a warm machine)
+# env: DEV TRAIN VAL WORKERS START MIN SAFETY BATCH SPE PBN THREADS EXTRA (e.g. EXTRA=--resume on a warm machine)
+# START: training begins once this many training cases are ready (the rest join while the GPU trains;
+#   preparing all 200 first cost 163 s of the 900 s device budget in stage 4). START=0 waits for all.
 set -u
 T0=$(date +%s)
 OUT=${OUT:-/tmp/devout}; mkdir -p "$OUT"
@@ -18,10 +20,11 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${THREADS:-1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1 | head -2; nproc
 $PY -c "import torch,numpy,scipy,nibabel,pydicom; print(torch.__version__, torch.cuda.is_available(), numpy.__version__)" || exit 4
 timeout -s INT "$SAFETY" $PY -m app.cli train --out "$RUN" --init assets/weights/xnet-demo.pt \
-  --train-cases "$TRAIN" --val-cases "$VAL" --workers "$WORKERS" --batch "$BATCH" --lesion-fraction 0.6 \
+  --train-cases "$TRAIN" --val-cases "$VAL" --workers "$WORKERS" --start-after "${START:-16}" \
+  --batch "$BATCH" --lesion-fraction 0.6 \
   --precise-bn "${PBN:-50}" --steps-per-epoch "$SPE" --max-minutes "$MIN" --device "$DEV" ${EXTRA:-} > "$OUT/train.log" 2>&1
 echo "train rc $? after $(( $(date +%s) - T0 )) s"
-grep -E "cases ready|epoch [0-9]+:|stopped|early|rror|Traceback" "$OUT/train.log" | tail -40
+grep -E "cases ready|in the pool|epoch [0-9]+:|stopped|early|rror|Traceback" "$OUT/train.log" | tail -40
 grep "steps/s" "$OUT/train.log" | tail -2
 OUT="$OUT" RUN="$RUN" $PY - <<'EOF'
 import os

@@ -194,3 +194,72 @@ def test_cli_train_starts_from_given_weights(tmp_path: Path, monkeypatch, random
     assert card["recipe"]["lr"] == 2e-4 and card["recipe"]["optimiser"].startswith("Adam lr 0.0002 ")
     assert card["history"][0]["lr"] == 2e-4, "the optimiser ran with the asked learning rate"
     assert main(["train", "--out", str(tmp_path / "run"), "--crop", "30x30"]) == 2
+
+
+def test_case_stream_grows_in_seed_order_and_stops_when_closed(monkeypatch) -> None:
+    import threading
+
+    import xnet_core.train as train
+
+    gate = threading.Event()
+
+    def slow_case(seed, normalisation="robust", augment=True):
+        if seed >= 3:
+            gate.wait(0.5)  # cases 3.. are "still being prepared" until the gate opens (or 0.5 s pass)
+        case = tiny_cases(1)[0]
+        case.slices[:] = seed
+        return case
+
+    monkeypatch.setattr(train, "synthetic_volume_slices", slow_case)
+    stream = train.CaseStream([0, 1, 2, 3, 4, 5])
+    ready = stream.wait_for(2)
+    assert len(ready) >= 2 and not stream.done
+    gate.set()
+    assert stream.wait_for(100) is ready, "asking for more than all waits for all, in the same list"
+    assert [float(c.slices.flat[0]) for c in ready] == [0, 1, 2, 3, 4, 5] and stream.done
+    stream.close()
+
+    gate.clear()
+    stopped = train.CaseStream([0, 1, 2, 3, 4, 5])
+    stopped.wait_for(3)
+    stopped.close()  # while case 3 is being prepared: it is kept, cases 4 and 5 are never made
+    assert [float(c.slices.flat[0]) for c in stopped.cases] == [0, 1, 2, 3]
+
+
+def test_case_stream_worker_processes_read_the_cache_and_report_errors(tmp_path: Path, monkeypatch) -> None:
+    import xnet_core.train as train
+
+    for seed in (7, 8, 9):
+        case = tiny_cases(1)[0]
+        case.slices[:] = seed
+        np.savez(tmp_path / f"case-{seed}.npz", slices=case.slices, masks=case.masks, brain=case.brain)
+    stream = train.CaseStream([7, 8, 9], workers=2, cache_dir=tmp_path)
+    cases = stream.wait_for(3)
+    stream.close()
+    assert [float(c.slices.flat[0]) for c in cases] == [7, 8, 9]
+
+    def broken(seed, normalisation="robust", augment=True):
+        raise ValueError(f"seed {seed} broke")
+
+    monkeypatch.setattr(train, "synthetic_volume_slices", broken)
+    failing = train.CaseStream([1, 2])
+    with pytest.raises(ValueError, match="seed 1 broke"):
+        failing.wait_for(1)
+    failing.close()
+
+
+def test_cli_train_can_start_before_all_cases_are_ready(tmp_path: Path, monkeypatch, capsys) -> None:
+    import xnet_core.train as train
+    from app.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(train, "synthetic_volume_slices",
+                        lambda seed, normalisation="robust", augment=True: tiny_cases(1)[0])
+    code = main(["train", "--out", str(tmp_path / "run"), "--train-cases", "3", "--val-cases", "1",
+                 "--start-after", "1", "--steps-per-epoch", "1", "--epochs", "1", "--crop", "32x32",
+                 "--batch", "2"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "3 of 3 training cases were in the pool at the end" in err
+    assert (tmp_path / "run" / "best.pt").is_file()
+    assert main(["train", "--out", str(tmp_path / "run"), "--start-after", "-1"]) == 2

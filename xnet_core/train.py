@@ -405,6 +405,79 @@ def synthetic_pool(seeds: list[int], workers: int = 1, augment: bool = True,
         return pool.starmap(_cached_case, [(s, augment, cache_dir) for s in seeds])
 
 
+class CaseStream:
+    """Synthetic cases prepared in the background, so that training can start before all are ready.
+
+    On a lent GPU, preparing 200 cases took 163 s of a 900 s budget while the GPU idled. ``cases``
+    grows in seed order as cases are finished (a SlicePool can hold the same list: appending is
+    atomic and the pool only ever reads ``len`` then one element). Which cases a step can draw from
+    then depends on timing, so a streamed run is not reproducible step for step.
+    """
+
+    def __init__(self, seeds: list[int], workers: int = 1, augment: bool = True,
+                 cache_dir: Path | None = None) -> None:
+        import threading
+
+        self.cases: list[VolumeSlices] = []
+        self.total = len(seeds)
+        self.error: BaseException | None = None
+        self._finished = False  # set (under the condition) when the thread stops, for whatever reason
+        self._seeds, self._workers, self._augment, self._cache_dir = seeds, workers, augment, cache_dir
+        self._stop = threading.Event()
+        self._grown = threading.Condition()
+        self._thread = threading.Thread(target=self._prepare, name="case-stream", daemon=True)
+        self._thread.start()
+
+    def _prepare(self) -> None:
+        try:
+            if self._workers <= 1:
+                for seed in self._seeds:
+                    if self._stop.is_set():
+                        return
+                    self._add(_cached_case(seed, self._augment, self._cache_dir))
+                return
+            import multiprocessing as mp
+            from functools import partial
+
+            with mp.get_context("spawn").Pool(self._workers) as pool:
+                results = pool.imap(partial(_cached_case, augment=self._augment, cache_dir=self._cache_dir),
+                                    self._seeds)
+                while len(self.cases) < self.total and not self._stop.is_set():
+                    try:
+                        self._add(results.next(timeout=0.5))
+                    except mp.TimeoutError:
+                        continue
+        except BaseException as error:  # handed to the waiting thread, which reports it
+            self.error = error
+        finally:
+            with self._grown:
+                self._finished = True
+                self._grown.notify_all()
+
+    def _add(self, case: VolumeSlices) -> None:
+        with self._grown:
+            self.cases.append(case)
+            self._grown.notify_all()
+
+    def wait_for(self, count: int) -> list[VolumeSlices]:
+        """Block until ``count`` cases (at most all) are ready; re-raises a preparation error."""
+        count = min(count, self.total)
+        with self._grown:
+            self._grown.wait_for(lambda: len(self.cases) >= count or self._finished)
+        if self.error is not None:
+            raise self.error
+        return self.cases
+
+    @property
+    def done(self) -> bool:
+        return len(self.cases) >= self.total
+
+    def close(self) -> None:
+        """Stop preparing (cases being made are dropped; worker processes end)."""
+        self._stop.set()
+        self._thread.join()
+
+
 def default_state_dir(name: str) -> Path:
     """Resumable state lives in the user's cache folder, never in the repository."""
     from xnet_core.assets import user_cache_dir
