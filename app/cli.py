@@ -366,7 +366,8 @@ def _atlas_cases(args: argparse.Namespace) -> tuple[list, list, str]:
 def _train(args: argparse.Namespace) -> int:
     from xnet_core.errors import XNetError
     from xnet_core.synthetic import SEED_RANGES
-    from xnet_core.train import CaseStream, SlicePool, TrainConfig, default_state_dir, synthetic_pool
+    from xnet_core.train import (CaseStream, SlicePool, TrainConfig, default_state_dir, synthetic_case_cache,
+                                  synthetic_pool)
 
     device = _distributed_device(args.device)
     out = Path(args.out)
@@ -389,7 +390,7 @@ def _train(args: argparse.Namespace) -> int:
         else:
             print(f"preparing {args.train_cases} training and {args.val_cases} validation cases "
                   f"with {args.workers} worker(s)...", file=sys.stderr)
-            cache = default_state_dir("synthetic-cases")  # cases are pure functions of their seeds
+            cache = synthetic_case_cache()  # cases are pure functions of their seeds (and the code)
             train_seeds = list(range(args.seed, args.seed + args.train_cases))
             val_seeds = list(range(SEED_RANGES["validation"], SEED_RANGES["validation"] + args.val_cases))
             if args.start_after > 0:

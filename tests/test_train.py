@@ -263,3 +263,18 @@ def test_cli_train_can_start_before_all_cases_are_ready(tmp_path: Path, monkeypa
     assert "3 of 3 training cases were in the pool at the end" in err
     assert (tmp_path / "run" / "best.pt").is_file()
     assert main(["train", "--out", str(tmp_path / "run"), "--start-after", "-1"]) == 2
+
+
+def test_synthetic_case_cache_changes_with_the_code_that_makes_cases(tmp_path: Path, monkeypatch) -> None:
+    import xnet_core.train as train
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = train.synthetic_case_cache()
+    assert first == train.synthetic_case_cache() and first.parent.name == "synthetic-cases"
+    assert str(first).startswith(str(tmp_path / "cache"))
+    generator = tmp_path / "generator.py"  # an absolute name replaces the module folder in the join
+    generator.write_text("x = 1\n")
+    monkeypatch.setattr(train, "CASE_CODE", (*train.CASE_CODE, str(generator)))
+    before = train.synthetic_case_cache()
+    generator.write_text("x = 2\n")
+    assert train.synthetic_case_cache() not in (before, first), "an edited generator gets a fresh cache"

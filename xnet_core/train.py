@@ -483,3 +483,27 @@ def default_state_dir(name: str) -> Path:
     from xnet_core.assets import user_cache_dir
 
     return user_cache_dir("train", name)
+
+
+# What a prepared synthetic case depends on besides its seed: the generator and its shape bank, the
+# preprocessing (code), the template and the bank (data). synthetic_volume_slices is added by source.
+CASE_CODE = ("synthetic.py", "shapes.py", "preprocess.py")
+
+
+def synthetic_case_cache() -> Path:
+    """The cache folder for prepared synthetic cases, one per version of what makes them.
+
+    Keyed by seed alone, a cache filled before a change to the generator would silently mix old
+    cases into a new run. Hashing the 7.5 MB of sources and assets takes a fraction of a second.
+    """
+    import hashlib
+    import inspect
+
+    from xnet_core.assets import TEMPLATE_GM, TEMPLATE_T1, TEMPLATE_WM, asset_path
+    from xnet_core.shapes import SHAPE_BANK
+
+    digest = hashlib.sha256(inspect.getsource(synthetic_volume_slices).encode())
+    for path in [Path(__file__).parent / name for name in CASE_CODE] + \
+            [asset_path(name) for name in (TEMPLATE_T1, TEMPLATE_GM, TEMPLATE_WM, SHAPE_BANK)]:
+        digest.update(Path(path).read_bytes())
+    return default_state_dir("synthetic-cases") / f"v-{digest.hexdigest()[:12]}"
