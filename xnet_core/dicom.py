@@ -306,7 +306,8 @@ def _one_volume(folder: Path, images: list[_Image], volume_index: int | None, wa
         )
     n_volumes = counts[0]
     if n_volumes == 1 and volume_index not in (None, 0):
-        raise VolumeError(f"{folder}: is a 3D series; there is no volume {volume_index}.")
+        raise VolumeError(f"{folder}: is a 3D series; there is no volume {volume_index} "
+                          f"(leave out --volume, which picks a volume of a 4D series).")
     volume_index = choose_volume(folder, n_volumes, volume_index, warnings,
                                  f"the series holds {n_volumes} images at each slice position "
                                  "(echoes, time points or diffusion directions)")

@@ -275,7 +275,8 @@ def _read_data(
         volume_index = choose_volume(path, shape[3], volume_index, warnings, f"4D file with {shape[3]} volumes")
         region = (slice(None), slice(None), slice(None), volume_index)
     elif volume_index not in (None, 0):
-        raise VolumeError(f"{path}: is a 3D volume; there is no volume {volume_index}.")
+        raise VolumeError(f"{path}: is a 3D volume; there is no volume {volume_index} "
+                          f"(leave out --volume, which picks a volume of a 4D file).")
     else:
         region = (slice(None),) * 3
     try:
