@@ -7,6 +7,10 @@
 # two parts each (join with `cat best16.pt.part0* > best16.pt`), their cards and the training log. Then:
 #   python scripts/make_demo_assets.py weights best16.pt   (and the metrics step, see that script).
 # env: DEV TRAIN VAL WORKERS START MIN SAFETY BATCH SPE PBN THREADS EXTRA (e.g. EXTRA=--resume on a warm machine)
+# A 900 s device budget with calls of at most 600 s (machine start ~60-100 s counts too): call 1 with
+#   MIN=7 SAFETY=500 (run timeout_s 560), then at once, while the machine is warm (it goes back after
+#   30 s idle), call 2 with EXTRA=--resume and MIN set to the total training minutes wanted (e.g. 11):
+#   the cases come from the machine's cache in seconds. Fetch best16/last16 after each call.
 # START: training begins once this many training cases are ready (the rest join while the GPU trains;
 #   preparing all 200 first cost 163 s of the 900 s device budget in stage 4). START=0 waits for all.
 set -u
