@@ -473,7 +473,8 @@ class CaseStream:
         return len(self.cases) >= self.total
 
     def close(self) -> None:
-        """Stop preparing (cases being made are dropped; worker processes end)."""
+        """Stop preparing: a case being made in this process is finished and kept; cases being made in
+        worker processes are dropped and the workers end."""
         self._stop.set()
         self._thread.join()
 
