@@ -11,8 +11,8 @@ cases are jittered by up to 7 % / 3 mm); and two what-ifs, for information only,
 contract fixes the mask (threshold 0.5, no post-processing): Dice at other thresholds and after
 dropping predicted components under N voxels.
 
-Used for the demo model in session 7: the false positives sat on the brain edge at the skull base,
-a minimum component size would not have helped, and small lesions were missed although clearly visible.
+Used on the demo model's stages 4 and 5 (README): small lesions missed although clearly visible, false
+positives on the brain edge at the skull base (fewer after stage 5), no post-processing that would help.
 """
 
 from __future__ import annotations
