@@ -155,9 +155,10 @@ def _analyse(args: argparse.Namespace) -> int:
         volume = load_volume(scan.t1)
         truth = load_lesion_mask(scan, volume) > 0
         result, _ = segment(segmenter, place(volume, device=str(segmenter.device)))
-        if is_template_grid(volume) and places is None:
+        on_template = is_template_grid(volume)
+        if on_template and places is None:
             places = TemplatePlaces()
-        cases[scan.scan_id] = analyse_case(result.probabilities, truth, places if is_template_grid(volume) else None)
+        cases[scan.scan_id] = analyse_case(result.probabilities, truth, places if on_template else None)
         voxel_ml[scan.scan_id] = volume.voxel_volume_ml
         print(f"{scan.scan_id}: dice {cases[scan.scan_id]['dice']:.3f}", file=sys.stderr, flush=True)
     print(report(cases, voxel_ml))

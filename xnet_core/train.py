@@ -397,12 +397,11 @@ def _cached_case(seed: int, augment: bool, cache_dir: Path | None) -> VolumeSlic
 def synthetic_pool(seeds: list[int], workers: int = 1, augment: bool = True,
                    cache_dir: Path | None = None) -> list[VolumeSlices]:
     """Prepare synthetic cases, in parallel processes when ``workers`` > 1, cached when asked."""
-    if workers <= 1:
-        return [_cached_case(s, augment, cache_dir) for s in seeds]
-    import multiprocessing as mp
-
-    with mp.get_context("spawn").Pool(workers) as pool:
-        return pool.starmap(_cached_case, [(s, augment, cache_dir) for s in seeds])
+    stream = CaseStream(seeds, workers, augment, cache_dir)
+    try:
+        return stream.wait_for(len(seeds))
+    finally:
+        stream.close()
 
 
 class CaseStream:
