@@ -3,18 +3,21 @@
 Steps, as run for the bundled files (see assets/weights/xnet-demo.card.json for the record):
 
     xnet train --out RUN ...                                    # see the card's "recipe"
-    python scripts/make_demo_assets.py weights RUN/best.pt      # fp16 weights + card
+    python scripts/make_demo_assets.py weights RUN/best.pt --note "why this checkpoint"   # fp16 weights + card
     python scripts/make_demo_assets.py case 1000103             # demo scan + ground truth
     xnet synth --n 20 --seed 1000000 --out HELDOUT
     xnet evaluate --data HELDOUT --json EVAL.json               # with the shipped file
     python scripts/make_demo_assets.py metrics EVAL.json "<the command line>" EVAL.txt
 
 The card's sha256 always describes the weights file; metrics are added to the card afterwards
-(the card is a separate file, so adding them does not change the hash).
+(the card is a separate file, so adding them does not change the hash). A checkpoint trained with
+``--init`` from the shipped model adds a stage to the card's ``lineage`` and its totals; any other
+checkpoint starts a new lineage.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,14 +27,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from xnet_core.assets import DEMO_LESION, DEMO_SCAN, DEMO_WEIGHTS, assets_dir  # noqa: E402
+from xnet_core.atomic import write_json_atomic  # noqa: E402
 from xnet_core.checkpoint import card_path_for, load_checkpoint, save_checkpoint  # noqa: E402
 
 INTENDED_USE = ("T1-weighted scans, chronic infarcts; demo model trained on synthetic lesions in one template "
                 "brain; not validated on patients; not for clinical use.")
 
 
-def package_weights(source: Path) -> None:
+def package_weights(source: Path, note: str | None = None, total_hardware: str | None = None) -> None:
     checkpoint = load_checkpoint(source)
+    out = assets_dir() / DEMO_WEIGHTS
+    shipped_card = card_path_for(out)
+    previous = json.loads(shipped_card.read_text()) if shipped_card.exists() else None
     card = {k: v for k, v in checkpoint.card.items() if k not in ("sha256", "weights_file", "weights_dtype")}
     card.update({
         "name": "xnet-demo",
@@ -40,9 +47,36 @@ def package_weights(source: Path) -> None:
         "trained_from": f"{source.name} (sha256 {checkpoint.sha256})",
         "not_comparable_to": "X-Net trained on real ATLAS R1.1 (paper: Dice 0.4867, IoU 0.3723)",
     })
-    out = assets_dir() / DEMO_WEIGHTS
+    card.update(lineage_after(previous, checkpoint.card, note, total_hardware))
     save_checkpoint(checkpoint.build_model(), out, card, half=True)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), lineage stage {card['lineage'][-1]['stage']}")
+
+
+def lineage_after(previous: dict | None, trained: dict, note: str | None, total_hardware: str | None) -> dict:
+    """The lineage and totals of a model trained with ``trained`` (a checkpoint card): one stage more than
+    ``previous`` (the shipped card) when it was initialised from the shipped weights, else a new lineage."""
+    recipe = trained.get("recipe", {})
+    continues = bool(previous) and previous["sha256"] in str(trained.get("initialised_from", ""))
+    earlier = previous.get("lineage", []) if continues else []
+    stage = {
+        "stage": len(earlier) + 1,
+        "from": (f"stage {len(earlier)} as shipped before (xnet-demo.pt sha256 {previous['sha256']})" if continues
+                 else trained.get("initialised_from", "random initialisation")),
+        "steps": trained.get("steps"), "batch_size": recipe.get("batch_size"), "lr": recipe.get("lr"),
+        "wall_time_s": trained.get("wall_time_s"), "train_cases": recipe.get("data_description"),
+        "crop": recipe.get("crop"), "lesion_fraction": recipe.get("lesion_fraction"),
+        "precise_bn_batches": recipe.get("precise_bn_batches"), "hardware": trained.get("hardware"),
+        "history": trained.get("history"),
+    }
+    if note:
+        stage["note"] = note
+    totals_before = (previous.get("total_steps", 0), previous.get("total_wall_time_s", 0.0)) if continues else (0, 0.0)
+    return {
+        "lineage": earlier + [stage],
+        "total_steps": totals_before[0] + (stage["steps"] or 0),
+        "total_wall_time_s": round(totals_before[1] + (stage["wall_time_s"] or 0.0), 1),
+        "total_hardware": total_hardware or (previous.get("total_hardware") if continues else None) or stage["hardware"],
+    }
 
 
 def write_demo_case(seed: int) -> None:
@@ -77,17 +111,31 @@ def add_metrics(eval_json: Path, command: str, table: Path | None) -> None:
     card["status"] = ("meets the demo quality bar (held-out mean Dice >= 0.75)" if dice >= 0.75 else
                       f"INTERIM: held-out mean Dice {dice:.3f} is below the demo quality bar of 0.75; "
                       "continue training (xnet train --init) before relying on it even as a demo")
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    write_json_atomic(card_path, card)
     print(f"metrics added to {card_path}: {card['status']}")
 
 
-if __name__ == "__main__":
-    action = sys.argv[1]
-    if action == "weights":
-        package_weights(Path(sys.argv[2]))
-    elif action == "case":
-        write_demo_case(int(sys.argv[2]))
-    elif action == "metrics":
-        add_metrics(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]) if len(sys.argv) > 4 else None)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = parser.add_subparsers(dest="action", required=True)
+    weights = actions.add_parser("weights", help="package a checkpoint as the shipped demo model")
+    weights.add_argument("checkpoint", type=Path)
+    weights.add_argument("--note", help="why this checkpoint (goes into its lineage stage)")
+    weights.add_argument("--total-hardware", help="the hardware of all stages together, when it changes")
+    case = actions.add_parser("case", help="write the demo scan and its ground truth")
+    case.add_argument("seed", type=int)
+    metrics = actions.add_parser("metrics", help="add held-out metrics measured with the shipped file")
+    metrics.add_argument("eval_json", type=Path)
+    metrics.add_argument("command", help="the command line that produced the evaluation")
+    metrics.add_argument("table", type=Path, nargs="?", help="xnet evaluate's printed table")
+    args = parser.parse_args()
+    if args.action == "weights":
+        package_weights(args.checkpoint, args.note, args.total_hardware)
+    elif args.action == "case":
+        write_demo_case(args.seed)
     else:
-        raise SystemExit(__doc__)
+        add_metrics(args.eval_json, args.command, args.table)
+
+
+if __name__ == "__main__":
+    main()
