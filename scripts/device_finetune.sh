@@ -16,7 +16,7 @@
 set -u
 T0=$(date +%s)
 OUT=${OUT:-/tmp/devout}; mkdir -p "$OUT"
-DEV=${DEV:-cuda}; TRAIN=${TRAIN:-200}; VAL=${VAL:-8}; WORKERS=${WORKERS:-16}; MIN=${MIN:-6}
+DEV=${DEV:-cuda}; TRAIN=${TRAIN:-200}; VAL=${VAL:-20}; WORKERS=${WORKERS:-16}; MIN=${MIN:-6}
 SAFETY=${SAFETY:-480}; BATCH=${BATCH:-16}; SPE=${SPE:-1000}; RUN=${RUN:-/tmp/run}
 PY=${PY:-python3}
 $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
