@@ -5,7 +5,7 @@
 #   (pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl nibabel==5.4.2 pydicom==3.0.2).
 # Results come back through $OUT, at most 8 files of 16 MiB: best/last as fp16 checkpoints (30 MB) split in
 # two parts each (join with `cat best16.pt.part0* > best16.pt`), their cards and the training log. Then:
-#   python scripts/make_demo_assets.py weights best16.pt   (and the metrics step, see that script).
+#   python scripts/make_demo_assets.py weights best16.pt --note "why this epoch"   (and the metrics step).
 # env: DEV TRAIN VAL WORKERS START MIN SAFETY BATCH SPE PBN THREADS EXTRA (e.g. EXTRA=--resume on a warm machine)
 # A 900 s device budget with calls of at most 600 s (machine start ~60-100 s counts too): call 1 with
 #   MIN=7 SAFETY=500 (run timeout_s 560), then at once, while the machine is warm (it goes back after
