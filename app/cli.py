@@ -131,9 +131,28 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init", metavar="CKPT", help="start from these weights (e.g. the shipped demo model)")
     train.add_argument("--precise-bn", type=int, default=0, metavar="BATCHES",
                        help="re-estimate BatchNorm statistics on whole slices before each validation")
+    train.add_argument("--keep-epochs", action="store_true",
+                       help="also write epoch-N.pt after each epoch (to choose among or average with xnet average)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     train.set_defaults(handler=_train)
+
+    average = commands.add_parser(
+        "average", help="average checkpoints of one training run (SWA) and re-estimate BatchNorm")
+    average.add_argument("checkpoints", nargs="+", metavar="CKPT", help="two or more checkpoints, e.g. epoch-*.pt")
+    average.add_argument("--out", required=True, metavar="OUT.pt", help="the averaged checkpoint (with its card)")
+    average.add_argument("--precise-bn", type=int, default=50, metavar="BATCHES",
+                         help="whole-slice batches that re-estimate the BatchNorm statistics (default 50)")
+    average.add_argument("--batch", type=int, default=8)
+    average.add_argument("--data", metavar="DIR", help="an ATLAS copy: its training fold re-estimates BatchNorm")
+    average.add_argument("--fold", type=int, default=0, help="validation fold of --data (0-4)")
+    average.add_argument("--split", choices=("paper", "patient"), default="paper")
+    average.add_argument("--train-cases", type=int, default=60, help="synthetic cases for BatchNorm (without --data)")
+    average.add_argument("--lesion-fraction", type=float, default=0.6, help="share of lesion slices sampled")
+    average.add_argument("--bf16", action="store_true", help="bf16 autocast on the CPU")
+    average.add_argument("--seed", type=int, default=0)
+    average.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    average.set_defaults(handler=_average)
     return parser
 
 
@@ -376,6 +395,7 @@ def _train(args: argparse.Namespace) -> int:
         max_epochs=args.epochs, batch_size=args.batch, lr=args.lr, crop=_parse_crop(args.crop),
         lesion_fraction=args.lesion_fraction, bf16_cpu=args.bf16, seed=args.seed, max_minutes=args.max_minutes,
         precise_bn_batches=args.precise_bn,
+        keep_epochs=args.keep_epochs,
         data_description=(f"{args.train_cases} synthetic chronic-stroke cases (seeds {args.seed}.."
                           f"{args.seed + args.train_cases - 1}) on the MNI152 2009a template; "
                           f"validation seeds {SEED_RANGES['validation']}..+{args.val_cases - 1}"),
@@ -429,10 +449,63 @@ def _run_training(args: argparse.Namespace, config, device, pool, val_cases: lis
         initial = load_checkpoint(args.init)
         trainer.model.load_state_dict({k: v.float() for k, v in initial.state_dict.items()})
         config.extra_card["initialised_from"] = f"{initial.path.name} (sha256 {initial.sha256})"
-        print(f"starting from the weights of {initial.path}", file=sys.stderr)
+        print(f"starting from the weights of {initial.path}; validating them first", file=sys.stderr)
+        trainer.validate_start()
     state = trainer.run()
     print(f"stopped after {state.epoch} epochs, {state.step} steps, {state.wall_s / 60:.1f} min; "
           f"best val loss {state.best_val:.4f}; weights in {out}")
+    return 0
+
+
+def _average(args: argparse.Namespace) -> int:
+    """Stochastic weight averaging after the fact: the mean of CKPT..., BatchNorm re-estimated, with a card."""
+    import numpy as np
+    import torch
+
+    from xnet_core.checkpoint import load_checkpoint, save_checkpoint
+    from xnet_core.errors import XNetError
+    from xnet_core.inference import choose_device
+    from xnet_core.model import XNet
+    from xnet_core.train import (SlicePool, average_weights, recalibrate_batchnorm, synthetic_case_cache,
+                                  synthetic_pool)
+
+    if len(args.checkpoints) < 2:
+        raise XNetError("xnet average needs two or more checkpoints of one training run (e.g. its epoch-*.pt).")
+    if args.precise_bn < 1:
+        raise XNetError(f"--precise-bn {args.precise_bn}: the average needs its own BatchNorm statistics; "
+                        "give a number of batches >= 1 (default 50).")
+    out = Path(args.out)
+    checkpoints = [load_checkpoint(path) for path in args.checkpoints]
+    if any(c.path.resolve() == out.resolve() for c in checkpoints):
+        raise XNetError(f"--out {out} is one of the checkpoints being averaged; choose another file.")
+    try:
+        weights = average_weights([c.state_dict for c in checkpoints])
+    except ValueError as error:
+        raise XNetError(f"{error}: give checkpoints of one X-Net training run.") from error
+    device = choose_device(args.device)
+    model = XNet()
+    model.load_state_dict(weights)
+    model.to(device, memory_format=torch.channels_last)
+    if args.data:
+        cases, description = _atlas_cases(args)[0], f"training fold of {args.data}"
+    else:
+        seeds = list(range(args.seed, args.seed + args.train_cases))
+        cases = synthetic_pool(seeds, cache_dir=synthetic_case_cache())
+        description = f"synthetic training seeds {seeds[0]}..{seeds[-1]}"
+    started = time.perf_counter()
+    recalibrate_batchnorm(model, SlicePool(cases, lesion_fraction=args.lesion_fraction), np.random.default_rng(args.seed),
+                          args.precise_bn, args.batch, device, args.bf16)
+    last = checkpoints[-1].card  # recipe, history and provenance of the run the checkpoints come from
+    card = {k: v for k, v in last.items() if k not in ("sha256", "weights_file", "weights_dtype")}
+    card.update({
+        "checkpoint": out.name,
+        "averaged_from": [f"{c.path.name} (sha256 {c.sha256}, step {c.card.get('steps', '?')})" for c in checkpoints],
+        "weight_averaging": (f"uniform mean of {len(checkpoints)} checkpoints (stochastic weight averaging); "
+                             f"BatchNorm re-estimated on {args.precise_bn} batches of {args.batch} whole slices "
+                             f"({description}) in {time.perf_counter() - started:.0f} s"),
+    })
+    save_checkpoint(model.cpu(), out, card, half=False)
+    print(f"averaged {len(checkpoints)} checkpoints into {out}")
     return 0
 
 

@@ -105,6 +105,24 @@ def test_early_stopping_after_five_epochs_without_improvement(tmp_path: Path, mo
     assert [h["lr"] for h in state.history][:5] == pytest.approx([1e-3, 1e-3, 1e-3, 2e-4, 2e-4])
 
 
+
+def test_starting_weights_are_validated_and_stay_best_until_beaten(tmp_path: Path, monkeypatch) -> None:
+    import xnet_core.train as train
+
+    figures = iter([{"val_loss": 0.5, "val_dice": 0.7}, {"val_loss": 0.6, "val_dice": 0.72}])
+    monkeypatch.setattr(train, "validate", lambda *a, **k: next(figures))
+    trainer = Trainer(_config(tmp_path), SlicePool(tiny_cases(), crop=(32, 32)), tiny_cases(1), torch.device("cpu"))
+    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert trainer.validate_start()["val_loss"] == 0.5
+    state = trainer.run()
+    assert [h["epoch"] for h in state.history] == [0, 1] and state.history[0]["train_loss"] is None
+    assert state.bad_epochs == 1, "epoch 1 did not beat the starting weights"
+    best = load_checkpoint(tmp_path / "out" / "best.pt")
+    assert best.card["epochs"] == 0 and best.card["steps"] == 0
+    for name, value in best.state_dict.items():
+        assert torch.equal(value, start[name]), f"best.pt holds the starting weights ({name})"
+    assert load_checkpoint(tmp_path / "out" / "last.pt").card["steps"] == 3
+
 DDP_SCRIPT = textwrap.dedent("""
     import sys, torch, torch.distributed as dist
     from pathlib import Path
@@ -192,7 +210,8 @@ def test_cli_train_starts_from_given_weights(tmp_path: Path, monkeypatch, random
     card = json.loads((tmp_path / "run" / "last.card.json").read_text())
     assert random_checkpoint.sha256 in card["initialised_from"]
     assert card["recipe"]["lr"] == 2e-4 and card["recipe"]["optimiser"].startswith("Adam lr 0.0002 ")
-    assert card["history"][0]["lr"] == 2e-4, "the optimiser ran with the asked learning rate"
+    assert [h["epoch"] for h in card["history"]] == [0, 1], "the --init weights are validated first"
+    assert card["history"][1]["lr"] == 2e-4, "the optimiser ran with the asked learning rate"
     assert main(["train", "--out", str(tmp_path / "run"), "--crop", "30x30"]) == 2
 
 
@@ -278,3 +297,48 @@ def test_synthetic_case_cache_changes_with_the_code_that_makes_cases(tmp_path: P
     before = train.synthetic_case_cache()
     generator.write_text("x = 2\n")
     assert train.synthetic_case_cache() not in (before, first), "an edited generator gets a fresh cache"
+
+
+def test_average_weights_is_the_mean_and_refuses_other_architectures() -> None:
+    from xnet_core.train import average_weights
+
+    first = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(3)}
+    second = {"w": torch.tensor([3.0, 6.0]).half(), "n": torch.tensor(5)}
+    mean = average_weights([first, second])
+    assert torch.equal(mean["w"], torch.tensor([2.0, 4.0])) and mean["w"].dtype == torch.float32
+    assert int(mean["n"]) == 5, "integer buffers come from the last checkpoint"
+    with pytest.raises(ValueError, match="different architectures"):
+        average_weights([first, {"w": torch.zeros(3), "n": torch.tensor(1)}])
+
+
+def test_keep_epochs_and_xnet_average(tmp_path: Path, monkeypatch, capsys) -> None:
+    import json
+
+    import xnet_core.train as train
+    from app.cli import main
+
+    config = _config(tmp_path, max_epochs=2, keep_epochs=True)
+    Trainer(config, SlicePool(tiny_cases(), crop=(32, 32)), tiny_cases(1), torch.device("cpu")).run()
+    epochs = [tmp_path / "out" / f"epoch-{n}.pt" for n in (1, 2)]
+    assert all(p.is_file() for p in epochs) and load_checkpoint(epochs[1]).card["steps"] == 6
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(train, "synthetic_pool", lambda seeds, workers=1, augment=True, cache_dir=None:
+                        tiny_cases(len(seeds)))
+    out = tmp_path / "swa.pt"
+    assert main(["average", *map(str, epochs), "--out", str(out), "--precise-bn", "2", "--batch", "2",
+                 "--train-cases", "2", "--device", "cpu"]) == 0, capsys.readouterr().err
+    averaged, members = load_checkpoint(out), [load_checkpoint(p) for p in epochs]
+    for name, value in averaged.state_dict.items():
+        if "running_" in name or "num_batches" in name:
+            continue  # re-estimated
+        assert torch.allclose(value, (members[0].state_dict[name] + members[1].state_dict[name]) / 2), name
+    assert any(not torch.equal(averaged.state_dict[n], members[1].state_dict[n])
+               for n in averaged.state_dict if "running_mean" in n), "BatchNorm statistics were re-estimated"
+    card = json.loads((tmp_path / "swa.card.json").read_text())
+    assert [m.sha256 in line for m, line in zip(members, card["averaged_from"])] == [True, True]
+    assert card["steps"] == 6 and "2 checkpoints" in card["weight_averaging"]
+    assert main(["average", str(epochs[0]), "--out", str(out)]) == 2
+    assert "two or more checkpoints" in capsys.readouterr().err
+    assert main(["average", str(epochs[0]), str(out), "--out", str(out)]) == 2
+    assert "is one of the checkpoints" in capsys.readouterr().err
