@@ -68,6 +68,9 @@ def lineage_after(previous: dict | None, trained: dict, note: str | None, total_
         "precise_bn_batches": recipe.get("precise_bn_batches"), "hardware": trained.get("hardware"),
         "history": trained.get("history"),
     }
+    for key in ("weight_averaging", "averaged_from"):  # set by xnet average
+        if key in trained:
+            stage[key] = trained[key]
     if note:
         stage["note"] = note
     totals_before = (previous.get("total_steps", 0), previous.get("total_wall_time_s", 0.0)) if continues else (0, 0.0)
