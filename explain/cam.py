@@ -91,7 +91,9 @@ class CamExplainer:
         for method in methods:
             weights = _WEIGHT_RULES[method](None, None, None, None, activations, gradients)
             cam = np.maximum((weights[:, :, None, None] * activations).sum(axis=1), 0)
-            cam = np.nan_to_num(cam, posinf=np.finfo(np.float32).max).astype(np.float32)
+            # float32's range: inf, and finite float64 values beyond it, become its largest value
+            fmax = np.finfo(np.float32).max
+            cam = np.minimum(np.nan_to_num(cam, posinf=fmax), fmax).astype(np.float32)
             layer_maps[method] = cam
             maps[method] = upsample(cam, (height, width))
         return CamMaps(maps, layer_maps, scores)
