@@ -105,7 +105,6 @@ def test_early_stopping_after_five_epochs_without_improvement(tmp_path: Path, mo
     assert [h["lr"] for h in state.history][:5] == pytest.approx([1e-3, 1e-3, 1e-3, 2e-4, 2e-4])
 
 
-
 def test_starting_weights_are_validated_and_stay_best_until_beaten(tmp_path: Path, monkeypatch) -> None:
     import xnet_core.train as train
 
@@ -122,6 +121,7 @@ def test_starting_weights_are_validated_and_stay_best_until_beaten(tmp_path: Pat
     for name, value in best.state_dict.items():
         assert torch.equal(value, start[name]), f"best.pt holds the starting weights ({name})"
     assert load_checkpoint(tmp_path / "out" / "last.pt").card["steps"] == 3
+
 
 DDP_SCRIPT = textwrap.dedent("""
     import sys, torch, torch.distributed as dist

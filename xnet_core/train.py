@@ -178,13 +178,13 @@ def recalibrate_batchnorm(model: XNet, source: SliceSource, rng: np.random.Gener
         norm.momentum = momentum
 
 
-
 def average_weights(state_dicts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The uniform mean of same-architecture weights: stochastic weight averaging (Izmailov et al. 2018).
 
     Checkpoints saved along one constant-learning-rate run lie around a flat region of the loss; their
-    mean sits nearer its centre and generalises better than any one of them (measured here: 0.653 ->
-    0.676 validation Dice on 20 cases, 15 of them better). Floating tensors are averaged in float32;
+    mean sits nearer its centre and often generalises better than any one of them (measured here: the mean of
+    a fine-tune's five epochs took the validation Dice on 20 cases from 0.653 to 0.677, the model
+    shipped as demo stage 6). Floating tensors are averaged in float32;
     integer buffers (BatchNorm's batch counters) come from the last. The BatchNorm running statistics of
     a mean do not belong to its weights: re-estimate them (``recalibrate_batchnorm``) before use.
     """
@@ -196,6 +196,7 @@ def average_weights(state_dicts: list[dict[str, torch.Tensor]]) -> dict[str, tor
             raise ValueError("checkpoints of different architectures cannot be averaged")
     return {k: (torch.stack([sd[k].float() for sd in state_dicts]).mean(0) if state_dicts[0][k].is_floating_point()
                 else state_dicts[-1][k].clone()) for k in keys}
+
 
 def validate(model: XNet, cases: list[VolumeSlices], device: torch.device, batch: int = 9,
              bf16_cpu: bool = False) -> dict:
