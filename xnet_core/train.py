@@ -358,15 +358,20 @@ class Trainer:
         state = self.state
         figures = validate(self.model, self.val_cases, self.device, bf16_cpu=self.config.bf16_cpu)
         self.scheduler.step(figures["val_loss"])  # the plateau schedule counts from the starting point too
-        state.history.append({"epoch": 0, "step": state.step, "train_loss": None,
-                              **{k: round(v, 5) for k, v in figures.items()},
-                              "lr": self.optimiser.param_groups[0]["lr"]})
+        self._record(0, None, figures)
         self.on_log(f"epoch 0 (starting weights): val loss {figures['val_loss']:.4f}, "
                     f"val Dice {figures['val_dice']:.4f}")
         state.best_val = figures["val_loss"]
         self.save_weights("best.pt")
         self.save_state()
         return figures
+
+    def _record(self, epoch: int, train_loss: float | None, figures: dict) -> None:
+        """One line of the history the cards carry: the epoch's figures and the learning rate it ends with."""
+        self.state.history.append({"epoch": epoch, "step": self.state.step,
+                                   "train_loss": None if train_loss is None else round(train_loss, 5),
+                                   **{k: round(v, 5) for k, v in figures.items()},
+                                   "lr": self.optimiser.param_groups[0]["lr"]})
 
     def _end_epoch(self, train_loss: float) -> bool:
         """Validate, step the schedule, save best/last; True when early stopping fires."""
@@ -379,8 +384,7 @@ class Trainer:
         figures = validate(self.model, self.val_cases, self.device, bf16_cpu=self.config.bf16_cpu)
         self.scheduler.step(figures["val_loss"])
         lr = self.optimiser.param_groups[0]["lr"]
-        state.history.append({"epoch": state.epoch, "step": state.step, "train_loss": round(train_loss, 5),
-                              **{k: round(v, 5) for k, v in figures.items()}, "lr": lr})
+        self._record(state.epoch, train_loss, figures)
         self.on_log(f"epoch {state.epoch}: train loss {train_loss:.4f}, val loss {figures['val_loss']:.4f}, "
                     f"val Dice {figures['val_dice']:.4f}, lr {lr:.2e}")
         if figures["val_loss"] < state.best_val:
