@@ -42,6 +42,26 @@ def test_loss_is_the_papers() -> None:
     assert with_l2 == pytest.approx(float(bce + 1 - soft_dice) + float(model.l2_penalty().detach()), rel=1e-5)
 
 
+def test_slice_dice_term_weighs_each_lesion_slice_alike() -> None:
+    # Slice 0: a 2-voxel lesion, half found; slice 1: a 32-voxel lesion, all found; slice 2: no lesion.
+    target = torch.zeros(3, 1, 8, 8)
+    target[0, 0, 0, :2] = 1
+    target[1, 0, 2:6, 0:8] = 1
+    probs = target.clone()
+    probs[0, 0, 0, 1] = 0
+    probs[2, 0, 7, 7] = 1  # a false positive on the empty slice: BCE's business, not this term's
+    logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6))
+    base = float(xnet_loss(logits, target))
+    per_slice = (2 * 1 / (2 + 1) + 1.0) / 2  # slice Dice 2/3 and 1; the empty slice does not count
+    weighted = float(xnet_loss(logits, target, slice_dice_weight=2.0))
+    assert weighted - base == pytest.approx(2.0 * (1 - per_slice), abs=1e-4)
+    # The batch Dice alone hardly sees the small lesion's miss (33/34); the slice term sees it six times over.
+    assert 1 - per_slice > 5 * (1 - 2 * 33 / (34 + 34))
+    empty = torch.zeros(2, 1, 8, 8)
+    assert float(xnet_loss(logits[:2] * 0 - 5, empty, slice_dice_weight=1.0)) == pytest.approx(
+        float(xnet_loss(logits[:2] * 0 - 5, empty)))
+
+
 def _config(tmp_path: Path, **overrides) -> TrainConfig:
     values = dict(out_dir=tmp_path / "out", state_dir=tmp_path / "state", steps_per_epoch=3, max_epochs=1,
                   batch_size=2, crop=(32, 32), save_every_s=3600)
@@ -205,14 +225,17 @@ def test_cli_train_starts_from_given_weights(tmp_path: Path, monkeypatch, random
                         tiny_cases(len(seeds)))
     code = main(["train", "--out", str(tmp_path / "run"), "--init", str(random_checkpoint.path),
                  "--train-cases", "1", "--val-cases", "1", "--steps-per-epoch", "1", "--epochs", "1",
-                 "--crop", "32x32", "--batch", "2", "--lr", "2e-4"])
+                 "--crop", "32x32", "--batch", "2", "--lr", "2e-4", "--slice-dice", "0.5"])
     assert code == 0, capsys.readouterr().err
     card = json.loads((tmp_path / "run" / "last.card.json").read_text())
     assert random_checkpoint.sha256 in card["initialised_from"]
     assert card["recipe"]["lr"] == 2e-4 and card["recipe"]["optimiser"].startswith("Adam lr 0.0002 ")
     assert [h["epoch"] for h in card["history"]] == [0, 1], "the --init weights are validated first"
     assert card["history"][1]["lr"] == 2e-4, "the optimiser ran with the asked learning rate"
+    assert card["recipe"]["slice_dice_weight"] == 0.5
+    assert "+ 0.5 (1 - mean soft Dice of lesion slices)" in card["recipe"]["loss"]
     assert main(["train", "--out", str(tmp_path / "run"), "--crop", "30x30"]) == 2
+    assert main(["train", "--out", str(tmp_path / "run"), "--slice-dice", "-1"]) == 2
 
 
 def test_case_stream_grows_in_seed_order_and_stops_when_closed(monkeypatch) -> None:
