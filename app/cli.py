@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--crop", metavar="HxW", help="random crops, sides divisible by 16 (CPU-friendly)")
     train.add_argument("--lesion-fraction", type=float, default=0.5, help="share of lesion slices sampled")
     train.add_argument("--bf16", action="store_true", help="bf16 autocast on the CPU")
+    train.add_argument("--size-balance", type=float, default=0.0, metavar="A",
+                       help="draw training cases with probability proportional to (lesion voxels)^-A: "
+                            "more small lesions per batch (default 0: every case alike)")
     train.add_argument("--slice-dice", type=float, default=0.0, metavar="W",
                        help="add W x (1 - mean soft Dice of the lesion slices) to the paper's loss: small "
                             "lesions weigh as much as large ones (default 0: the paper's loss)")
@@ -398,13 +401,15 @@ def _train(args: argparse.Namespace) -> int:
         max_epochs=args.epochs, batch_size=args.batch, lr=args.lr, crop=_parse_crop(args.crop),
         lesion_fraction=args.lesion_fraction, bf16_cpu=args.bf16, seed=args.seed, max_minutes=args.max_minutes,
         precise_bn_batches=args.precise_bn,
-        keep_epochs=args.keep_epochs, slice_dice_weight=args.slice_dice,
+        keep_epochs=args.keep_epochs, slice_dice_weight=args.slice_dice, size_balance=args.size_balance,
         data_description=(f"{args.train_cases} synthetic chronic-stroke cases (seeds {args.seed}.."
                           f"{args.seed + args.train_cases - 1}) on the MNI152 2009a template; "
                           f"validation seeds {SEED_RANGES['validation']}..+{args.val_cases - 1}"),
     )
     if args.start_after < 0:
         raise XNetError(f"--start-after {args.start_after}: expected a number of cases >= 0.")
+    if args.size_balance < 0:
+        raise XNetError(f"--size-balance {args.size_balance:g}: expected an exponent >= 0 (0: cases alike).")
     if args.slice_dice < 0:
         raise XNetError(f"--slice-dice {args.slice_dice:g}: expected a weight >= 0 (0 is the paper's loss).")
     started = time.perf_counter()
@@ -429,7 +434,8 @@ def _train(args: argparse.Namespace) -> int:
             raise XNetError("training needs at least one training and one validation scan.")
         print(f"{len(train_cases)} training and {len(val_cases)} validation cases ready in "
               f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
-        pool = SlicePool(train_cases, lesion_fraction=args.lesion_fraction, crop=config.crop)
+        pool = SlicePool(train_cases, lesion_fraction=args.lesion_fraction, crop=config.crop,
+                         size_balance=config.size_balance)
         return _run_training(args, config, device, pool, val_cases)
     finally:
         if stream is not None:

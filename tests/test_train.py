@@ -62,6 +62,23 @@ def test_slice_dice_term_weighs_each_lesion_slice_alike() -> None:
         float(xnet_loss(logits[:2] * 0 - 5, empty)))
 
 
+def test_size_balance_draws_small_lesion_cases_more_often() -> None:
+    def case(lesion_voxels: int) -> VolumeSlices:
+        masks = np.zeros((4, 16, 16), np.uint8)
+        masks[1].flat[:lesion_voxels] = 1
+        return VolumeSlices(np.zeros((4, 16, 16), np.float16), masks, np.ones(4, bool))
+
+    cases = [case(25), case(100), case(0)]  # the lesion-free case counts as a typical (median) one
+    draws = lambda pool: np.bincount([id(pool._case(rng)) == id(cases[0]) for _ in range(4000)], minlength=2)
+    rng = np.random.default_rng(0)
+    assert abs(draws(SlicePool(cases))[1] / 4000 - 1 / 3) < 0.03, "0: every case alike"
+    balanced = SlicePool(cases, size_balance=1.0)
+    share = draws(balanced)[1] / 4000  # weights 1/25, 1/100 and 1/62.5
+    assert share == pytest.approx((1 / 25) / (1 / 25 + 1 / 100 + 1 / 62.5), abs=0.03)
+    cases.append(case(25))  # a growing (streamed) pool is picked up
+    assert len(balanced._weights) == 3 and balanced._case(rng) is not None and len(balanced._weights) == 4
+
+
 def _config(tmp_path: Path, **overrides) -> TrainConfig:
     values = dict(out_dir=tmp_path / "out", state_dir=tmp_path / "state", steps_per_epoch=3, max_epochs=1,
                   batch_size=2, crop=(32, 32), save_every_s=3600)
@@ -225,17 +242,19 @@ def test_cli_train_starts_from_given_weights(tmp_path: Path, monkeypatch, random
                         tiny_cases(len(seeds)))
     code = main(["train", "--out", str(tmp_path / "run"), "--init", str(random_checkpoint.path),
                  "--train-cases", "1", "--val-cases", "1", "--steps-per-epoch", "1", "--epochs", "1",
-                 "--crop", "32x32", "--batch", "2", "--lr", "2e-4", "--slice-dice", "0.5"])
+                 "--crop", "32x32", "--batch", "2", "--lr", "2e-4", "--slice-dice", "0.5",
+                 "--size-balance", "0.25"])
     assert code == 0, capsys.readouterr().err
     card = json.loads((tmp_path / "run" / "last.card.json").read_text())
     assert random_checkpoint.sha256 in card["initialised_from"]
     assert card["recipe"]["lr"] == 2e-4 and card["recipe"]["optimiser"].startswith("Adam lr 0.0002 ")
     assert [h["epoch"] for h in card["history"]] == [0, 1], "the --init weights are validated first"
     assert card["history"][1]["lr"] == 2e-4, "the optimiser ran with the asked learning rate"
-    assert card["recipe"]["slice_dice_weight"] == 0.5
+    assert card["recipe"]["slice_dice_weight"] == 0.5 and card["recipe"]["size_balance"] == 0.25
     assert "+ 0.5 (1 - mean soft Dice of lesion slices)" in card["recipe"]["loss"]
     assert main(["train", "--out", str(tmp_path / "run"), "--crop", "30x30"]) == 2
     assert main(["train", "--out", str(tmp_path / "run"), "--slice-dice", "-1"]) == 2
+    assert main(["train", "--out", str(tmp_path / "run"), "--size-balance", "-0.5"]) == 2
 
 
 def test_case_stream_grows_in_seed_order_and_stops_when_closed(monkeypatch) -> None:

@@ -93,6 +93,10 @@ class VolumeSlices:
         # step), enough to starve a GPU.
         return self.masks.reshape(len(self.masks), -1).any(axis=1)
 
+    @cached_property
+    def lesion_voxels(self) -> int:
+        return int(np.count_nonzero(self.masks))
+
 
 @dataclass
 class SlicePool:
@@ -102,9 +106,25 @@ class SlicePool:
     lesion_fraction: float = 0.5  # None of the paper's code oversamples; small runs need it
     crop: tuple[int, int] | None = None
     flip: bool = True
+    # > 0: draw a case with probability proportional to (its lesion voxels)^-size_balance, so that small
+    # lesions make up more of a batch; there, batch Dice weighs their misses and their false positives
+    # alike (a per-slice Dice only pushes recall). 0: every case alike, as the paper's code.
+    size_balance: float = 0.0
+    _weights: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    def _case(self, rng: np.random.Generator) -> VolumeSlices:
+        if self.size_balance <= 0:
+            return self.cases[rng.integers(len(self.cases))]
+        if self._weights is None or len(self._weights) != len(self.cases):  # a CaseStream list grows
+            voxels = np.array([case.lesion_voxels for case in self.cases[:len(self.cases)]], float)
+            lesion = voxels > 0  # a case without lesion counts as a typical one, not as the smallest
+            voxels[~lesion] = np.median(voxels[lesion]) if lesion.any() else 1.0
+            weights = np.maximum(voxels, 20.0) ** -self.size_balance
+            self._weights = weights / weights.sum()
+        return self.cases[rng.choice(len(self._weights), p=self._weights)]
 
     def _pick(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        case = self.cases[rng.integers(len(self.cases))]
+        case = self._case(rng)
         lesion = np.flatnonzero(case.lesion)
         pool = lesion if len(lesion) and rng.random() < self.lesion_fraction else np.flatnonzero(case.brain)
         z = int(pool[rng.integers(len(pool))]) if len(pool) else int(rng.integers(len(case.slices)))
@@ -151,6 +171,7 @@ class TrainConfig:
     precise_bn_batches: int = 0  # > 0: recalibrate BN on whole slices before each validation
     keep_epochs: bool = False  # also write epoch-N.pt after each epoch (to choose or average later)
     slice_dice_weight: float = 0.0  # > 0: adds the per-slice Dice term of xnet_loss (small lesions)
+    size_balance: float = 0.0  # > 0: SlicePool draws cases by (lesion voxels)^-size_balance
     data_description: str = "synthetic"
     extra_card: dict = field(default_factory=dict)
 
