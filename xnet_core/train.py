@@ -47,7 +47,10 @@ def xnet_loss(logits: torch.Tensor, target: torch.Tensor, model: XNet | None = N
     ``slice_dice_weight`` > 0 adds that many times (1 - mean soft Dice of the slices that hold lesion).
     Batch Dice pools every voxel of the batch, so a 30-voxel lesion next to a 3,000-voxel one gets 1 %
     of the Dice gradient; per slice it counts as much as the large one (the idea of Kofler et al.'s
-    blob loss, 2022, at slice rather than lesion level). Not in the paper; 0 keeps its recipe.
+    blob loss, 2022, at slice rather than lesion level). Not in the paper; 0 keeps its recipe. Where a
+    slice's lesion is missed, its gradient raises the probability inside the lesion and hardly lowers it
+    outside (that pull scales with the overlap): at weight 1 a fine-tune of the demo model fired on
+    look-alikes (README).
     """
     probs = torch.sigmoid(logits.float())
     bce = F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), target)
@@ -108,7 +111,7 @@ class SlicePool:
     flip: bool = True
     # > 0: draw a case with probability proportional to (its lesion voxels)^-size_balance, so that small
     # lesions make up more of a batch; there, batch Dice weighs their misses and their false positives
-    # alike (a per-slice Dice only pushes recall). 0: every case alike, as the paper's code.
+    # alike (unlike xnet_loss's per-slice term). 0: every case alike, as the paper's code.
     size_balance: float = 0.0
     _weights: np.ndarray | None = field(default=None, init=False, repr=False)
 
@@ -116,7 +119,8 @@ class SlicePool:
         if self.size_balance <= 0:
             return self.cases[rng.integers(len(self.cases))]
         if self._weights is None or len(self._weights) != len(self.cases):  # a CaseStream list grows
-            voxels = np.array([case.lesion_voxels for case in self.cases[:len(self.cases)]], float)
+            snapshot = self.cases[:]  # the list may grow while this runs
+            voxels = np.array([case.lesion_voxels for case in snapshot], float)
             lesion = voxels > 0  # a case without lesion counts as a typical one, not as the smallest
             voxels[~lesion] = np.median(voxels[lesion]) if lesion.any() else 1.0
             weights = np.maximum(voxels, 20.0) ** -self.size_balance
