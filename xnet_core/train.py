@@ -62,13 +62,17 @@ def xnet_loss(logits: torch.Tensor, target: torch.Tensor, model: XNet | None = N
 
 
 def _lesion_slice_dice(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean soft Dice over the slices of a batch that hold lesion (1 when none does: nothing to weigh)."""
+    """Mean soft Dice over the slices of a batch that hold lesion (1 when none does: nothing to weigh).
+
+    Masked rather than indexed, so that no step waits for the device to say whether any slice holds lesion.
+    """
     dims = tuple(range(1, target.dim()))
-    lesion = target.sum(dim=dims) > 0
-    if not bool(lesion.any()):
-        return probs.new_ones(())
-    overlap = (target * probs).sum(dim=dims)[lesion]
-    return (2 * overlap / (target.sum(dim=dims) + probs.sum(dim=dims))[lesion]).mean()
+    truth = target.sum(dim=dims)
+    lesion = (truth > 0).float()
+    dice = 2 * (target * probs).sum(dim=dims) / (truth + probs.sum(dim=dims)).clamp_min(1e-7)
+    count = lesion.sum()
+    mean = (dice * lesion).sum() / count.clamp_min(1)
+    return torch.where(count > 0, mean, torch.ones_like(mean))
 
 
 def _loss_description(slice_dice_weight: float) -> str:
