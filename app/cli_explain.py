@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
     started = time.perf_counter()
     checkpoint = load_checkpoint(args.weights or demo_weights_path())
     engine = ExplanationEngine(checkpoint, device=args.device, fp32=args.fp32, threshold=args.threshold,
-                               use_cache=not args.no_cache)
+                               use_cache=not args.no_cache, mirror=args.mirror)
     scan = placed_scan(args, str(engine.device))
     volume = scan.volume
     reader = load_reader_mask(args.reader, volume) if args.reader else None
@@ -93,6 +93,7 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
         "target": "lesion logit summed over the model's predicted mask on each slice",
         "params": {m: params.for_method(m) for m in methods},
         "threshold": args.threshold,
+        "mirror": engine.segmenter.mirror,  # of the segmentation; the maps explain the single pass
         "device": str(engine.device),
         "precision": {"gradcam": "fp32", "gradcampp": "fp32", "lime": engine.segmenter.precision},
         "lesion_volume_ml": round(segmentation.lesion_volume_ml, 4),
@@ -148,9 +149,9 @@ def seconds_per_sample(engine, context) -> float:
     """Time a few forward passes on a real slice (the first pays for start-up, so it is not counted)."""
     z = int(np.argmax(context.segmentation.slice_area_mm2))
     batch = np.repeat(context.model_input.slices[z:z + 1], 4, axis=0)
-    engine.segmenter.predict(batch[:1])
+    engine.network_predict(batch[:1])
     started = time.perf_counter()
-    engine.segmenter.predict(batch)
+    engine.network_predict(batch)
     return (time.perf_counter() - started) / len(batch)
 
 

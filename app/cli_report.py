@@ -35,7 +35,7 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
     started = time.perf_counter()
     checkpoint = load_checkpoint(args.weights or demo_weights_path())
     engine = ExplanationEngine(checkpoint, device=args.device, fp32=args.fp32, threshold=args.threshold,
-                               use_cache=not args.no_cache)
+                               use_cache=not args.no_cache, mirror=args.mirror)
     scan = placed_scan(args, str(engine.device))
     volume = scan.volume
     reader = load_reader_mask(args.reader, volume) if args.reader else None

@@ -98,8 +98,11 @@ def registration_line(summary: dict, scan_name: str) -> str:
 
 
 def report_precision(engine) -> str:
-    """Segmentation and LIME share the Segmenter's precision; the CAMs always run in fp32."""
-    return f"segmentation and LIME {engine.segmenter.precision}, Grad-CAM/Grad-CAM++ fp32"
+    """Segmentation and LIME share the Segmenter's precision; the CAMs always run in fp32. The
+    segmentation may average each slice with its mirror image; the maps explain the single pass."""
+    segmenter = engine.segmenter
+    mirrored = " (mean with the left-right mirror image)" if segmenter.mirror else ""
+    return f"segmentation {segmenter.precision}{mirrored}, LIME {segmenter.precision}, Grad-CAM/Grad-CAM++ fp32"
 
 
 # -- panel images (numpy) -------------------------------------------------------------------

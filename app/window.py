@@ -488,7 +488,7 @@ class ViewerWindow(QMainWindow):
     def _model_text(self) -> str:
         segmenter = self.engine.segmenter
         return (f"{self.checkpoint.path.name} ({self.checkpoint.short_hash}) · {segmenter.device.type} · "
-                f"{segmenter.precision}")
+                f"{segmenter.precision}{' · mirrored' if segmenter.mirror else ''}")
 
     # -- slices ----------------------------------------------------------------------------
     @property

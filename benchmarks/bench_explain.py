@@ -95,7 +95,9 @@ def main() -> None:
     model = checkpoint.build_model().to(device).eval()
     volume = load_volume(demo_scan_path())
     prepared = prepare(volume, checkpoint.normalisation)
-    segmenter = Segmenter(checkpoint.build_model(), device=device, normalisation=checkpoint.normalisation)
+    # LIME explains the network's single pass, as in the shipped engine (ExplanationEngine.network_predict)
+    segmenter = Segmenter(checkpoint.build_model(), device=device, normalisation=checkpoint.normalisation,
+                          mirror=False)
     segmentation = segmenter.segment(volume, prepared=prepared)
     z = int(np.argmax(segmentation.slice_area_mm2))
     geometry = prepared.geometry

@@ -1,6 +1,8 @@
 """Segmenter vs the naive baseline on the demo volume (issue: foundation, "Speed").
 
-Naive baseline: fp32, eager, channels-first, batch 8, every slice, BatchNorm unfolded.
+Naive baseline: fp32, eager, channels-first, batch 8, every slice, BatchNorm unfolded; with test-time
+mirroring (the default; ``--no-mirror`` turns it off on both sides) it runs the mirrored batch as a second
+pass, so that both sides compute the same output.
 Segmenter: as shipped (BN folded, bf16/fp16 where the hardware has it, channels-last, per-device
 batch size, slices without brain skipped), requested slice first.
 
@@ -54,7 +56,8 @@ def load_model(weights: str | None) -> tuple[XNet, str, str]:
         return XNet().eval(), "random-init X-Net (seed 0; no demo weights bundled yet)", "robust"
 
 
-def naive_segment(model: XNet, volume, device: torch.device, normalisation: str) -> tuple[np.ndarray, float]:
+def naive_segment(model: XNet, volume, device: torch.device, normalisation: str,
+                  mirror: bool) -> tuple[np.ndarray, float]:
     """The baseline: every slice, fp32, channels-first, batch 8, plain eager PyTorch."""
     started = time.perf_counter()
     prepared = prepare(volume, normalisation)
@@ -63,7 +66,10 @@ def naive_segment(model: XNet, volume, device: torch.device, normalisation: str)
     with torch.no_grad():
         for start in range(0, prepared.n_slices, NAIVE_BATCH):
             batch = torch.from_numpy(prepared.slices[start:start + NAIVE_BATCH])[:, None].to(device)
-            probs[start:start + NAIVE_BATCH] = torch.sigmoid(model(batch))[:, 0].cpu().numpy()
+            batch_probs = torch.sigmoid(model(batch))[:, 0]
+            if mirror:
+                batch_probs = (batch_probs + torch.sigmoid(model(batch.flip(-1)))[:, 0].flip(-1)) / 2
+            probs[start:start + NAIVE_BATCH] = batch_probs.cpu().numpy()
     volume_probs = prepared.geometry.from_model(probs)
     return volume_probs, time.perf_counter() - started
 
@@ -119,6 +125,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="Segmenter runs on the CPU (median reported)")
     parser.add_argument("--volumes", type=int, default=20, help="steady-state volumes on a GPU")
     parser.add_argument("--no-sweep", action="store_true", help="skip the batch-size sweep")
+    parser.add_argument("--no-mirror", dest="mirror", action="store_false",
+                        help="one pass per slice on both sides (no test-time mirroring)")
     args = parser.parse_args()
 
     device = choose_device(args.device)
@@ -129,14 +137,15 @@ def main() -> int:
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"CPU bf16: {cpu_has_bf16()}")
 
-    naive_probs, naive_s = naive_segment(model, volume, device, normalisation)
+    print(f"test-time mirroring: {'on' if args.mirror else 'off'} (both sides)")
+    naive_probs, naive_s = naive_segment(model, volume, device, normalisation, args.mirror)
     naive_peak_mb = peak_rss_mb()
     model = model.cpu()
     rss_reset = reset_peak_rss()  # the Segmenter's own peak, not the baseline's batch-8 activations
     print(f"naive    : {naive_s:7.2f} s for {n_slices} slices ({n_slices / naive_s:6.2f} slices/s), "
           f"fp32 batch {NAIVE_BATCH}, channels-first")
 
-    segmenter = Segmenter(model, device=device, normalisation=normalisation)
+    segmenter = Segmenter(model, device=device, normalisation=normalisation, mirror=args.mirror)
     warmup_s = segmenter.warm_up()
     middle = n_slices // 2
     n_runs = max(args.volumes, 1) if device.type == "cuda" else max(args.repeats, 1)
@@ -190,6 +199,7 @@ def main() -> int:
         "peak_rss_mb": round(segmenter_peak_mb, 1),
         "peak_rss_with_naive_mb": round(naive_peak_mb, 1),
         "precision": segmenter.precision,
+        "mirror": segmenter.mirror,
         "mask_dice_vs_naive": round(agreement, 5),
         "network_slices_per_s": round(computed / model_only_s, 2),
         "device": str(device),

@@ -157,11 +157,13 @@ class ExplanationEngine:
     def __init__(self, checkpoint: Checkpoint, device: str = "auto", fp32: bool = False, threshold: float = 0.5,
                  use_cache: bool = True, cache_dir: str | os.PathLike | None = None,
                  memory_items: int = 512, disk_cap_bytes: int = DEFAULT_DISK_CAP_BYTES,
-                 segmenter: Segmenter | None = None) -> None:
+                 segmenter: Segmenter | None = None, mirror: bool = True) -> None:
+        """``mirror``: the segmentation's test-time mirroring (``xnet_core.inference``). The maps
+        explain the network itself: Grad-CAM, LIME and the faithfulness curves use its single pass."""
         self.checkpoint = checkpoint
         model = checkpoint.build_model().eval()
         self.segmenter = segmenter or Segmenter(model, device=device, fp32=fp32, threshold=threshold,
-                                                normalisation=checkpoint.normalisation)
+                                                normalisation=checkpoint.normalisation, mirror=mirror)
         self.device = self.segmenter.device
         self._model = model
         self._cam_model = cam_module.explanation_copy(model, self.device)
@@ -257,7 +259,7 @@ class ExplanationEngine:
         base = progress.done
         with self._lock:
             result = lime_seg.explain_slice(
-                context.model_input.slices[z], self._model_brain(context, z), target, self.segmenter.predict,
+                context.model_input.slices[z], self._model_brain(context, z), target, self.network_predict,
                 num_samples=params.lime_samples, kernel_size=params.lime_kernel, seed=params.seed,
                 on_progress=lambda done, _total: progress.set(base + done), should_cancel=should_cancel)
         lime_params = {**params.for_method("lime"), "n_segments": result.n_segments,
@@ -265,6 +267,10 @@ class ExplanationEngine:
         return SliceExplanation("lime", z, "ok", context.model_input.geometry.from_model(result.weights),
                                 target.kind, target.area, lime_params, fit_score=result.score,
                                 seconds=time.perf_counter() - started, target=target)
+
+    def network_predict(self, slices: np.ndarray) -> np.ndarray:
+        """The network's single pass (no test-time mirroring): what the maps explain."""
+        return self.segmenter.predict(slices, mirror=False)
 
     @staticmethod
     def _model_brain(context: ScanContext, z: int) -> np.ndarray:
@@ -339,10 +345,10 @@ class ExplanationEngine:
         baseline_key = (context.scan_sha256, z, explanation.target.key, steps, seed)
         with self._lock:
             deletion, insertion = deletion_insertion(image, brain, saliency, explanation.target,
-                                                     self.segmenter.predict, steps)
+                                                     self.network_predict, steps)
             if baseline_key not in self._random_curves:  # one random baseline per slice and target
                 self._random_curves[baseline_key] = deletion_insertion(
-                    image, brain, random_map(image.shape, seed + z), explanation.target, self.segmenter.predict, steps)
+                    image, brain, random_map(image.shape, seed + z), explanation.target, self.network_predict, steps)
             random_deletion, random_insertion = self._random_curves[baseline_key]
         return {"deletion_auc": deletion.auc, "insertion_auc": insertion.auc,
                 "random_deletion_auc": random_deletion.auc, "random_insertion_auc": random_insertion.auc,

@@ -61,6 +61,7 @@ def test_segment_writes_mask_probabilities_and_summary(tmp_path: Path, scan_pair
     assert set(report["timings_s"]) >= {"load", "preprocess", "inference", "write"}
     assert report["checkpoint_sha256"] == random_checkpoint.sha256
     assert report["device"] == "cpu" and report["slices_computed"] == 5
+    assert report["mirror"] is True
     assert any("not on the 197x233x189" in w for w in report["warnings"])
     written = nib.load(mask)
     assert written.get_data_dtype() == np.uint8
@@ -69,6 +70,21 @@ def test_segment_writes_mask_probabilities_and_summary(tmp_path: Path, scan_pair
     assert probabilities.dtype == np.float32 and 0 <= probabilities.min() and probabilities.max() <= 1
     assert np.array_equal(np.asarray(written.dataobj), (probabilities >= 0.5).astype(np.uint8))
     assert report["lesion_volume_ml"] == pytest.approx(float((probabilities >= 0.5).sum()) / 1000, abs=1e-3)
+
+
+def test_no_mirror_scores_each_slice_once(tmp_path: Path, scan_pair, random_checkpoint: Checkpoint,
+                                         capsys: pytest.CaptureFixture) -> None:
+    ras, _, _ = scan_pair
+    probabilities = {}
+    for flags in ([], ["--no-mirror"]):
+        prob, summary = tmp_path / f"prob{len(flags)}.nii.gz", tmp_path / f"s{len(flags)}.json"
+        code, _, err = _run(["segment", str(ras), "-o", str(tmp_path / f"mask{len(flags)}.nii.gz"), "--prob",
+                             str(prob), "--json", str(summary), "--weights", str(random_checkpoint.path),
+                             "--device", "cpu", "--slices", "2", *flags], capsys)
+        assert code == 0, err
+        assert json.loads(summary.read_text())["mirror"] is (not flags)
+        probabilities[bool(flags)] = np.asarray(nib.load(prob).dataobj)
+    assert np.abs(probabilities[True] - probabilities[False]).max() > 1e-3  # a random X-Net is not symmetric
 
 
 def test_lps_input_gets_a_mask_aligned_with_it(tmp_path: Path, scan_pair, random_checkpoint: Checkpoint,

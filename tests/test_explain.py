@@ -110,7 +110,7 @@ def test_lime_is_deterministic_for_a_seed(engine, context, lesion_slice) -> None
     image = context.model_input.slices[z]
     brain = context.model_input.geometry.to_model(context.model_input.brain_mask[:, :, z]) > 0
     target = resolve(TargetSpec(), context.model_input.geometry, context.segmentation.mask[:, :, z])
-    runs = [explain_slice(image, brain, target, engine.segmenter.predict, num_samples=20, seed=seed)
+    runs = [explain_slice(image, brain, target, engine.network_predict, num_samples=20, seed=seed)
             for seed in (3, 3, 4)]
     np.testing.assert_array_equal(runs[0].weights, runs[1].weights)
     assert not np.array_equal(runs[0].weights, runs[2].weights)
@@ -123,7 +123,7 @@ def test_lime_progress_and_cancel(engine, context, lesion_slice) -> None:
     target = resolve(TargetSpec(), context.model_input.geometry, context.segmentation.mask[:, :, z])
     seen = []
     with pytest.raises(Cancelled):
-        explain_slice(context.model_input.slices[z], brain, target, engine.segmenter.predict, num_samples=100,
+        explain_slice(context.model_input.slices[z], brain, target, engine.network_predict, num_samples=100,
                       batch_size=4, on_progress=lambda done, total: seen.append(done),
                       should_cancel=lambda: len(seen) >= 2)
     assert seen == [4, 8]

@@ -121,11 +121,11 @@ def test_gpu_out_of_memory_halves_the_batch_then_falls_back_to_cpu(caplog: pytes
     segmenter.device = torch.device("cuda")  # pretend; the fake forward below never touches a GPU
     sizes: list[int] = []
 
-    def forward(batch: np.ndarray) -> np.ndarray:
+    def forward(batch: np.ndarray, mirror: bool) -> np.ndarray:
         sizes.append(len(batch))
         if segmenter.device.type == "cuda" and len(batch) > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return np.full(batch.shape, 0.9, np.float32) if segmenter.device.type == "cuda" else real_forward(batch)
+        return np.full(batch.shape, 0.9, np.float32) if segmenter.device.type == "cuda" else real_forward(batch, mirror)
 
     segmenter._forward = forward  # type: ignore[method-assign]
     images = np.full((8, 32, 32), 0.9, np.float32)
@@ -134,15 +134,47 @@ def test_gpu_out_of_memory_halves_the_batch_then_falls_back_to_cpu(caplog: pytes
     assert probs.shape == (8, 32, 32) and (probs > 0.5).all()
     assert "retrying with batch size 4" in caplog.text
 
-    def always_oom(batch: np.ndarray) -> np.ndarray:
+    def always_oom(batch: np.ndarray, mirror: bool) -> np.ndarray:
         if segmenter.device.type == "cuda":
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_forward(batch)
+        return real_forward(batch, mirror)
 
     segmenter._forward = always_oom  # type: ignore[method-assign]
     probs = segmenter.predict(images[:1])
     assert segmenter.device.type == "cpu" and (probs > 0.5).all()
     assert "continuing on the CPU" in caplog.text
+
+
+class RightLeaning(nn.Module):
+    """Not left-right symmetric: the further right (larger model column) a voxel, the higher its score."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramp = torch.linspace(-1.0, 1.0, x.shape[-1], dtype=x.dtype, device=x.device)
+        return 8.0 * (x - 0.5) + 4.0 * ramp
+
+
+def test_mirroring_averages_each_slice_with_its_mirror_image() -> None:
+    model = RightLeaning()
+    images = np.random.default_rng(3).uniform(0, 1, (3, 16, 24)).astype(np.float32)
+
+    def single(x: np.ndarray) -> np.ndarray:
+        return torch.sigmoid(model(torch.from_numpy(np.ascontiguousarray(x))[:, None]))[:, 0].numpy()
+
+    expected = (single(images) + single(images[:, :, ::-1])[:, :, ::-1]) / 2
+    mirrored = Segmenter(model, device="cpu", fp32=True, batch_size=2).predict(images)  # batches of 2, then 1
+    single_pass = Segmenter(model, device="cpu", fp32=True, mirror=False).predict(images)
+    np.testing.assert_allclose(mirrored, expected, atol=1e-6)
+    np.testing.assert_allclose(single_pass, single(images), atol=1e-6)
+    assert np.abs(mirrored - single_pass).max() > 0.2  # the model leans right: mirroring must show
+    overridden = Segmenter(model, device="cpu", fp32=True).predict(images, mirror=False)
+    np.testing.assert_allclose(overridden, single_pass, atol=1e-6)
+
+
+def test_the_segmentation_records_whether_it_was_mirrored(tmp_path: Path) -> None:
+    path = write_nifti(tmp_path / "spot.nii.gz", _scan_with_spot())
+    volume = load_volume(path)
+    assert Segmenter(BrightIsLesion(), device="cpu", fp32=True).segment(volume).mirror is True
+    assert Segmenter(BrightIsLesion(), device="cpu", fp32=True, mirror=False).segment(volume).mirror is False
 
 
 def test_unavailable_or_unknown_devices_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,14 @@ them on out-of-memory, then fall back to the CPU with a warning.
 
 Reduced precision only changes the network's arithmetic: probabilities are computed from fp32
 logits and the tests check that bf16 and fp32 masks agree (Dice >= 0.99).
+
+Test-time mirroring (on by default, ``mirror=False`` / ``--no-mirror`` turns it off): each slice's
+probability is the mean of the network's answer on the slice and on its left-right mirror image,
+flipped back, as nnU-Net does. The network was trained with left-right flips, so both answers are
+in its training distribution; where they disagree (mostly small false-positive specks) the mean falls
+below the threshold. Measured on 20 validation cases of the demo model (seeds 900000-900019):
+Dice 0.677 -> 0.704, precision 0.733 -> 0.812, lesion-wise F1 0.294 -> 0.440; shifting the window
+by 8 pixels as well changed nothing (0.704). Both images go through the network as one batch.
 """
 
 from __future__ import annotations
@@ -111,6 +119,7 @@ class Segmentation:
     device: str
     precision: str
     batch_size: int
+    mirror: bool  # test-time mirroring (module docstring)
     timings_s: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -143,8 +152,10 @@ class Segmenter:
         normalisation: str = "robust",
         threshold: float = 0.5,
         precision: str | None = None,
+        mirror: bool = True,
     ) -> None:
-        """``precision`` overrides the automatic choice (benchmarks and tests); ``fp32`` forces fp32."""
+        """``precision`` overrides the automatic choice (benchmarks and tests); ``fp32`` forces fp32;
+        ``mirror`` averages each slice with its left-right mirror image (module docstring)."""
         if not 0.0 < threshold < 1.0:
             raise XNetError(f"--threshold {threshold}: must lie strictly between 0 and 1.")
         if precision is not None and precision not in _DTYPES:
@@ -154,24 +165,28 @@ class Segmenter:
         self.batch_size = batch_size or DEFAULT_BATCH.get(self.device.type, 1)
         self.normalisation = normalisation
         self.threshold = threshold
+        self.mirror = mirror
         self._source_model = model
         self._model = inference_copy(model, self.device, self.precision)
 
     # -- low level: arrays of model slices -------------------------------------------------
-    def predict(self, slices: np.ndarray) -> np.ndarray:
-        """Probabilities for model slices ``[n, H, W]`` (H, W divisible by 16), in batches."""
+    def predict(self, slices: np.ndarray, mirror: bool | None = None) -> np.ndarray:
+        """Probabilities for model slices ``[n, H, W]`` (H, W divisible by 16), in batches;
+        ``mirror`` overrides the segmenter's own setting (the explanations score the single pass)."""
+        mirror = self.mirror if mirror is None else mirror
         out = np.empty(slices.shape, dtype=np.float32)
         start = 0
         while start < len(slices):
             stop = min(start + self.batch_size, len(slices))
-            out[start:stop] = self._predict_batch(slices[start:stop])
+            out[start:stop] = self._predict_batch(slices[start:stop], mirror)
             start = stop
         return out
 
-    def _predict_batch(self, batch: np.ndarray) -> np.ndarray:
+    def _predict_batch(self, batch: np.ndarray, mirror: bool | None = None) -> np.ndarray:
         """One batch, with the out-of-memory fallback: halve the batch, then move to the CPU."""
+        mirror = self.mirror if mirror is None else mirror
         try:
-            return self._forward(batch)
+            return self._forward(batch, mirror)
         except torch.OutOfMemoryError:
             if self.device.type == "cpu":
                 raise XNetError("out of memory on the CPU; close other programs or use fewer slices.") from None
@@ -180,10 +195,10 @@ class Segmenter:
             if len(batch) > 1:
                 self.batch_size = max(1, len(batch) // 2)
                 log.warning("GPU out of memory; retrying with batch size %d.", self.batch_size)
-                return self.predict(batch)
+                return self.predict(batch, mirror)
             log.warning("GPU out of memory even at batch 1; continuing on the CPU (slower).")
             self._move_to(torch.device("cpu"))
-            return self.predict(batch)
+            return self.predict(batch, mirror)
 
     def _move_to(self, device: torch.device) -> None:
         self.device = device
@@ -191,13 +206,18 @@ class Segmenter:
         self.batch_size = DEFAULT_BATCH[device.type]
         self._model = inference_copy(self._source_model, device, self.precision)
 
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
+    def _forward(self, batch: np.ndarray, mirror: bool) -> np.ndarray:
         tensor = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))[:, None]
         tensor = tensor.to(self.device, dtype=_DTYPES[self.precision], non_blocking=True)
+        if mirror:  # model column w is volume x: flipping the last axis mirrors left and right
+            tensor = torch.cat([tensor, tensor.flip(-1)])
         tensor = tensor.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             logits = self._model(tensor)
             probabilities = torch.sigmoid(logits.float())[:, 0]
+            if mirror:
+                n = len(batch)
+                probabilities = (probabilities[:n] + probabilities[n:].flip(-1)) / 2
         return probabilities.cpu().numpy()
 
     def warm_up(self) -> float:
@@ -290,6 +310,7 @@ class Segmenter:
             device=str(self.device),
             precision=self.precision,
             batch_size=self.batch_size,
+            mirror=self.mirror,
             timings_s=timings,
             warnings=warnings,
         )
