@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 
 import numpy as np
@@ -24,6 +25,8 @@ def test_demo_weights_and_card(demo_checkpoint) -> None:
     assert metrics["figures"]["n"] == 20 and "xnet evaluate" in metrics["command"]
     assert set(metrics["figures"]["by_size"]) == {"<1ml", "1-10ml", ">10ml"}
     assert isinstance(metrics["figures"]["precision"], float)  # the metric, not the arithmetic
+    # measured as users run it: the Segmenter's default test-time mirroring
+    assert metrics["figures"]["mirror"] is inspect.signature(Segmenter).parameters["mirror"].default
     assert ("INTERIM" in card["status"]) == (metrics["figures"]["dice"] < 0.75)
     assert demo_weights_path().stat().st_size < 35e6  # fp16
 
