@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the DICOM series to open when a folder holds several")
     parser.add_argument("--weights", metavar="CKPT", help="X-Net checkpoint (default: the bundled demo model)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"), help="compute device")
+    parser.add_argument("--no-mirror", dest="mirror", action="store_false",
+                        help="segment each slice once instead of averaging it with its left-right mirror image")
     parser.add_argument("--version", action="version", version=f"xnet-viewer {__version__}")
     return parser
 
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         problem = None
     # The weights load on the model's worker thread (torch included): the scan shows first.
-    window = ViewerWindow(volume, weights, device=args.device)
+    window = ViewerWindow(volume, weights, device=args.device, mirror=args.mirror)
     for other in volumes:
         if other is not volume:
             window.add_sequence(other)

@@ -97,13 +97,13 @@ def banner_text(card: dict) -> str:
     return text
 
 
-def _engine_factory(checkpoint, weights: Path | None, device: str):
+def _engine_factory(checkpoint, weights: Path | None, device: str, mirror: bool = True):
     """Builds the engine on the worker thread: torch, the weights and the model copies load there."""
     def build():
         from explain.engine import ExplanationEngine
         from xnet_core.checkpoint import load_checkpoint
 
-        return ExplanationEngine(checkpoint or load_checkpoint(weights), device=device)
+        return ExplanationEngine(checkpoint or load_checkpoint(weights), device=device, mirror=mirror)
     return build
 
 
@@ -161,9 +161,10 @@ class ViewerWindow(QMainWindow):
     study_changed = Signal()  # a slice segmented or explained (exports wait on it)
 
     def __init__(self, volume: Volume, checkpoint: "Checkpoint | str | Path | None", device: str = "auto",
-                 engine: "ExplanationEngine | None" = None, start_model: bool = True) -> None:
+                 engine: "ExplanationEngine | None" = None, start_model: bool = True, mirror: bool = True) -> None:
         """``checkpoint``: a loaded Checkpoint, or the path of weights that the worker thread loads
-        (with torch) after the scan is on screen; None shows the scan without a model."""
+        (with torch) after the scan is on screen; None shows the scan without a model. ``mirror``: the
+        segmentation's test-time mirroring (``xnet_core.inference``)."""
         super().__init__()
         self.checkpoint = None if isinstance(checkpoint, (str, Path)) else checkpoint
         self.weights_path = Path(checkpoint) if isinstance(checkpoint, (str, Path)) else None
@@ -172,6 +173,7 @@ class ViewerWindow(QMainWindow):
         self.start_model = start_model and self.has_model
         self.engine = engine  # built by the first worker when not given (off the UI thread)
         self.device = device
+        self.mirror = mirror
         self._hover: tuple[int, int] | None = None
         self.show_segmentation, self.show_heatmaps, self.outline_mode = True, True, False
         settings = QSettings()
@@ -271,7 +273,7 @@ class ViewerWindow(QMainWindow):
         self._show_warnings()
         self.reader.scan_changed()
         if self.start_model:
-            source = self.engine or _engine_factory(self.checkpoint, self.weights_path, self.device)
+            source = self.engine or _engine_factory(self.checkpoint, self.weights_path, self.device, self.mirror)
             self.worker = ModelWorker(source, self.study)
             self.worker.ready.connect(self._on_engine_ready)
             self.worker.sliceSegmented.connect(self._on_slice_segmented)

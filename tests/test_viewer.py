@@ -195,14 +195,16 @@ def test_main_opens_the_window_and_runs_the_loop(qapp, stored, monkeypatch):
     shown = []
 
     def fake_exec(_app=None) -> int:
-        shown.extend(w for w in QApplication.topLevelWidgets() if isinstance(w, ViewerWindow) and w.isVisible())
+        windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, ViewerWindow) and w.isVisible()]
+        shown.extend((w.volume.name, w.mirror) for w in windows)
+        for w in windows:
+            w.close()
         return 0
 
     monkeypatch.setattr(QApplication, "exec", fake_exec)
     assert main([stored[1], "--weights", "x.pt", "--device", "cpu"]) == 0
-    assert [w.volume.name for w in shown] == ["tiny_lps"]
-    for w in shown:
-        w.close()
+    assert main([stored[1], "--weights", "x.pt", "--device", "cpu", "--no-mirror"]) == 0
+    assert shown == [("tiny_lps", True), ("tiny_lps", False)]
 
 
 def test_main_bad_scan_exits_2_with_one_line(qapp, capsys):
