@@ -103,7 +103,8 @@ def add_metrics(eval_json: Path, command: str, table: Path | None) -> None:
     if report.get("checkpoint_sha256") != card["sha256"]:
         raise SystemExit("the evaluation was not made with the shipped weights file; rerun it with them")
     keep = ("dice", "iou", "precision", "recall", "lesion_f1", "volume_difference", "volume_difference_ml",
-            "lesion_count_difference", "n", "by_size", "threshold", "mirror", "device", "compute_precision", "wall_s")
+            "lesion_count_difference", "n", "by_size", "threshold", "mirror", "device", "compute_precision",
+            "wall_s")
     card["heldout_metrics"] = {
         "data": "20 synthetic cases, seeds 1000000-1000019 (held-out range), written by xnet synth",
         "command": command,
