@@ -117,6 +117,24 @@ def test_lime_is_deterministic_for_a_seed(engine, context, lesion_slice) -> None
     assert runs[0].weights[~brain].max() == 0 == runs[0].weights[~brain].min()
 
 
+def test_the_mask_is_mirrored_and_the_maps_explain_the_single_pass(engine, context, lesion_slice,
+                                                                  monkeypatch) -> None:
+    passes: list[bool] = []
+    predict = engine.segmenter.predict
+
+    def recording(slices: np.ndarray, mirror: bool | None = None) -> np.ndarray:
+        passes.append(engine.segmenter.mirror if mirror is None else mirror)
+        return predict(slices, mirror)
+
+    monkeypatch.setattr(engine.segmenter, "predict", recording)
+    params = ExplainParams(lime_samples=20, seed=11)  # a seed of its own: not served from the cache
+    [lime] = engine.explain(context, [lesion_slice], methods=("lime",), params=params)
+    curves = engine.faithfulness(context, lime, steps=4)
+    assert lime.ok and "deletion_auc" in curves
+    assert passes and not any(passes)  # LIME and the deletion/insertion curves: the network's single pass
+    assert context.segmentation.mirror and engine.segmenter.mirror  # the mask they target: mirrored
+
+
 def test_lime_progress_and_cancel(engine, context, lesion_slice) -> None:
     z = lesion_slice
     brain = context.model_input.geometry.to_model(context.model_input.brain_mask[:, :, z]) > 0
