@@ -182,9 +182,8 @@ class Segmenter:
             start = stop
         return out
 
-    def _predict_batch(self, batch: np.ndarray, mirror: bool | None = None) -> np.ndarray:
+    def _predict_batch(self, batch: np.ndarray, mirror: bool) -> np.ndarray:
         """One batch, with the out-of-memory fallback: halve the batch, then move to the CPU."""
-        mirror = self.mirror if mirror is None else mirror
         try:
             return self._forward(batch, mirror)
         except torch.OutOfMemoryError:
@@ -263,7 +262,7 @@ class Segmenter:
                 if should_cancel is not None and should_cancel():
                     raise Cancelled(f"segmentation of {volume.name} cancelled after {done} slices.")
                 batch = computed[start:start + self.batch_size]
-                model_probs[batch] = self._predict_batch(model_input.slices[batch])
+                model_probs[batch] = self._predict_batch(model_input.slices[batch], self.mirror)
                 done += len(batch)
                 if on_slice is not None:
                     for z in batch:
