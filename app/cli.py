@@ -340,12 +340,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.csv:
         write_csv(scores, args.csv)
     if args.json:
-        write_json_atomic(args.json, {**summary, "threshold": args.threshold, "mirror": segmenter.mirror,
-                                      "device": segmenter.device.type,
-                                # "precision" is the metric; the arithmetic gets its own key
-                                "compute_precision": segmenter.precision, "data": str(args.data),
-                                "wall_s": round(time.perf_counter() - started, 1), "disclaimer": DISCLAIMER,
-                                **checkpoint.provenance(), "version": __version__})
+        write_json_atomic(args.json, {
+            **summary, "threshold": args.threshold, "mirror": segmenter.mirror, "device": segmenter.device.type,
+            # "precision" is the metric; the arithmetic gets its own key
+            "compute_precision": segmenter.precision, "data": str(args.data),
+            "wall_s": round(time.perf_counter() - started, 1), "disclaimer": DISCLAIMER,
+            **checkpoint.provenance(), "version": __version__})
     print(summary_table(summary))
     return 0
 
