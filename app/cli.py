@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--slice-dice", type=float, default=0.0, metavar="W",
                        help="add W x (1 - mean soft Dice of the lesion slices) to the paper's loss: small "
                             "lesions weigh as much as large ones (default 0: the paper's loss)")
+    train.add_argument("--augment", action="store_true",
+                       help="draw a new rotation, scale, gamma, contrast, blur and noise for every training "
+                            "slice (default: left-right flips only; the paper has none)")
     train.add_argument("--workers", type=int, default=1, help="processes preparing synthetic cases")
     train.add_argument("--start-after", type=int, default=0, metavar="N",
                        help="start once N synthetic training cases are ready; the rest join the pool as "
@@ -396,6 +399,7 @@ def _atlas_cases(args: argparse.Namespace) -> tuple[list, list, str]:
 def _train(args: argparse.Namespace) -> int:
     from xnet_core.errors import XNetError
     from xnet_core.synthetic import SEED_RANGES
+    from xnet_core.augment import SliceAugmentation
     from xnet_core.train import (CaseStream, SlicePool, TrainConfig, default_state_dir, synthetic_case_cache,
                                   synthetic_pool)
 
@@ -407,6 +411,7 @@ def _train(args: argparse.Namespace) -> int:
         lesion_fraction=args.lesion_fraction, bf16_cpu=args.bf16, seed=args.seed, max_minutes=args.max_minutes,
         precise_bn_batches=args.precise_bn,
         keep_epochs=args.keep_epochs, slice_dice_weight=args.slice_dice, size_balance=args.size_balance,
+        augment=args.augment,
         data_description=(f"{args.train_cases} synthetic chronic-stroke cases (seeds {args.seed}.."
                           f"{args.seed + args.train_cases - 1}) on the MNI152 2009a template; "
                           f"validation seeds {SEED_RANGES['validation']}..+{args.val_cases - 1}"),
@@ -440,7 +445,8 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{len(train_cases)} training and {len(val_cases)} validation cases ready in "
               f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
         pool = SlicePool(train_cases, lesion_fraction=args.lesion_fraction, crop=config.crop,
-                         size_balance=config.size_balance)
+                         size_balance=config.size_balance,
+                         augment=SliceAugmentation() if config.augment else None)
         return _run_training(args, config, device, pool, val_cases)
     finally:
         if stream is not None:

@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from xnet_core import metrics
 from xnet_core.atomic import atomic_path
+from xnet_core.augment import SliceAugmentation
 from xnet_core.checkpoint import default_card, save_checkpoint
 from xnet_core.model import XNet
 
@@ -117,6 +118,7 @@ class SlicePool:
     # lesions make up more of a batch; there, batch Dice weighs their misses and their false positives
     # alike (unlike xnet_loss's per-slice term). 0: every case alike, as the paper's code.
     size_balance: float = 0.0
+    augment: SliceAugmentation | None = None  # a fresh geometry and contrast for every slice drawn
     _weights: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def _case(self, rng: np.random.Generator) -> VolumeSlices:
@@ -137,6 +139,8 @@ class SlicePool:
         pool = lesion if len(lesion) and rng.random() < self.lesion_fraction else np.flatnonzero(case.brain)
         z = int(pool[rng.integers(len(pool))]) if len(pool) else int(rng.integers(len(case.slices)))
         image, mask = case.slices[z].astype(np.float32), case.masks[z].astype(np.float32)
+        if self.augment is not None:
+            image, mask = self.augment(image, mask, rng)
         if self.crop is not None:
             image, mask = self._crop(rng, image, mask)
         if self.flip and rng.random() < 0.5:
@@ -180,6 +184,7 @@ class TrainConfig:
     keep_epochs: bool = False  # also write epoch-N.pt after each epoch (to choose or average later)
     slice_dice_weight: float = 0.0  # > 0: adds the per-slice Dice term of xnet_loss (small lesions)
     size_balance: float = 0.0  # > 0: SlicePool draws cases by (lesion voxels)^-size_balance
+    augment: bool = False  # SlicePool augments every slice (xnet_core.augment)
     data_description: str = "synthetic"
     extra_card: dict = field(default_factory=dict)
 
@@ -338,6 +343,8 @@ class Trainer:
                             recipe={**{k: (str(v) if isinstance(v, Path) else v)
                                        for k, v in asdict(self.config).items() if k != "extra_card"},
                                     "loss": _loss_description(self.config.slice_dice_weight),
+                                    "augmentation": (asdict(SliceAugmentation()) if self.config.augment
+                                                     else "left-right flips only"),
                                     "optimiser": f"Adam lr {self.config.lr:g} eps 1e-7",
                                     "schedule": "ReduceLROnPlateau(0.2, patience 2, abs 1e-3), early stop 5"},
                             steps=self.state.step, epochs=self.state.epoch,
