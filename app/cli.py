@@ -397,9 +397,9 @@ def _atlas_cases(args: argparse.Namespace) -> tuple[list, list, str]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from xnet_core.augment import SliceAugmentation
     from xnet_core.errors import XNetError
     from xnet_core.synthetic import SEED_RANGES
-    from xnet_core.augment import SliceAugmentation
     from xnet_core.train import (CaseStream, SlicePool, TrainConfig, default_state_dir, synthetic_case_cache,
                                   synthetic_pool)
 
