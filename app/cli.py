@@ -411,7 +411,7 @@ def _train(args: argparse.Namespace) -> int:
         lesion_fraction=args.lesion_fraction, bf16_cpu=args.bf16, seed=args.seed, max_minutes=args.max_minutes,
         precise_bn_batches=args.precise_bn,
         keep_epochs=args.keep_epochs, slice_dice_weight=args.slice_dice, size_balance=args.size_balance,
-        augment=args.augment,
+        augment=SliceAugmentation() if args.augment else None,
         data_description=(f"{args.train_cases} synthetic chronic-stroke cases (seeds {args.seed}.."
                           f"{args.seed + args.train_cases - 1}) on the MNI152 2009a template; "
                           f"validation seeds {SEED_RANGES['validation']}..+{args.val_cases - 1}"),
@@ -445,8 +445,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{len(train_cases)} training and {len(val_cases)} validation cases ready in "
               f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
         pool = SlicePool(train_cases, lesion_fraction=args.lesion_fraction, crop=config.crop,
-                         size_balance=config.size_balance,
-                         augment=SliceAugmentation() if config.augment else None)
+                         size_balance=config.size_balance, augment=config.augment)
         return _run_training(args, config, device, pool, val_cases)
     finally:
         if stream is not None:

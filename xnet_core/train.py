@@ -184,7 +184,7 @@ class TrainConfig:
     keep_epochs: bool = False  # also write epoch-N.pt after each epoch (to choose or average later)
     slice_dice_weight: float = 0.0  # > 0: adds the per-slice Dice term of xnet_loss (small lesions)
     size_balance: float = 0.0  # > 0: SlicePool draws cases by (lesion voxels)^-size_balance
-    augment: bool = False  # SlicePool augments every slice (xnet_core.augment)
+    augment: SliceAugmentation | None = None  # what SlicePool draws for every slice (None: flips only)
     data_description: str = "synthetic"
     extra_card: dict = field(default_factory=dict)
 
@@ -341,9 +341,9 @@ class Trainer:
     def _card(self, kind: str) -> dict:
         return default_card(self.model, training_data=self.config.data_description, checkpoint=kind,
                             recipe={**{k: (str(v) if isinstance(v, Path) else v)
-                                       for k, v in asdict(self.config).items() if k != "extra_card"},
+                                       for k, v in asdict(self.config).items() if k not in ("extra_card", "augment")},
                                     "loss": _loss_description(self.config.slice_dice_weight),
-                                    "augmentation": (asdict(SliceAugmentation()) if self.config.augment
+                                    "augmentation": (asdict(self.config.augment) if self.config.augment
                                                      else "left-right flips only"),
                                     "optimiser": f"Adam lr {self.config.lr:g} eps 1e-7",
                                     "schedule": "ReduceLROnPlateau(0.2, patience 2, abs 1e-3), early stop 5"},
