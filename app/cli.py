@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--fold", type=int, default=0, help="validation fold of --data (0-4)")
     train.add_argument("--split", choices=("paper", "patient"), default="paper")
     train.add_argument("--train-cases", type=int, default=200, help="synthetic training cases in the pool")
+    train.add_argument("--small-cases", type=int, default=0, metavar="N",
+                       help="add N synthetic training cases with under 1.17 ml of lesion (the ATLAS lower "
+                            "quartile), from the seeds after --train-cases (default 0: ATLAS sizes only)")
     train.add_argument("--val-cases", type=int, default=3, help="synthetic validation cases")
     train.add_argument("--steps-per-epoch", type=int, default=500)
     train.add_argument("--epochs", type=int, default=100)
@@ -400,9 +403,15 @@ def _train(args: argparse.Namespace) -> int:
     from xnet_core.augment import SliceAugmentation
     from xnet_core.errors import XNetError
     from xnet_core.synthetic import SEED_RANGES
-    from xnet_core.train import (CaseStream, SlicePool, TrainConfig, default_state_dir, synthetic_case_cache,
-                                  synthetic_pool)
+    from xnet_core.train import (SMALL_LESION_ML, CaseStream, SlicePool, TrainConfig, default_state_dir,
+                                  small_lesion_seeds, synthetic_case_cache, synthetic_pool)
 
+    if args.small_cases < 0:
+        raise XNetError(f"--small-cases {args.small_cases}: expected a number of cases >= 0.")
+    if args.small_cases and args.data:
+        raise XNetError("--small-cases adds synthetic cases; leave it out with --data.")
+    regular_seeds = list(range(args.seed, args.seed + args.train_cases))
+    small_seeds = small_lesion_seeds(args.seed + args.train_cases, args.small_cases)
     device = _distributed_device(args.device)
     out = Path(args.out)
     config = TrainConfig(
@@ -412,9 +421,11 @@ def _train(args: argparse.Namespace) -> int:
         precise_bn_batches=args.precise_bn,
         keep_epochs=args.keep_epochs, slice_dice_weight=args.slice_dice, size_balance=args.size_balance,
         augment=SliceAugmentation() if args.augment else None,
-        data_description=(f"{args.train_cases} synthetic chronic-stroke cases (seeds {args.seed}.."
-                          f"{args.seed + args.train_cases - 1}) on the MNI152 2009a template; "
-                          f"validation seeds {SEED_RANGES['validation']}..+{args.val_cases - 1}"),
+        data_description=(
+            f"{args.train_cases} synthetic chronic-stroke cases (seeds {args.seed}..{args.seed + args.train_cases - 1})"
+            + (f" and {len(small_seeds)} more with under {SMALL_LESION_ML} ml of lesion (the seeds from "
+               f"{small_seeds[0]} to {small_seeds[-1]} that draw so little)" if small_seeds else "")
+            + f" on the MNI152 2009a template; validation seeds {SEED_RANGES['validation']}..+{args.val_cases - 1}"),
     )
     if args.start_after < 0:
         raise XNetError(f"--start-after {args.start_after}: expected a number of cases >= 0.")
@@ -428,10 +439,10 @@ def _train(args: argparse.Namespace) -> int:
         if args.data:
             train_cases, val_cases, config.data_description = _atlas_cases(args)
         else:
-            print(f"preparing {args.train_cases} training and {args.val_cases} validation cases "
+            train_seeds = regular_seeds + small_seeds
+            print(f"preparing {len(train_seeds)} training and {args.val_cases} validation cases "
                   f"with {args.workers} worker(s)...", file=sys.stderr)
             cache = synthetic_case_cache()  # cases are pure functions of their seeds (and the code)
-            train_seeds = list(range(args.seed, args.seed + args.train_cases))
             val_seeds = list(range(SEED_RANGES["validation"], SEED_RANGES["validation"] + args.val_cases))
             if args.start_after > 0:
                 stream = CaseStream(train_seeds, args.workers, cache_dir=cache)

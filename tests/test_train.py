@@ -15,7 +15,8 @@ import torch
 from tests.conftest import blob_batch
 from xnet_core.checkpoint import load_checkpoint
 from xnet_core.model import XNet
-from xnet_core.train import SlicePool, TrainConfig, Trainer, VolumeSlices, xnet_loss
+from xnet_core.train import (SMALL_LESION_ML, SlicePool, TrainConfig, Trainer, VolumeSlices, small_lesion_seeds,
+                              xnet_loss)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -245,9 +246,12 @@ def test_cli_train_starts_from_given_weights(tmp_path: Path, monkeypatch, random
     code = main(["train", "--out", str(tmp_path / "run"), "--init", str(random_checkpoint.path),
                  "--train-cases", "1", "--val-cases", "1", "--steps-per-epoch", "1", "--epochs", "1",
                  "--crop", "32x32", "--batch", "2", "--lr", "2e-4", "--slice-dice", "0.5",
-                 "--size-balance", "0.25"])
+                 "--size-balance", "0.25", "--small-cases", "2"])
     assert code == 0, capsys.readouterr().err
     card = json.loads((tmp_path / "run" / "last.card.json").read_text())
+    small = small_lesion_seeds(1, 2)
+    assert f"1 synthetic chronic-stroke cases (seeds 0..0) and 2 more with under 1.17 ml of lesion (the seeds " \
+           f"from {small[0]} to {small[1]} " in card["training_data"]
     assert random_checkpoint.sha256 in card["initialised_from"]
     assert card["recipe"]["lr"] == 2e-4 and card["recipe"]["optimiser"].startswith("Adam lr 0.0002 ")
     assert [h["epoch"] for h in card["history"]] == [0, 1], "the --init weights are validated first"
@@ -257,6 +261,20 @@ def test_cli_train_starts_from_given_weights(tmp_path: Path, monkeypatch, random
     assert main(["train", "--out", str(tmp_path / "run"), "--crop", "30x30"]) == 2
     assert main(["train", "--out", str(tmp_path / "run"), "--slice-dice", "-1"]) == 2
     assert main(["train", "--out", str(tmp_path / "run"), "--size-balance", "-0.5"]) == 2
+    assert main(["train", "--out", str(tmp_path / "run"), "--small-cases", "-1"]) == 2
+    assert main(["train", "--out", str(tmp_path / "run"), "--small-cases", "5", "--data", str(tmp_path)]) == 2
+
+
+def test_small_lesion_seeds_are_the_cases_that_draw_little_lesion() -> None:
+    from xnet_core.synthetic import make_case, sample_total_volume_ml
+
+    seeds = small_lesion_seeds(100, 5)
+    assert len(seeds) == 5 and seeds == sorted(set(seeds)) and seeds[0] >= 100
+    drawn = {seed: sample_total_volume_ml(np.random.default_rng(seed)) for seed in range(100, seeds[-1] + 1)}
+    assert [seed for seed, volume in drawn.items() if volume < SMALL_LESION_ML] == seeds, "none skipped"
+    assert len(drawn) > 5, "larger cases lay between them (three in four ATLAS subjects)"
+    # The choice reads make_case's own first draw: the case made from a chosen seed aims that small.
+    assert make_case(seeds[0], augment=False).meta["target_volume_ml"] == round(drawn[seeds[0]], 4)
 
 
 def test_case_stream_grows_in_seed_order_and_stops_when_closed(monkeypatch) -> None:

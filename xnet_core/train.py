@@ -488,6 +488,27 @@ def atlas_volume_slices(scan, normalisation: str = "robust") -> VolumeSlices:
     return VolumeSlices(prepared.slices.astype(np.float16), masks.astype(np.uint8), prepared.brain_slices)
 
 
+# The ATLAS R2.0 lower quartile of total lesion volume (synthetic.VOLUME_QUANTILES_ML): the size the
+# demo model finds least often.
+SMALL_LESION_ML = 1.17
+
+
+def small_lesion_seeds(start: int, n: int, below_ml: float = SMALL_LESION_ML) -> list[int]:
+    """The first ``n`` synthetic seeds from ``start`` whose cases draw under ``below_ml`` of lesion.
+
+    A choice of training seeds, not a change to the generator: validation and held-out cases stay
+    what they were. The total volume is make_case's first draw, so no case is made to choose.
+    """
+    from xnet_core.synthetic import sample_total_volume_ml
+
+    seeds, seed = [], start
+    while len(seeds) < n:
+        if sample_total_volume_ml(np.random.default_rng(seed)) < below_ml:
+            seeds.append(seed)
+        seed += 1
+    return seeds
+
+
 def _cached_case(seed: int, augment: bool, cache_dir: Path | None) -> VolumeSlices:
     """A prepared synthetic case, read from / written to ``cache_dir`` (cases are pure functions of seeds)."""
     path = cache_dir / f"case-{seed}{'' if augment else '-plain'}.npz" if cache_dir else None
