@@ -266,13 +266,14 @@ def test_cli_train_starts_from_given_weights(tmp_path: Path, monkeypatch, random
 
 
 def test_small_lesion_seeds_are_the_cases_that_draw_little_lesion() -> None:
-    from xnet_core.synthetic import make_case, sample_total_volume_ml
+    from xnet_core.synthetic import VOLUME_QUANTILES_ML, make_case, sample_total_volume_ml
 
+    assert SMALL_LESION_ML == dict(VOLUME_QUANTILES_ML)[0.25], "the ATLAS lower quartile"
     seeds = small_lesion_seeds(100, 5)
     assert len(seeds) == 5 and seeds == sorted(set(seeds)) and seeds[0] >= 100
     drawn = {seed: sample_total_volume_ml(np.random.default_rng(seed)) for seed in range(100, seeds[-1] + 1)}
     assert [seed for seed, volume in drawn.items() if volume < SMALL_LESION_ML] == seeds, "none skipped"
-    assert len(drawn) > 5, "larger cases lay between them (three in four ATLAS subjects)"
+    assert len(drawn) > 5, "larger cases lie between them (three in four ATLAS subjects)"
     # The choice reads make_case's own first draw: the case made from a chosen seed aims that small.
     assert make_case(seeds[0], augment=False).meta["target_volume_ml"] == round(drawn[seeds[0]], 4)
 
