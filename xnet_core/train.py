@@ -37,6 +37,7 @@ from xnet_core.atomic import atomic_path
 from xnet_core.augment import SliceAugmentation
 from xnet_core.checkpoint import default_card, save_checkpoint
 from xnet_core.model import XNet
+from xnet_core.synthetic import VOLUME_QUANTILES_ML, sample_total_volume_ml
 
 log = logging.getLogger(__name__)
 
@@ -488,9 +489,9 @@ def atlas_volume_slices(scan, normalisation: str = "robust") -> VolumeSlices:
     return VolumeSlices(prepared.slices.astype(np.float16), masks.astype(np.uint8), prepared.brain_slices)
 
 
-# The ATLAS R2.0 lower quartile of total lesion volume (synthetic.VOLUME_QUANTILES_ML): the size the
-# demo model finds least often.
-SMALL_LESION_ML = 1.17
+# A quarter of ATLAS R2.0 subjects have less lesion than this (the generator's lower quartile): the
+# size the demo model finds least often.
+SMALL_LESION_ML = dict(VOLUME_QUANTILES_ML)[0.25]
 
 
 def small_lesion_seeds(start: int, n: int, below_ml: float = SMALL_LESION_ML) -> list[int]:
@@ -499,8 +500,6 @@ def small_lesion_seeds(start: int, n: int, below_ml: float = SMALL_LESION_ML) ->
     A choice of training seeds, not a change to the generator: validation and held-out cases stay
     what they were. The total volume is make_case's first draw, so no case is made to choose.
     """
-    from xnet_core.synthetic import sample_total_volume_ml
-
     seeds, seed = [], start
     while len(seeds) < n:
         if sample_total_volume_ml(np.random.default_rng(seed)) < below_ml:
