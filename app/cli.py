@@ -307,7 +307,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _synth(args: argparse.Namespace) -> int:
     from xnet_core.errors import XNetError
-    from xnet_core.synthetic import make_case, write_case
+    from xnet_core.training.synthetic import make_case, write_case
 
     if args.n < 1:
         raise XNetError(f"--n {args.n}: give at least one case.")
@@ -330,8 +330,8 @@ def _synth(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from xnet_core.assets import demo_weights_path
     from xnet_core.checkpoint import load_checkpoint
-    from xnet_core.datasets import find_scans
-    from xnet_core.evaluate import evaluate, summarise, summary_table, write_csv
+    from xnet_core.training.datasets import find_scans
+    from xnet_core.training.evaluate import evaluate, summarise, summary_table, write_csv
     from xnet_core.inference import Segmenter
 
     for out in filter(None, (args.csv, args.json)):
@@ -388,8 +388,8 @@ def _distributed_device(name: str):
 
 def _atlas_cases(args: argparse.Namespace) -> tuple[list, list, str]:
     """ATLAS scans of --data split by --split/--fold, prepared for training (held in memory)."""
-    from xnet_core.datasets import find_scans, split
-    from xnet_core.train import atlas_volume_slices
+    from xnet_core.training.datasets import find_scans, split
+    from xnet_core.training.cases import atlas_volume_slices
 
     train_scans, val_scans = split(find_scans(args.data), args.fold, args.split)
     print(f"ATLAS: {len(train_scans)} training and {len(val_scans)} validation scans "
@@ -400,11 +400,13 @@ def _atlas_cases(args: argparse.Namespace) -> tuple[list, list, str]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from xnet_core.augment import SliceAugmentation
+    from xnet_core.training.augment import SliceAugmentation
     from xnet_core.errors import XNetError
-    from xnet_core.synthetic import SEED_RANGES
-    from xnet_core.train import (SMALL_LESION_ML, CaseStream, SlicePool, TrainConfig, default_state_dir,
-                                  small_lesion_seeds, synthetic_case_cache, synthetic_pool)
+    from xnet_core.training.synthetic import SEED_RANGES
+    from xnet_core.training.cases import (SMALL_LESION_ML, CaseStream, small_lesion_seeds, synthetic_case_cache,
+                                          synthetic_pool)
+    from xnet_core.training.sampling import SlicePool
+    from xnet_core.training.trainer import TrainConfig, default_state_dir
 
     if args.small_cases < 0:
         raise XNetError(f"--small-cases {args.small_cases}: expected a number of cases >= 0.")
@@ -469,7 +471,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _run_training(args: argparse.Namespace, config, device, pool, val_cases: list) -> int:
     """Train from --init or the saved state (--resume) and report where the weights went."""
-    from xnet_core.train import Trainer
+    from xnet_core.training.trainer import Trainer
 
     out = config.out_dir
     trainer = Trainer(config, pool, val_cases, device, on_log=lambda line: print(line, file=sys.stderr, flush=True))
@@ -498,8 +500,9 @@ def _average(args: argparse.Namespace) -> int:
     from xnet_core.errors import XNetError
     from xnet_core.inference import choose_device
     from xnet_core.model import XNet
-    from xnet_core.train import (SlicePool, average_weights, recalibrate_batchnorm, synthetic_case_cache,
-                                  synthetic_pool)
+    from xnet_core.training.cases import synthetic_case_cache, synthetic_pool
+    from xnet_core.training.sampling import SlicePool
+    from xnet_core.training.swa import average_weights, recalibrate_batchnorm
 
     if len(args.checkpoints) < 2:
         raise XNetError("xnet average needs two or more checkpoints of one training run (e.g. its epoch-*.pt).")

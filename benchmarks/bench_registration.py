@@ -32,7 +32,7 @@ from xnet_core.checkpoint import load_checkpoint
 from xnet_core.inference import Segmenter, cpu_has_bf16
 from xnet_core.metrics import dice
 from xnet_core.registration import register
-from xnet_core.synthetic import native_case
+from xnet_core.training.native_cases import native_case
 from xnet_core.volume import load_volume
 
 

@@ -105,7 +105,7 @@ def flair_like(volume):
     import nibabel as nib
 
     from xnet_core.sequences import resample_to_grid
-    from xnet_core.synthetic import rotation
+    from xnet_core.training.native_cases import rotation
 
     affine = rotation((8.0, 0.0, 12.0)) @ np.diag([0.9, 0.9, 4.0, 1.0])
     shape = (220, 260, 45)

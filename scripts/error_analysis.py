@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 from xnet_core import metrics  # noqa: E402
 from xnet_core.assets import demo_weights_path  # noqa: E402
 from xnet_core.checkpoint import load_checkpoint  # noqa: E402
-from xnet_core.datasets import find_scans, load_lesion_mask  # noqa: E402
-from xnet_core.evaluate import SIZE_BINS  # noqa: E402
+from xnet_core.training.datasets import find_scans, load_lesion_mask  # noqa: E402
+from xnet_core.training.evaluate import SIZE_BINS  # noqa: E402
 from xnet_core.errors import XNetError  # noqa: E402
 from xnet_core.inference import Segmenter  # noqa: E402
 from xnet_core.native import place, segment  # noqa: E402
@@ -49,7 +49,7 @@ class TemplatePlaces:
     def __init__(self) -> None:
         from scipy import ndimage
 
-        from xnet_core.synthetic import ORIGIN_VOXEL, template_tissues
+        from xnet_core.training.synthetic import ORIGIN_VOXEL, template_tissues
 
         self.tissues = template_tissues()
         self.to_ventricle = ndimage.distance_transform_edt(~self.tissues.ventricles)

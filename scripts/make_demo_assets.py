@@ -83,7 +83,7 @@ def lineage_after(previous: dict | None, trained: dict, note: str | None, total_
 
 
 def write_demo_case(seed: int) -> None:
-    from xnet_core.synthetic import make_case, write_template_nifti
+    from xnet_core.training.synthetic import make_case, write_template_nifti
 
     case = make_case(seed)
     descrip = f"xnet synthetic demo seed {seed} research use only"

@@ -39,7 +39,7 @@ def native_demo(folder: Path) -> Path:
     import nibabel as nib
 
     from xnet_core.assets import DEMO_SCAN
-    from xnet_core.synthetic import native_case
+    from xnet_core.training.native_cases import native_case
 
     image = nib.load(asset_path(DEMO_SCAN)).get_fdata(dtype=np.float32)
     mask = (np.asarray(nib.load(asset_path(DEMO_LESION)).dataobj) > 0).astype(np.uint8)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from xnet_core.augment import SliceAugmentation
-from xnet_core.train import SlicePool, VolumeSlices
+from xnet_core.training.augment import SliceAugmentation
+from xnet_core.training.sampling import SlicePool, VolumeSlices
 
 EVERY_TRANSFORM = SliceAugmentation(p_spatial=1, p_gamma=1, p_contrast=1, p_noise=1, p_blur=1)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import write_nifti
-from xnet_core.datasets import find_scans, kfold_blocks, load_lesion_mask, split
+from xnet_core.training.datasets import find_scans, kfold_blocks, load_lesion_mask, split
 from xnet_core.errors import DatasetError
 from xnet_core.volume import load_volume
 
@@ -95,7 +95,7 @@ def test_kfold_blocks_match_sklearn() -> None:
 
 
 def test_patient_split_keeps_a_patients_scans_together(tmp_path: Path) -> None:
-    from xnet_core.datasets import Scan
+    from xnet_core.training.datasets import Scan
 
     scans = [Scan(f"p{p}t{t}", f"p{p}", tmp_path / f"{p}{t}", (tmp_path,), "R1.2") for p in range(5) for t in range(2)]
     train, val = split(scans, 1, "patient")

@@ -12,8 +12,8 @@ import pytest
 from app.cli import main
 from tests.conftest import BrightIsLesion, write_nifti
 from xnet_core.checkpoint import Checkpoint
-from xnet_core.datasets import find_scans
-from xnet_core.evaluate import evaluate, summarise, summary_table, write_csv
+from xnet_core.training.datasets import find_scans
+from xnet_core.training.evaluate import evaluate, summarise, summary_table, write_csv
 from xnet_core.inference import Segmenter
 
 STEM = "_ses-1_space-MNI152NLin2009aSym"

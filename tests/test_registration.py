@@ -20,7 +20,7 @@ from xnet_core.inference import Segmenter
 from xnet_core.metrics import dice
 from xnet_core.native import PlacedScan, place, segment
 from xnet_core.registration import LPS, POOR_SIMILARITY, Registration, register, template_image
-from xnet_core.synthetic import native_case
+from xnet_core.training.native_cases import native_case
 from xnet_core.volume import Volume, load_volume
 
 

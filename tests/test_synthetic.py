@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from xnet_core.datasets import find_scans, load_lesion_mask
-from xnet_core.shapes import load_shape_bank
-from xnet_core.synthetic import (
+from xnet_core.training.datasets import find_scans, load_lesion_mask
+from xnet_core.training.shapes import load_shape_bank
+from xnet_core.training.synthetic import (
     KIND_SHARES,
     VOLUME_QUANTILES_ML,
     make_case,

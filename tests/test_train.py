@@ -15,8 +15,10 @@ import torch
 from tests.conftest import blob_batch
 from xnet_core.checkpoint import load_checkpoint
 from xnet_core.model import XNet
-from xnet_core.train import (SMALL_LESION_ML, SlicePool, TrainConfig, Trainer, VolumeSlices, small_lesion_seeds,
-                              xnet_loss)
+from xnet_core.training.cases import SMALL_LESION_ML, small_lesion_seeds
+from xnet_core.training.loss import xnet_loss
+from xnet_core.training.sampling import SlicePool, VolumeSlices
+from xnet_core.training.trainer import TrainConfig, Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -131,7 +133,7 @@ def test_epoch_end_writes_checkpoints_that_load(tmp_path: Path) -> None:
 
 
 def test_early_stopping_after_five_epochs_without_improvement(tmp_path: Path, monkeypatch) -> None:
-    import xnet_core.train as train
+    import xnet_core.training.trainer as train
 
     monkeypatch.setattr(train, "validate", lambda *a, **k: {"val_loss": 1.0, "val_dice": 0.0})
     monkeypatch.setattr(train.Trainer, "save_weights", lambda self, name: None)
@@ -146,7 +148,7 @@ def test_early_stopping_after_five_epochs_without_improvement(tmp_path: Path, mo
 
 
 def test_starting_weights_are_validated_and_stay_best_until_beaten(tmp_path: Path, monkeypatch) -> None:
-    import xnet_core.train as train
+    import xnet_core.training.trainer as train
 
     figures = iter([{"val_loss": 0.5, "val_dice": 0.7}, {"val_loss": 0.6, "val_dice": 0.72}])
     monkeypatch.setattr(train, "validate", lambda *a, **k: next(figures))
@@ -168,7 +170,8 @@ DDP_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
     from test_train import tiny_cases, _config
-    from xnet_core.train import SlicePool, Trainer
+    from xnet_core.training.sampling import SlicePool
+    from xnet_core.training.trainer import Trainer
     dist.init_process_group("gloo")
     out = Path({tmp!r})
     trainer = Trainer(_config(out, steps_per_epoch=2), SlicePool(tiny_cases(), crop=(32, 32)), tiny_cases(1),
@@ -195,7 +198,7 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
 
 
 def test_batchnorm_recalibration_matches_batch_statistics() -> None:
-    from xnet_core.train import recalibrate_batchnorm
+    from xnet_core.training.swa import recalibrate_batchnorm
 
     torch.manual_seed(0)
     model = XNet()
@@ -219,7 +222,7 @@ def test_batchnorm_recalibration_matches_batch_statistics() -> None:
 
 
 def test_synthetic_pool_cache_round_trip(tmp_path: Path, monkeypatch) -> None:
-    import xnet_core.train as train
+    import xnet_core.training.cases as train
 
     made = []
 
@@ -237,7 +240,7 @@ def test_synthetic_pool_cache_round_trip(tmp_path: Path, monkeypatch) -> None:
 def test_cli_train_starts_from_given_weights(tmp_path: Path, monkeypatch, random_checkpoint, capsys) -> None:
     import json
 
-    import xnet_core.train as train
+    import xnet_core.training.cases as train
     from app.cli import main
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -266,7 +269,7 @@ def test_cli_train_starts_from_given_weights(tmp_path: Path, monkeypatch, random
 
 
 def test_small_lesion_seeds_are_the_cases_that_draw_little_lesion() -> None:
-    from xnet_core.synthetic import VOLUME_QUANTILES_ML, make_case, sample_total_volume_ml
+    from xnet_core.training.synthetic import VOLUME_QUANTILES_ML, make_case, sample_total_volume_ml
 
     assert SMALL_LESION_ML == dict(VOLUME_QUANTILES_ML)[0.25], "the ATLAS lower quartile"
     seeds = small_lesion_seeds(100, 5)
@@ -281,7 +284,7 @@ def test_small_lesion_seeds_are_the_cases_that_draw_little_lesion() -> None:
 def test_case_stream_grows_in_seed_order_and_stops_when_closed(monkeypatch) -> None:
     import threading
 
-    import xnet_core.train as train
+    import xnet_core.training.cases as train
 
     gate = threading.Event()
 
@@ -309,7 +312,7 @@ def test_case_stream_grows_in_seed_order_and_stops_when_closed(monkeypatch) -> N
 
 
 def test_case_stream_worker_processes_read_the_cache_and_report_errors(tmp_path: Path, monkeypatch) -> None:
-    import xnet_core.train as train
+    import xnet_core.training.cases as train
 
     for seed in (7, 8, 9):
         case = tiny_cases(1)[0]
@@ -331,7 +334,7 @@ def test_case_stream_worker_processes_read_the_cache_and_report_errors(tmp_path:
 
 
 def test_cli_train_can_start_before_all_cases_are_ready(tmp_path: Path, monkeypatch, capsys) -> None:
-    import xnet_core.train as train
+    import xnet_core.training.cases as train
     from app.cli import main
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -348,7 +351,7 @@ def test_cli_train_can_start_before_all_cases_are_ready(tmp_path: Path, monkeypa
 
 
 def test_synthetic_case_cache_changes_with_the_code_that_makes_cases(tmp_path: Path, monkeypatch) -> None:
-    import xnet_core.train as train
+    import xnet_core.training.cases as train
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     first = train.synthetic_case_cache()
@@ -363,7 +366,7 @@ def test_synthetic_case_cache_changes_with_the_code_that_makes_cases(tmp_path: P
 
 
 def test_average_weights_is_the_mean_and_refuses_other_architectures() -> None:
-    from xnet_core.train import average_weights
+    from xnet_core.training.swa import average_weights
 
     first = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(3)}
     second = {"w": torch.tensor([3.0, 6.0]).half(), "n": torch.tensor(5)}
@@ -377,7 +380,7 @@ def test_average_weights_is_the_mean_and_refuses_other_architectures() -> None:
 def test_keep_epochs_and_xnet_average(tmp_path: Path, monkeypatch, capsys) -> None:
     import json
 
-    import xnet_core.train as train
+    import xnet_core.training.cases as train
     from app.cli import main
 
     config = _config(tmp_path, max_epochs=2, keep_epochs=True)

@@ -15,7 +15,7 @@ from app.window import ViewerWindow
 from tests.test_dicom import _write_series
 from xnet_core.assets import DEMO_LESION, DEMO_SCAN, asset_path
 from xnet_core.sequences import value_at_world
-from xnet_core.synthetic import native_case, rotation
+from xnet_core.training.native_cases import native_case, rotation
 from xnet_core.volume import Volume, load_volume
 
 

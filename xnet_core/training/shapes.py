@@ -122,7 +122,7 @@ def load_shape_bank() -> tuple[LesionShape, ...]:
     return tuple(shapes)
 
 
-if __name__ == "__main__":  # python -m xnet_core.shapes SHARED_MASKS_DIR OUT.npz
+if __name__ == "__main__":  # python -m xnet_core.training.shapes SHARED_MASKS_DIR OUT.npz
     import sys
 
     logging.basicConfig(level=logging.INFO)

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from xnet_core import metrics
-from xnet_core.datasets import Scan, load_lesion_mask
+from xnet_core.training.datasets import Scan, load_lesion_mask
 from xnet_core.errors import Cancelled
 from xnet_core.inference import Segmenter
 from xnet_core.native import place, segment
