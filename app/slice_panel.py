@@ -88,7 +88,7 @@ class SliceViewBox(pg.ViewBox):
     sigWheelSteps = Signal(int)
 
     def __init__(self) -> None:
-        # No context menu: its export would write images without the disclaimer (DESIGN.md).
+        # No context menu: its export would write images without the disclaimer (docs/design.md, Contracts).
         super().__init__(lockAspect=True, invertY=False, enableMenu=False)
         self._wheel_rest = 0  # trackpads send fractions of a notch
 

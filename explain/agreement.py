@@ -3,7 +3,7 @@
 Map-versus-mask figures only; mask-versus-mask figures (Dice, IoU, ...) come from
 ``xnet_core.metrics``. Every function takes arrays of any shape (one slice ``[x, y]`` or a volume
 ``[x, y, z]``), so the same code gives per-slice and per-volume figures. Maps are raw and may be
-signed (LIME); as DESIGN.md says, agreement uses ``max(map, 0)``. Undefined figures (an empty
+signed (LIME); as docs/design.md says, agreement uses ``max(map, 0)``. Undefined figures (an empty
 mask, a map with no positive value) are ``None``, never a made-up number.
 """
 

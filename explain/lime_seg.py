@@ -1,6 +1,6 @@
 """LIME for one segmentation slice, on top of the ``lime`` package.
 
-What lime does wrong for MRI segmentation out of the box (reference/viewers-and-xai.md §3.6), and
+What lime does wrong for MRI segmentation out of the box (docs/design.md, References: Explanations), and
 what this module does instead:
 
 * superpixels: lime's default quickshift runs on an RGB copy of the whole slice, so segments cross

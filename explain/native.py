@@ -1,4 +1,4 @@
-"""Explanations of native slices of a registered scan (DESIGN.md, Slices).
+"""Explanations of native slices of a registered scan (docs/design.md, Contracts: Slices).
 
 The model runs on the template grid, so a map of native slice ``z`` is made from the maps of every
 template slice that native slice intersects, stacked and resampled (linearly) onto the native plane.

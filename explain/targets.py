@@ -1,6 +1,6 @@
 """What an explanation explains: one scalar per slice, built from the model's lesion logits.
 
-Every method needs one number per sample (reference/viewers-and-xai.md §3.1). The default is the
+Every method needs one number per sample (docs/design.md, References: Explanations). The default is the
 lesion logit summed over the model's *own* predicted mask on that slice (pytorch-grad-cam's
 ``SemanticSegmentationTarget``, Captum's segmentation wrapper); a reader's region of interest (a mask
 or a rectangle) or a single pixel answer "why here?". The mask is frozen when the explanation

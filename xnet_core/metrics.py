@@ -1,4 +1,4 @@
-"""The only implementation of mask-vs-mask figures and lesion components (DESIGN.md, Metrics).
+"""The only implementation of mask-vs-mask figures and lesion components (docs/design.md, Contracts: Metrics).
 
 Dice, IoU, precision and recall follow the X-Net paper: per subject, in 3D, on binary masks,
 0 when the denominator is 0. Lesion-wise F1, lesion count and volume difference follow the ATLAS
