@@ -11,8 +11,7 @@ cases are jittered by up to 7 % / 3 mm); and two what-ifs, for information only,
 contract fixes the mask (threshold 0.5, no post-processing): Dice at other thresholds and after
 dropping predicted components under N voxels.
 
-Used on the demo model's stages 4 and 5 (README): small lesions missed although clearly visible, false
-positives on the brain edge at the skull base (fewer after stage 5), no post-processing that would help.
+What it found on the demo model: docs/model.md, "Where it errs".
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""X-Net must match the reference (shared/reference/xnet.md) exactly."""
+"""X-Net must match the official code exactly (its figures: docs/design.md, References: X-Net)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """X-Net (Qi et al., MICCAI 2019), faithful to the official Keras code.
 
-See ``shared/reference/xnet.md``: X-blocks of three separable convolutions plus a 1x1 shortcut,
+See docs/design.md, References: X-Net: X-blocks of three separable convolutions plus a 1x1 shortcut,
 widths 64..1024, a Feature Similarity Module (dot-product non-local block with 1/N scaling and no
 softmax) at the bottleneck, nearest upsampling + a standard 3x3 conv + concat ``[skip, up]`` +
 X-block in the decoder, and a 1-channel head. ``forward`` returns logits; ``torch.sigmoid`` of
