@@ -1,11 +1,9 @@
 """On-the-fly augmentation of training slices (nnU-Net's usual set, sized for 1 mm T1 slices in [0, 1]).
 
 Each prepared synthetic case carries one draw of the generator's augmentation, baked in; a model
-that sees the same few hundred cases for thousands of steps learns their small lesions by heart
-(measured: Dice 0.66 on its own training cases under 1 ml, 0.24 on unseen ones). Drawing a new
-geometry and contrast for every slice it is shown is the standard remedy (in 1,000 CPU steps from the
-demo model it moved validation Dice only from 0.705 to 0.710, with lower precision: README, "The bundled
-demo model is an interim one"; whether it pays in a long GPU run is untested). Spatial transforms move
+that sees the same few hundred cases for thousands of steps learns their small lesions by heart.
+Drawing a new geometry and contrast for every slice it is shown is the standard remedy (what it did
+for the demo model, and when to use it: docs/training.md, ``--augment``). Spatial transforms move
 image and mask together; intensity transforms touch the brain only (the input is 0 outside it, as
 ``preprocess.normalise`` leaves it) and keep it in [0, 1], the range real inputs have.
 """

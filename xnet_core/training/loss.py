@@ -17,8 +17,8 @@ def xnet_loss(logits: torch.Tensor, target: torch.Tensor, model: XNet | None = N
     of the Dice gradient; per slice it counts as much as the large one (the idea of Kofler et al.'s
     blob loss, 2022, at slice rather than lesion level). Not in the paper; 0 keeps its recipe. Where a
     slice's lesion is missed, its gradient raises the probability inside the lesion and hardly lowers it
-    outside (that pull scales with the overlap): at weight 1 a fine-tune of the demo model fired on
-    look-alikes (README).
+    outside (that pull scales with the overlap), so a large weight makes a model fire on look-alikes
+    (docs/training.md, ``--slice-dice``).
     """
     probs = torch.sigmoid(logits.float())
     bce = F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), target)

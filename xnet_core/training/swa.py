@@ -14,7 +14,7 @@ def recalibrate_batchnorm(model: XNet, source: SliceSource, rng: np.random.Gener
     """Re-estimate BN running statistics as plain averages over ``batches`` full-size batches.
 
     Keras' momentum 0.99 makes the running statistics lag far behind fast-changing early weights
-    (measured here: eval-mode output 0.05 where train-mode output was 0.76 after 250 steps), and
+    (docs/training.md, ``--precise-bn``), and
     crops give other statistics than whole slices. Averaging over whole slices fixes both; the
     recipe's own momentum applies again afterwards.
     """
@@ -37,9 +37,8 @@ def average_weights(state_dicts: list[dict[str, torch.Tensor]]) -> dict[str, tor
     """The uniform mean of same-architecture weights: stochastic weight averaging (Izmailov et al. 2018).
 
     Checkpoints saved along one constant-learning-rate run lie around a flat region of the loss; their
-    mean sits nearer its centre and often generalises better than any one of them (measured here: the mean of
-    a fine-tune's five epochs took the validation Dice on 20 cases from 0.653 to 0.677, the model
-    shipped as demo stage 6). Floating tensors are averaged in float32;
+    mean sits nearer its centre and often generalises better than any one of them (the demo model is
+    such a mean: docs/model.md). Floating tensors are averaged in float32;
     integer buffers (BatchNorm's batch counters) come from the last. The BatchNorm running statistics of
     a mean do not belong to its weights: re-estimate them (``recalibrate_batchnorm``) before use.
     """

@@ -1,4 +1,4 @@
-"""X-Net training: the paper's recipe by default (reference xnet.md §2.4-2.5), CPU- and GPU-friendly.
+"""X-Net training: the paper's recipe by default (docs/design.md, References: X-Net), CPU- and GPU-friendly.
 
 Recipe: loss = mean BCE (probabilities clipped to [1e-7, 1-1e-7]) + (1 - batch-global soft Dice)
 + 1e-5 * sum of squared kernels (73, head excluded); Adam(lr 1e-3, eps 1e-7), batch 8;
