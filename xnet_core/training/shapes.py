@@ -3,9 +3,9 @@
 Real lesion shapes are the strongest lever for synthetic stroke data (SynthStroke pastes real
 ATLAS masks). The bank holds the LESYMAP chronic masks (Apache-2.0) and a subset of the SOOP
 acute masks (BSD-2 / CC0), resampled with nearest neighbour onto the 197x233x189 template grid,
-cropped to their bounding boxes and bit-packed. ``build_shape_bank`` makes the file once from
-``shared/data/lesion-masks``; the generator reads only the bundled file
-(``assets/lesion-shapes/``, with both licences beside it).
+cropped to their bounding boxes and bit-packed. ``build_shape_bank`` makes the file once from a
+masks folder (``lesymap/masks/``, ``soop/``); the generator reads only the bundled file
+(``assets/lesion-shapes/``, with both licences and a README beside it).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 SHAPE_BANK = "lesion-shapes/lesion_shapes.npz"
 TEMPLATE_SHAPE = (197, 233, 189)
 TEMPLATE_AFFINE = np.array([[1.0, 0, 0, -98], [0, 1.0, 0, -134], [0, 0, 1.0, -72], [0, 0, 0, 1]])
-SOOP_EXCLUDED = {"sub-1373", "sub-1395"}  # > 850 ml across the midline: look wrong (data README)
+SOOP_EXCLUDED = {"sub-1373", "sub-1395"}  # > 850 ml across the midline: look wrong
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def _soop_choice(stats_csv: Path, limit: int, seed: int) -> list[str]:
 
 
 def build_shape_bank(masks_root: Path, out: Path, soop_limit: int = 360, seed: int = 0) -> int:
-    """Build the bundled bank from ``shared/data/lesion-masks``; returns the number of shapes."""
+    """Build the bundled bank from a masks folder (``lesymap/masks/``, ``soop/``); returns the number of shapes."""
     shapes: list[LesionShape] = []
     for path in sorted((masks_root / "lesymap" / "masks").glob("*.nii.gz")):
         image = nib.load(path)
@@ -122,7 +122,7 @@ def load_shape_bank() -> tuple[LesionShape, ...]:
     return tuple(shapes)
 
 
-if __name__ == "__main__":  # python -m xnet_core.training.shapes SHARED_MASKS_DIR OUT.npz
+if __name__ == "__main__":  # python -m xnet_core.training.shapes MASKS_DIR OUT.npz
     import sys
 
     logging.basicConfig(level=logging.INFO)
