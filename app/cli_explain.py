@@ -136,7 +136,7 @@ def run(args: argparse.Namespace, progress_bar, write_json, check_output) -> int
 
 def scan_stem(args: argparse.Namespace) -> str:
     """DESIGN.md's ``<stem>``: the file name without .nii/.nii.gz, or the folder plus ``_s<SeriesNumber>``."""
-    from xnet_core.volume import file_stem
+    from xnet_core.nifti import file_stem
 
     if not Path(args.input).is_dir():
         return file_stem(args.input)

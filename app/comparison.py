@@ -8,7 +8,7 @@ import numpy as np
 
 from explain import agreement
 from xnet_core import metrics
-from xnet_core.volume import Volume
+from xnet_core.image import Volume
 
 
 def lesion_record(lesion: metrics.Lesion, affine: np.ndarray) -> dict:

@@ -20,8 +20,10 @@ import numpy as np
 from xnet_core import DISCLAIMER, __version__
 from xnet_core.atomic import write_json_atomic
 from xnet_core.errors import VolumeError
+from xnet_core.image import Volume
+from xnet_core.nifti import file_stem
 from xnet_core.reader_mask import load_reader_mask
-from xnet_core.volume import Volume, file_stem, save_like
+from xnet_core.volume import save_like
 
 UNDO_LIMIT = 200  # strokes; a section snapshot is ~45 kB on the template grid, so at most ~9 MB each way
 PLANE_FIXED_AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}

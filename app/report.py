@@ -30,7 +30,7 @@ from explain.methods import CAM_METHODS, METHOD_NAMES, METHODS
 from xnet_core import DISCLAIMER, __version__
 from xnet_core.atomic import atomic_path
 from xnet_core.errors import Cancelled, XNetError
-from xnet_core.volume import Volume
+from xnet_core.image import Volume
 
 PAGE_W, PAGE_H = 595.0, 842.0  # A4 in points; the painter is scaled so one unit is one point
 MARGIN = 36.0

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from explain.methods import METHODS
+from xnet_core.image import Volume
 from xnet_core.metrics import Lesion, lesions
 from xnet_core.preprocess import ModelInput
-from xnet_core.volume import Volume
 
 if TYPE_CHECKING:  # the engine imports torch; the window must show before that
     from explain.engine import SliceExplanation

@@ -44,10 +44,11 @@ from explain.methods import METHOD_NAMES, METHODS
 from xnet_core import DISCLAIMER, __version__
 from xnet_core.errors import SeriesChoiceError, XNetError
 from xnet_core.cards import card_normalisation, read_sidecar_card
+from xnet_core.image import Volume, same_grid
 from xnet_core.native import provisional_input
 from xnet_core.preprocess import is_template_grid, prepare
 from xnet_core.sequences import value_at_world
-from xnet_core.volume import Volume, load_volume, same_grid
+from xnet_core.volume import load_volume
 
 if TYPE_CHECKING:  # torch-backed modules load on the worker thread, after the scan is on screen
     from explain.engine import ExplanationEngine, SliceExplanation

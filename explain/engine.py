@@ -36,9 +36,9 @@ from xnet_core.assets import user_cache_dir
 from xnet_core.atomic import atomic_path
 from xnet_core.checkpoint import Checkpoint
 from xnet_core.errors import Cancelled, XNetError
+from xnet_core.image import Volume, content_sha256
 from xnet_core.inference import Segmentation, Segmenter
 from xnet_core.preprocess import ModelInput, prepare
-from xnet_core.volume import Volume, content_sha256
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, MRImageStorage
 
 from xnet_core.dicom import SeriesInfo, list_series, load_dicom_series, pick_series
 from xnet_core.errors import SeriesChoiceError, VolumeError
-from xnet_core.volume import guess_sequence, load_volume
+from xnet_core.image import guess_sequence
+from xnet_core.volume import load_volume
 
 ROOT_UID = "1.2.826.0.1.3680043.8.498.4242"
 ROWS, COLS, N_SLICES = 10, 12, 8

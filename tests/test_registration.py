@@ -16,12 +16,13 @@ import SimpleITK as sitk
 
 from app.cli import main
 from xnet_core.assets import DEMO_LESION, DEMO_SCAN, TEMPLATE_T1, asset_path
+from xnet_core.image import Volume
 from xnet_core.inference import Segmenter
 from xnet_core.metrics import dice
 from xnet_core.native import PlacedScan, place, segment
 from xnet_core.registration import LPS, POOR_SIMILARITY, Registration, register, template_image
 from xnet_core.training.native_cases import native_case
-from xnet_core.volume import Volume, load_volume
+from xnet_core.volume import load_volume
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import write_nifti
+from xnet_core.image import Volume
 from xnet_core.sequences import SequenceSet, resample_to_grid, value_at_world, world_to_voxel
-from xnet_core.volume import Volume
 
 # Hessian of the quadratic part of ``_field`` (used for the interpolation-error bound).
 HESSIAN = 2 * 0.002 * np.diag([1.0, 0.5, 0.3])

@@ -17,7 +17,8 @@ from app.reader import ReaderRead, notes_path_for
 from app.reader_tools import recovery_folder
 from app.window import ViewerWindow
 from xnet_core import DISCLAIMER, __version__
-from xnet_core.volume import Volume, load_volume
+from xnet_core.image import Volume
+from xnet_core.volume import load_volume
 
 SHAPE = (6, 5, 7)  # i, j, k as stored; the RAS volume has the same shape (LPS only flips axes)
 LPS_AFFINE = np.array([  # i → patient's left, j → posterior, k → superior; non-isotropic voxels

@@ -14,9 +14,10 @@ from PySide6.QtCore import QSettings, QStandardPaths
 from app.window import ViewerWindow
 from tests.test_dicom import _write_series
 from xnet_core.assets import DEMO_LESION, DEMO_SCAN, asset_path
+from xnet_core.image import Volume
 from xnet_core.sequences import value_at_world
 from xnet_core.training.native_cases import native_case, rotation
-from xnet_core.volume import Volume, load_volume
+from xnet_core.volume import load_volume
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,8 @@ import pytest
 
 from tests.conftest import write_nifti
 from xnet_core.errors import VolumeError
-from xnet_core.volume import file_stem, load_volume, save_like
+from xnet_core.nifti import file_stem
+from xnet_core.volume import load_volume, save_like
 
 LPS = np.array([[-1.0, 0, 0, 20], [0, -1.0, 0, 30], [0, 0, 2.0, -10], [0, 0, 0, 1]])
 

@@ -4,6 +4,8 @@ Slices are ordered and placed by their geometry (ImagePositionPatient projected 
 never by file name or InstanceNumber, because exports shuffle both. DICOM patient coordinates are LPS;
 the ``Volume`` is RAS like every NIfTI scan, oblique orientations keep their obliquity, and results are
 written back as NIfTI on the series' own grid. Nothing here resamples.
+
+A leaf reader, like ``nifti.py``: it imports ``image.py`` for ``Volume`` and the checks, never ``volume.py``.
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from xnet_core.errors import SeriesChoiceError, VolumeError
-from xnet_core.volume import (
+from xnet_core.image import (
     Volume,
-    _check_content,
-    _check_memory,
-    _replace_non_finite,
-    _to_ras_canonical,
+    check_content,
+    check_memory,
     choose_volume,
     guess_sequence,
+    replace_non_finite,
+    to_ras_canonical,
 )
 
 log = logging.getLogger(__name__)
@@ -183,10 +185,10 @@ def load_dicom_series(
 
     rows, cols = int(images[0].ds.Rows), int(images[0].ds.Columns)
     shape = (cols, rows, int(slots[-1]) + 1)
-    _check_memory(folder, shape)
+    check_memory(folder, shape)
     data = _stack_pixels(images, slots, shape)
-    data = _replace_non_finite(folder, data, warnings)
-    _check_content(folder, data)
+    data = replace_non_finite(folder, data, warnings)
+    check_content(folder, data)
 
     lps = np.eye(4)
     lps[:3, 0] = row_cos * col_step  # along a row: increasing column index i
@@ -194,7 +196,7 @@ def load_dicom_series(
     lps[:3, 2] = normal * slice_step
     lps[:3, 3] = images[0].position
     source_affine = LPS_TO_RAS @ lps
-    ras_data, ras_affine = _to_ras_canonical(data, source_affine)
+    ras_data, ras_affine = to_ras_canonical(data, source_affine)
     for message in warnings:
         log.warning(message)
     description = info.description or str(images[0].ds.get("ProtocolName", "") or "")

@@ -33,9 +33,9 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from xnet_core.errors import Cancelled, DeviceError, XNetError
+from xnet_core.image import Volume
 from xnet_core.metrics import Lesion, lesions
 from xnet_core.preprocess import MODEL_HEIGHT, MODEL_WIDTH, ModelInput, prepare
-from xnet_core.volume import Volume
 
 log = logging.getLogger(__name__)
 

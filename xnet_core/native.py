@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
+from xnet_core.image import Volume
 from xnet_core.preprocess import (MODEL_HEIGHT, MODEL_WIDTH, ModelInput, foreground_mask, is_template_grid,
                                   looks_like_t1, prepare, template_brain_mask, window_for)
 from xnet_core.registration import Registration, register
-from xnet_core.volume import Volume
 
 if TYPE_CHECKING:  # torch stays off the viewer's path to its first frame
     from xnet_core.inference import Segmentation, Segmenter

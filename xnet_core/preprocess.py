@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from xnet_core.assets import TEMPLATE_GM, TEMPLATE_T1, TEMPLATE_WM, asset_path
-from xnet_core.volume import Volume
+from xnet_core.image import Volume
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xnet_core.errors import VolumeError
-from xnet_core.volume import Volume, load_volume, same_grid
+from xnet_core.image import Volume, same_grid
+from xnet_core.volume import load_volume
 
 MIN_OVERLAP = 0.5
 

@@ -35,8 +35,8 @@ import numpy as np
 from xnet_core.assets import TEMPLATE_T1, asset_path, user_cache_dir
 from xnet_core.atomic import atomic_path, write_json_atomic
 from xnet_core.errors import Cancelled, XNetError
+from xnet_core.image import Volume, content_sha256
 from xnet_core.sequences import resample_to_grid
-from xnet_core.volume import Volume, content_sha256
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from xnet_core.volume import Volume, load_volume, same_grid
+from xnet_core.image import Volume, same_grid
+from xnet_core.volume import load_volume
 
 # Resampled arrays kept per set; the viewer asks for the same few pairs again and again.
 MAX_CACHED = 8

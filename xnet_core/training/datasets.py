@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 
 from xnet_core.errors import DatasetError
-from xnet_core.volume import Volume
+from xnet_core.image import Volume
 
 log = logging.getLogger(__name__)
 
