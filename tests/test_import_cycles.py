@@ -25,16 +25,6 @@ PACKAGES = ("app", "xnet_core", "explain")
 
 Graph = Mapping[str, set[str]]
 
-# A cycle that work in progress removes (issue 27: export and the reader tools take the view state and
-# stop reaching into the window; both import ViewerWindow under TYPE_CHECKING). Each entry is the edge
-# whose removal breaks its cycle. test_known_cycles_are_still_real fails once an entry no longer closes
-# a cycle, so that the allowance is deleted as soon as that work lands; do not add to it.
-KNOWN_CYCLES_BEING_REMOVED: set[tuple[str, str]] = {
-    ("app.export", "app.window"),
-    ("app.reader_tools", "app.window"),
-}
-
-
 def project_modules(root: Path = ROOT, packages: Iterable[str] = PACKAGES) -> dict[str, Path]:
     """Every module of the project packages by dotted name (a package by its own name)."""
     modules = {}
@@ -179,25 +169,10 @@ def describe_cycles(graph: Graph) -> list[str]:
     return lines
 
 
-def without(graph: Graph, edges: set[tuple[str, str]]) -> dict[str, set[str]]:
-    return {m: {t for t in targets if (m, t) not in edges} for m, targets in graph.items()}
-
-
 def test_no_import_cycles() -> None:
     graph = import_graph(project_modules())
-    lines = describe_cycles(without(graph, KNOWN_CYCLES_BEING_REMOVED))
+    lines = describe_cycles(graph)
     assert not lines, "import cycles among the project's modules:\n" + "\n".join(lines)
-
-
-def stale_allowances(graph: Graph, allowed: set[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The allowed edges that no longer close a cycle: the edge is gone, or there is no path back."""
-    together = {m: set(c) for c in strongly_connected(graph) for m in c}
-    return [(a, b) for a, b in sorted(allowed) if b not in graph.get(a, ()) or b not in together.get(a, ())]
-
-
-def test_known_cycles_are_still_real() -> None:
-    gone = stale_allowances(import_graph(project_modules()), KNOWN_CYCLES_BEING_REMOVED)
-    assert not gone, f"these cycles are gone; delete them from KNOWN_CYCLES_BEING_REMOVED: {gone}"
 
 
 def test_cycle_finder_finds_a_synthetic_cycle() -> None:
@@ -205,9 +180,7 @@ def test_cycle_finder_finds_a_synthetic_cycle() -> None:
     assert strongly_connected(graph) == [["a", "b", "c"]]
     assert shortest_cycle(graph, "a") == ["a", "b", "c", "a"]
     assert describe_cycles(graph) == ["a, b, c: a -> b -> c -> a"]
-    assert describe_cycles(without(graph, {("c", "a")})) == []
-    assert stale_allowances(graph, {("c", "a")}) == []
-    assert stale_allowances(graph, {("c", "d"), ("e", "a")}) == [("c", "d"), ("e", "a")]  # no path back; no edge
+    assert describe_cycles({**graph, "c": {"d"}}) == []
 
 
 def _write(root: Path, files: Mapping[str, str]) -> dict[str, Path]:
