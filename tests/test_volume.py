@@ -1,4 +1,4 @@
-"""Loading, validation and write-back of NIfTI scans (xnet_core.volume)."""
+"""Loading, validation and write-back of NIfTI scans (xnet_core.nifti, through xnet_core.volume)."""
 
 from __future__ import annotations
 
