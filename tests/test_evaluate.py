@@ -13,7 +13,7 @@ from app.cli import main
 from tests.conftest import BrightIsLesion, write_nifti
 from xnet_core.checkpoint import Checkpoint
 from xnet_core.training.datasets import find_scans
-from xnet_core.training.evaluate import evaluate, summarise, summary_table, write_csv
+from xnet_core.training.evaluate import evaluate, score_subject, summarise, summary_table, write_csv
 from xnet_core.inference import Segmenter
 
 STEM = "_ses-1_space-MNI152NLin2009aSym"
@@ -80,3 +80,59 @@ def test_cli_evaluate_reports_the_issue_keys(tree: Path, tmp_path: Path, random_
 def test_cli_evaluate_without_scans_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["evaluate", "--data", str(tmp_path)]) == 2
     assert "no ATLAS scan found" in capsys.readouterr().err
+
+
+def _healthy(folder: Path, spots: list[tuple[slice, slice, slice]], name: str) -> Path:
+    """A lesion-free scan: an even 'brain' with bright spots the brightness model calls lesion."""
+    data = np.zeros((30, 32, 5), np.float32)
+    data[3:27, 3:29, :] = 50.0
+    for spot in spots:
+        data[spot] = 100.0
+    path = folder / f"{name}.nii.gz"
+    write_nifti(path, data, np.eye(4))
+    return path
+
+
+def test_lesion_free_scans_count_as_negatives(tree: Path, tmp_path: Path) -> None:
+    """Known false positives: two spots (8 and 12 voxels at 1 mm) in one healthy scan, none in another."""
+    from xnet_core.training.evaluate import evaluate_negatives, summarise_negatives
+
+    spots = [(slice(5, 7), slice(5, 7), slice(1, 3)), (slice(15, 18), slice(15, 17), slice(1, 3))]
+    paths = [_healthy(tmp_path, spots, "healthy_a"), _healthy(tmp_path, [], "healthy_b")]
+    segmenter = Segmenter(BrightIsLesion(), device="cpu", fp32=True)
+    negatives = evaluate_negatives(paths, segmenter)
+    assert [s.predicted_components for s in negatives] == [2, 0]
+    assert negatives[0].predicted_volume_ml == pytest.approx(0.020) and negatives[1].predicted_volume_ml == 0
+    assert negatives[0].largest_components[0]["ml"] == pytest.approx(0.012)
+    summary = summarise(evaluate(find_scans(tree), segmenter) + negatives)
+    assert summary["n"] == 2 and summary["dice"] == 1.0, "negatives never enter the lesion means"
+    figures = summarise_negatives(negatives)
+    assert figures["n"] == 2 and figures["false_positive_ml"]["max"] == pytest.approx(0.020)
+    assert figures["false_positive_ml"]["median"] == pytest.approx(0.010)
+    assert figures["components"] == {"median": 1.0, "max": 2}
+    assert summary["predicted_components"]["healthy_a"] == 2
+    assert "lesion-free scans: 2" in summary_table(summary)
+
+
+def test_an_empty_mask_makes_a_negative(tmp_path: Path) -> None:
+    predicted = np.zeros((10, 10, 10), np.uint8)
+    predicted[2:4, 2:4, 2:4] = 1
+    score = score_subject("healthy", predicted, np.zeros_like(predicted), 0.001)
+    assert score.lesion_free and score.predicted_components == 1 and score.predicted_volume_ml == pytest.approx(0.008)
+    assert summarise([score])["negatives"]["n"] == 1 and summarise([score])["n"] == 0
+
+
+def test_cli_evaluate_negatives_folder(tmp_path: Path, random_checkpoint: Checkpoint,
+                                       capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "healthy"
+    folder.mkdir()
+    _healthy(folder, [], "healthy_a")
+    out = tmp_path / "neg.json"
+    code = main(["evaluate", "--negatives", str(folder), "--weights", str(random_checkpoint.path), "--json",
+                 str(out), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(out.read_text())
+    assert report["negatives"]["n"] == 1 and report["n"] == 0
+    assert set(report["negatives"]["false_positive_ml"]) == {"median", "max", "mean"}
+    assert "lesion-free scans: 1" in captured.out

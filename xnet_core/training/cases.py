@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +15,69 @@ from xnet_core.training.synthetic import VOLUME_QUANTILES_ML, sample_total_volum
 from xnet_core.training.trainer import default_state_dir
 
 
-def synthetic_volume_slices(seed: int, normalisation: str = "robust", augment: bool = True) -> VolumeSlices:
+@dataclass(frozen=True)
+class CaseRecipe:
+    """Which brain each synthetic case is pasted into, and the variety only training gets.
+
+    Each seed draws its background and whether it is a negative from its own stream, apart from the
+    generator's, so that a template case of the plain recipe is the very case it always was.
+    """
+
+    backgrounds: tuple[str, ...] = ()  # prepared background files (xnet_core.training.backgrounds)
+    template_share: float = 1.0  # share of cases on the template; the rest on the backgrounds
+    negative_share: float = 0.0  # share of lesion-free cases (negatives)
+    variety: bool = False  # unlabelled atrophy and a random tissue contrast
+
+    def draw(self, seed: int) -> tuple[str | None, bool]:
+        """(background file or None for the template, lesion-free) for this seed."""
+        rng = np.random.default_rng([seed, 1])
+        on_template = not self.backgrounds or rng.random() < self.template_share
+        background = None if on_template else self.backgrounds[int(rng.integers(len(self.backgrounds)))]
+        return background, bool(rng.random() < self.negative_share)
+
+    @property
+    def plain(self) -> bool:
+        return not self.backgrounds and self.negative_share == 0 and not self.variety
+
+    def key(self) -> str:
+        """A short name for the cache file names ('' for the plain recipe, whose names never change)."""
+        if self.plain:
+            return ""
+        text = f"{sorted(Path(b).name for b in self.backgrounds)} {self.template_share} {self.negative_share} {self.variety}"
+        return "-" + hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    def describe(self) -> str:
+        if self.plain:
+            return "the MNI152 2009a template"
+        names = ", ".join(sorted(Path(b).name.rsplit("-", 1)[0] for b in self.backgrounds))
+        return (f"{len(self.backgrounds)} real lesion-free brains ({names}) and the MNI152 2009a template "
+                f"({self.template_share:.0%} of cases); {self.negative_share:.0%} lesion-free cases"
+                + ("; unlabelled atrophy and random tissue contrast" if self.variety else ""))
+
+
+@lru_cache(maxsize=2)
+def background_tissues(prepared: str):
+    """The generator's tissue maps of a prepared background (a few seconds: kept for the next case)."""
+    from xnet_core.preprocess import template_brain_mask
+    from xnet_core.training.backgrounds import load_background
+    from xnet_core.training.synthetic import derive_tissues
+
+    background = load_background(prepared)
+    return derive_tissues(background.image, background.brain, background.gm, background.wm, name=background.name,
+                          csf_level=background.levels[0], gm_level=background.levels[1],
+                          support=template_brain_mask() > 0)
+
+
+def synthetic_volume_slices(seed: int, normalisation: str = "robust", augment: bool = True,
+                            recipe: CaseRecipe | None = None) -> VolumeSlices:
     """A synthetic case, prepared exactly as inference prepares a scan on the template grid."""
     from xnet_core.preprocess import TEMPLATE_X0, TEMPLATE_Y0, SliceGeometry, normalise, template_brain_mask
     from xnet_core.training.synthetic import SHAPE, make_case
 
-    case = make_case(seed, augment=augment)
+    recipe = recipe or CaseRecipe()
+    background, lesion_free = recipe.draw(seed)
+    tissues = None if background is None else background_tissues(background)
+    case = make_case(seed, augment=augment, background=tissues, variety=recipe.variety, lesion_free=lesion_free)
     mask = template_brain_mask()
     geometry = SliceGeometry(TEMPLATE_X0, TEMPLATE_Y0, SHAPE[:2])
     slices = geometry.to_model(normalise(case.image, mask, normalisation))
@@ -38,7 +98,7 @@ def atlas_volume_slices(scan, normalisation: str = "robust") -> VolumeSlices:
 
 
 # A quarter of ATLAS R2.0 subjects have less lesion than this (the generator's lower quartile): the
-# size the demo model finds least often.
+# size a model trained on ATLAS-like sizes finds least often (docs/model.md, "Where it errs").
 SMALL_LESION_ML = dict(VOLUME_QUANTILES_ML)[0.25]
 
 
@@ -56,13 +116,15 @@ def small_lesion_seeds(start: int, n: int, below_ml: float = SMALL_LESION_ML) ->
     return seeds
 
 
-def _cached_case(seed: int, augment: bool, cache_dir: Path | None) -> VolumeSlices:
-    """A prepared synthetic case, read from / written to ``cache_dir`` (cases are pure functions of seeds)."""
-    path = cache_dir / f"case-{seed}{'' if augment else '-plain'}.npz" if cache_dir else None
+def _cached_case(seed: int, augment: bool, cache_dir: Path | None, recipe: CaseRecipe | None = None) -> VolumeSlices:
+    """A prepared synthetic case, read from / written to ``cache_dir`` (cases are pure functions of
+    their seed and recipe)."""
+    key = recipe.key() if recipe is not None else ""
+    path = cache_dir / f"case-{seed}{'' if augment else '-plain'}{key}.npz" if cache_dir else None
     if path is not None and path.is_file():
         with np.load(path) as saved:
             return VolumeSlices(saved["slices"], saved["masks"], saved["brain"])
-    case = synthetic_volume_slices(seed, augment=augment)
+    case = synthetic_volume_slices(seed, augment=augment, **({"recipe": recipe} if key else {}))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, suffix=".npz") as tmp:  # the suffix stops numpy appending its own
@@ -71,9 +133,9 @@ def _cached_case(seed: int, augment: bool, cache_dir: Path | None) -> VolumeSlic
 
 
 def synthetic_pool(seeds: list[int], workers: int = 1, augment: bool = True,
-                   cache_dir: Path | None = None) -> list[VolumeSlices]:
+                   cache_dir: Path | None = None, recipe: CaseRecipe | None = None) -> list[VolumeSlices]:
     """Prepare synthetic cases, in parallel processes when ``workers`` > 1, cached when asked."""
-    stream = CaseStream(seeds, workers, augment, cache_dir)
+    stream = CaseStream(seeds, workers, augment, cache_dir, recipe)
     try:
         return stream.wait_for(len(seeds))
     finally:
@@ -83,14 +145,14 @@ def synthetic_pool(seeds: list[int], workers: int = 1, augment: bool = True,
 class CaseStream:
     """Synthetic cases prepared in the background, so that training can start before all are ready.
 
-    On a lent GPU, preparing 200 cases took 163 s of a 900 s budget while the GPU idled. ``cases``
+    Preparing every case first leaves a GPU idle for minutes (docs/model.md, stage 4). ``cases``
     grows in seed order as cases are finished (a SlicePool can hold the same list: appending is
     atomic and the pool only ever reads ``len`` then one element). Which cases a step can draw from
     then depends on timing, so a streamed run is not reproducible step for step.
     """
 
     def __init__(self, seeds: list[int], workers: int = 1, augment: bool = True,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, recipe: CaseRecipe | None = None) -> None:
         import threading
 
         self.cases: list[VolumeSlices] = []
@@ -98,6 +160,7 @@ class CaseStream:
         self.error: BaseException | None = None
         self._finished = False  # set (under the condition) when the thread stops, for whatever reason
         self._seeds, self._workers, self._augment, self._cache_dir = seeds, workers, augment, cache_dir
+        self._recipe = recipe
         self._stop = threading.Event()
         self._grown = threading.Condition()
         self._thread = threading.Thread(target=self._prepare, name="case-stream", daemon=True)
@@ -109,13 +172,14 @@ class CaseStream:
                 for seed in self._seeds:
                     if self._stop.is_set():
                         return
-                    self._add(_cached_case(seed, self._augment, self._cache_dir))
+                    self._add(_cached_case(seed, self._augment, self._cache_dir, self._recipe))
                 return
             import multiprocessing as mp
             from functools import partial
 
             with mp.get_context("spawn").Pool(self._workers) as pool:
-                results = pool.imap(partial(_cached_case, augment=self._augment, cache_dir=self._cache_dir),
+                results = pool.imap(partial(_cached_case, augment=self._augment, cache_dir=self._cache_dir,
+                                            recipe=self._recipe),
                                     self._seeds)
                 while len(self.cases) < self.total and not self._stop.is_set():
                     try:

@@ -1,6 +1,6 @@
 """ATLAS readers (R1.1, R1.2, R2.0), found by a recursive search, and the paper's splits.
 
-Layouts (reference atlas-and-synthetic-lesions.md §1.2-1.4):
+Layouts (docs/design.md, References: ATLAS):
 - R1.1: ``<id>/t01/<id>_t1w_deface_stx.nii.gz`` + ``<id>_LesionSmooth*_stx.nii.gz`` (several files = several
   lesions, ORed), ordered as ``ATLAS_Meta-Data_Release_1.1_standard_mni.csv`` when it is there;
 - R1.2: ``c00XXs00YYtZZ_t1w_stx.nii.gz`` + ``c00XXs00YYtZZ_LesionSmooth*_stx.nii.gz``;

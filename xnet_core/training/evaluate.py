@@ -2,14 +2,18 @@
 
 Figures per subject (``xnet_core.metrics``): the paper's Dice/IoU/precision/recall (3D, threshold,
 whole volume) and the ATLAS R2.0 challenge's lesion-wise F1, volume difference (voxels) and lesion
-count difference; volumes in ml on the scan's own grid. The summary averages over subjects, overall
-and by true lesion volume (< 1 ml, 1-10 ml, > 10 ml).
+count difference; volumes in ml on the scan's own grid. The summary averages over subjects with a
+lesion, overall and by true lesion volume (< 1 ml, 1-10 ml, > 10 ml).
+
+Lesion-free scans (an empty mask, or scans given without masks: ``evaluate_negatives``) are negatives:
+every voxel called lesion is a false positive. For them the summary gives the false-positive ml and
+connected components per scan, with the median and the maximum, and where the largest components lie.
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -40,10 +44,31 @@ class SubjectScore:
     volume_difference: int
     volume_difference_ml: float
     lesion_count_difference: int
+    predicted_components: int  # 6-connected components of the predicted mask
+    largest_components: list[dict] = field(default_factory=list)  # the biggest few: ml and world mm
+
+    @property
+    def lesion_free(self) -> bool:
+        return self.true_volume_ml == 0
 
 
-def score_subject(scan_id: str, predicted: np.ndarray, truth: np.ndarray, voxel_ml: float) -> SubjectScore:
+def _largest_components(predicted: np.ndarray, voxel_ml: float, affine: np.ndarray | None,
+                        keep: int = 5) -> list[dict]:
+    """Where the largest predicted components lie, so that a true finding in a "healthy" scan can be
+    told from a model error."""
+    found = sorted(metrics.lesions(predicted, voxel_ml), key=lambda lesion: -lesion.volume_ml)[:keep]
+    out = []
+    for lesion in found:
+        centre = np.asarray(lesion.centroid, float)
+        world = (affine @ np.r_[centre, 1.0])[:3] if affine is not None else centre
+        out.append({"ml": round(lesion.volume_ml, 4), "centre_mm": [round(float(v), 1) for v in world]})
+    return out
+
+
+def score_subject(scan_id: str, predicted: np.ndarray, truth: np.ndarray, voxel_ml: float,
+                  affine: np.ndarray | None = None) -> SubjectScore:
     volume_difference = metrics.volume_difference(predicted, truth)
+    _, components = metrics.label_lesions(predicted)
     return SubjectScore(
         scan_id=scan_id,
         true_volume_ml=float(np.count_nonzero(truth)) * voxel_ml,
@@ -56,6 +81,8 @@ def score_subject(scan_id: str, predicted: np.ndarray, truth: np.ndarray, voxel_
         volume_difference=volume_difference,
         volume_difference_ml=volume_difference * voxel_ml,
         lesion_count_difference=metrics.lesion_count_difference(predicted, truth),
+        predicted_components=int(components),
+        largest_components=_largest_components(predicted, voxel_ml, affine) if not truth.any() else [],
     )
 
 
@@ -74,9 +101,26 @@ def evaluate(
         truth = load_lesion_mask(scan, volume)
         # native scans (ATLAS R2.0's native release, a scanner's NIfTI) are registered, as in xnet segment
         result, _ = segment(segmenter, place(volume, device=str(segmenter.device)))
-        scores.append(score_subject(scan.scan_id, result.mask, truth, volume.voxel_volume_ml))
+        scores.append(score_subject(scan.scan_id, result.mask, truth, volume.voxel_volume_ml, volume.affine))
         if on_progress is not None:
             on_progress(done, len(scans))
+    return scores
+
+
+def evaluate_negatives(paths: list[Path], segmenter: Segmenter,
+                       on_progress: Callable[[int, int], None] | None = None,
+                       should_cancel: Callable[[], bool] | None = None) -> list[SubjectScore]:
+    """Segment lesion-free scans given without masks (a folder of healthy T1s): all negatives."""
+    scores = []
+    for done, path in enumerate(paths, start=1):
+        if should_cancel is not None and should_cancel():
+            raise Cancelled(f"evaluation cancelled after {done - 1} of {len(paths)} scans.")
+        volume = load_volume(path)
+        result, _ = segment(segmenter, place(volume, device=str(segmenter.device)))
+        empty = np.zeros(volume.shape, np.uint8)
+        scores.append(score_subject(volume.name, result.mask, empty, volume.voxel_volume_ml, volume.affine))
+        if on_progress is not None:
+            on_progress(done, len(paths))
     return scores
 
 
@@ -86,14 +130,31 @@ def _means(scores: list[SubjectScore]) -> dict:
 
 
 def summarise(scores: list[SubjectScore]) -> dict:
-    """Means over subjects, overall and by true lesion volume."""
-    by_size = {label: _means([s for s in scores if lo <= s.true_volume_ml < hi]) for label, lo, hi in SIZE_BINS}
-    return {**_means(scores), "by_size": by_size}
+    """Means over subjects with a lesion, overall and by true lesion volume; lesion-free scans apart."""
+    positives = [s for s in scores if not s.lesion_free]
+    by_size = {label: _means([s for s in positives if lo <= s.true_volume_ml < hi]) for label, lo, hi in SIZE_BINS}
+    return {**_means(positives), "by_size": by_size, "negatives": summarise_negatives(scores),
+            "predicted_components": {s.scan_id: s.predicted_components for s in scores}}
+
+
+def summarise_negatives(scores: list[SubjectScore]) -> dict:
+    """False positives on the lesion-free scans: ml and components per scan, median and maximum."""
+    negatives = [s for s in scores if s.lesion_free]
+    if not negatives:
+        return {"n": 0}
+    ml = np.array([s.predicted_volume_ml for s in negatives])
+    components = np.array([s.predicted_components for s in negatives])
+    return {"n": len(negatives),
+            "false_positive_ml": {"median": float(np.median(ml)), "max": float(ml.max()), "mean": float(ml.mean())},
+            "components": {"median": float(np.median(components)), "max": int(components.max())},
+            "scans": [{"scan_id": s.scan_id, "false_positive_ml": round(s.predicted_volume_ml, 4),
+                       "components": s.predicted_components, "largest": s.largest_components} for s in negatives]}
 
 
 def write_csv(scores: list[SubjectScore], path: str | Path) -> None:
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(asdict(scores[0]).keys()) if scores else ["scan_id"])
+        fields = [k for k in asdict(scores[0]) if k != "largest_components"] if scores else ["scan_id"]
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for score in scores:
             writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(score).items()})
@@ -108,4 +169,11 @@ def summary_table(summary: dict) -> str:
         cells = [f"{figures[c]:>11}" if c == "n" else (f"{figures[c]:>11.4f}" if figures[c] is not None else f"{'-':>11}")
                  for c in columns]
         lines.append(f"{label:<8} " + " ".join(cells))
+    negatives = summary.get("negatives", {"n": 0})
+    if negatives["n"]:
+        ml, comp = negatives["false_positive_ml"], negatives["components"]
+        lines.append(f"lesion-free scans: {negatives['n']}; false positives per scan: median {ml['median']:.3f} ml "
+                     f"(max {ml['max']:.3f} ml), median {comp['median']:g} components (max {comp['max']})")
+        lines += [f"  {row['scan_id']:<40} {row['false_positive_ml']:>9.3f} ml {row['components']:>5} components"
+                  for row in negatives["scans"]]
     return "\n".join(lines)

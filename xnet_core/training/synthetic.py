@@ -1,9 +1,9 @@
-"""Synthetic chronic-stroke T1 cases on the template grid (reference: atlas-and-synthetic-lesions.md §2).
+"""Synthetic chronic-stroke T1 cases on the template grid (docs/design.md, References: Synthetic lesions).
 
 One case = the bundled MNI152 2009a T1 with one lesion (plus satellites), made like this:
 
 1. **Where and how big.** The total volume is drawn from the ATLAS R2.0 quantiles; the kind
-   (deep/lacunar, MCA cortical-subcortical, PCA, ACA, posterior fossa) follows the reference's
+   (deep/lacunar, MCA cortical-subcortical, PCA, ACA, posterior fossa) follows the documented
    proportions, conditioned on size (lacunes are small, territorial infarcts large).
 2. **Shape.** Real shapes (LESYMAP chronic, SOOP acute; mirrored, rescaled, shifted) or procedural
    ones: MCA wedges with their base on the cortex and apex toward the ventricle, irregular blobs
@@ -39,36 +39,51 @@ log = logging.getLogger(__name__)
 
 SHAPE = (197, 233, 189)
 ORIGIN_VOXEL = (98, 134, 72)  # world (0, 0, 0) mm on the template grid
-# ATLAS R2.0 training set, total lesion volume per subject (ml): (quantile, value) (reference §1.8).
+# ATLAS R2.0 training set, total lesion volume per subject (ml): (quantile, value) (docs/design.md, References: ATLAS).
 VOLUME_QUANTILES_ML = ((0.0, 0.013), (0.05, 0.18), (0.10, 0.38), (0.25, 1.17), (0.50, 5.29),
                        (0.75, 36.1), (0.90, 106.0), (0.95, 153.0), (1.0, 496.7))
 KIND_SHARES = {"deep": 0.45, "mca": 0.40, "pca": 0.07, "aca": 0.03, "posterior_fossa": 0.05}
 KIND_VOLUME_ML = {"deep": (0.01, 25.0), "mca": (0.5, 500.0), "pca": (0.3, 150.0), "aca": (0.3, 120.0),
                   "posterior_fossa": (0.01, 40.0)}
-CSF_LEVEL = 69.0  # median CSF intensity of the template (0-255 scale, reference §2.3)
+CSF_LEVEL = 69.0  # median CSF intensity of the template (0-255 scale)
+GM_LEVEL = 166.0  # median grey-matter intensity of the template (probability >= 0.9)
+TEMPLATE_WM_LEVEL = 222.0  # median white-matter intensity of the template (probability >= 0.9)
 SEED_RANGES = {"train": 0, "validation": 900_000, "test": 1_000_000}
 
 
 @dataclass(frozen=True)
 class Tissues:
-    """The template and the tissue maps derived from it (read-only, shared by every case)."""
+    """A background brain and the tissue maps derived from it (read-only, shared by its cases).
+
+    The template is one background; a real healthy scan on the template grid is another
+    (``xnet_core.training.backgrounds``). Intensities are on the template's 0-255 scale, with the
+    background's own CSF and grey-matter levels, from which every pasted intensity is drawn.
+    """
 
     t1: np.ndarray  # float32, 0-255
-    brain: np.ndarray  # bool
+    brain: np.ndarray  # bool: where lesions may lie
     gm: np.ndarray  # float32 probability
     wm: np.ndarray  # float32 probability
     csf: np.ndarray  # bool: brain & gm + wm < 0.1
     ventricles: np.ndarray  # bool: the central CSF components
     depth: np.ndarray  # float32: mm from the brain's outer surface
+    name: str = "template"
+    csf_level: float = CSF_LEVEL
+    gm_level: float = GM_LEVEL
+    support: np.ndarray | None = None  # bool: what the model sees (the template's brain mask); None: ``brain``
+
+    def level(self, template_value: float) -> float:
+        """A template-scale intensity expressed on this background: the same place between its CSF
+        and grey-matter levels (the identity on the template)."""
+        return self.csf_level + (template_value - CSF_LEVEL) * (self.gm_level - self.csf_level) / (GM_LEVEL - CSF_LEVEL)
+
+    @property
+    def shown(self) -> np.ndarray:
+        return self.brain if self.support is None else self.support
 
 
-@lru_cache(maxsize=1)
-def template_tissues() -> Tissues:
-    def load(name: str) -> np.ndarray:
-        return np.asarray(nib.load(asset_path(name)).dataobj, dtype=np.float32)
-
-    t1, gm, wm = load(TEMPLATE_T1), load(TEMPLATE_GM) / 255.0, load(TEMPLATE_WM) / 255.0
-    brain = t1 > 0
+def derive_tissues(t1: np.ndarray, brain: np.ndarray, gm: np.ndarray, wm: np.ndarray, **extra) -> Tissues:
+    """CSF spaces, ventricles and depth from a background's tissue maps (any brain on the template grid)."""
     csf = brain & (gm + wm < 0.1)
     depth = ndimage.distance_transform_edt(brain).astype(np.float32)
     labels, _ = ndimage.label(csf & (depth > 12))
@@ -78,10 +93,19 @@ def template_tissues() -> Tissues:
     sizes = ndimage.sum_labels(np.ones_like(labels), labels, ids)
     ventricles = np.isin(labels, ids[sizes > 200])
     ventricles = ndimage.binary_dilation(ventricles, iterations=1) & csf
-    tissues = Tissues(t1, brain, gm, wm, csf, ventricles, depth)
+    tissues = Tissues(t1, brain, gm, wm, csf, ventricles, depth, **extra)
     for array in (tissues.t1, tissues.brain, tissues.gm, tissues.wm, tissues.csf, tissues.ventricles, tissues.depth):
         array.setflags(write=False)
     return tissues
+
+
+@lru_cache(maxsize=1)
+def template_tissues() -> Tissues:
+    def load(name: str) -> np.ndarray:
+        return np.asarray(nib.load(asset_path(name)).dataobj, dtype=np.float32)
+
+    t1, gm, wm = load(TEMPLATE_T1), load(TEMPLATE_GM) / 255.0, load(TEMPLATE_WM) / 255.0
+    return derive_tissues(t1, t1 > 0, gm, wm)
 
 
 def _smooth_field(rng: np.random.Generator, coarse_step: int) -> np.ndarray:
@@ -122,7 +146,7 @@ def sample_total_volume_ml(rng: np.random.Generator) -> float:
 
 
 def sample_kind(rng: np.random.Generator, volume_ml: float) -> str:
-    """The reference's case mix, restricted to the kinds that can be this big."""
+    """The documented case mix (docs/design.md), restricted to the kinds that can be this big."""
     kinds = [k for k, (lo, hi) in KIND_VOLUME_ML.items() if lo <= volume_ml <= hi]
     shares = np.array([KIND_SHARES[k] for k in kinds])
     return str(rng.choice(kinds, p=shares / shares.sum()))
@@ -356,10 +380,38 @@ def _intensity_augment(rng: np.random.Generator, image: np.ndarray) -> np.ndarra
 # --- the case -------------------------------------------------------------------------------------
 
 
-def make_case(seed: int, augment: bool = True) -> SyntheticCase:
-    """One synthetic chronic-stroke case; a pure function of ``seed``."""
-    rng = np.random.default_rng(seed)
-    tissues = template_tissues()
+def _atrophy(rng: np.random.Generator, image: np.ndarray, tissues: Tissues) -> np.ndarray:
+    """Unlabelled age-related atrophy: patchy widening of the sulci and larger ventricles, asymmetric
+    by chance (the older brains real stroke patients bring; the template has none)."""
+    out = image.copy()
+    if rng.random() < 0.6:
+        gate = _smooth_noise(rng, SHAPE, 8.0) + rng.uniform(-0.6, 1.2)
+        sulci = tissues.csf & ~tissues.ventricles
+        grown = ndimage.binary_dilation(sulci, iterations=int(rng.integers(1, 3))) & tissues.brain
+        grown &= (tissues.gm > 0.4) & (gate > 0) & ~sulci
+        out = np.where(grown, 0.25 * out + 0.75 * tissues.csf_level, out)
+    if rng.random() < 0.5:
+        x, _, _ = _world_grid()
+        side = rng.choice([-1.0, 1.0])
+        grown = ndimage.binary_dilation(tissues.ventricles, iterations=int(rng.integers(1, 4))) & tissues.brain
+        grown &= (x * side > -rng.uniform(0, 40)) & ~tissues.ventricles
+        out = np.where(grown, tissues.csf_level * rng.uniform(0.85, 1.1), out)
+    return out.astype(np.float32)
+
+
+def _tissue_contrast(rng: np.random.Generator, image: np.ndarray, tissues: Tissues) -> np.ndarray:
+    """A new T1 contrast: CSF and grey matter moved to random levels below white matter (a monotone
+    remapping through the tissue levels), so that one scanner's look is no cue."""
+    wm = float(TEMPLATE_WM_LEVEL)
+    csf_new = wm * rng.uniform(0.12, 0.5)
+    gm_new = wm * rng.uniform(max(csf_new / wm + 0.12, 0.55), 0.9)
+    knots_x = [0.0, tissues.csf_level, tissues.gm_level, wm, 4 * wm]
+    knots_y = [0.0, csf_new, gm_new, wm, 4 * wm]
+    return np.interp(image, knots_x, knots_y).astype(np.float32)
+
+
+def _lesion(rng: np.random.Generator, tissues: Tissues) -> tuple[np.ndarray, dict, float, str, int]:
+    """(lesion mask, metadata, total volume ml, kind, side) drawn from the ATLAS statistics."""
     volume_ml = sample_total_volume_ml(rng)
     kind = sample_kind(rng, volume_ml)
     side = int(rng.choice([-1, 1]))
@@ -372,33 +424,63 @@ def make_case(seed: int, augment: bool = True) -> SyntheticCase:
         lesion = procedural_shape(rng, kind, side, target, tissues)
     if volume_ml > 1:
         lesion |= satellites(rng, lesion, tissues)
+    meta = {"kind": kind, "side": "right" if side > 0 else "left", "shape": source,
+            "target_volume_ml": round(volume_ml, 4)}
+    return lesion, meta, volume_ml, kind, side
 
+
+def make_case(seed: int, augment: bool = True, background: Tissues | None = None, variety: bool = False,
+              lesion_free: bool = False) -> SyntheticCase:
+    """One synthetic chronic-stroke case; a pure function of its arguments.
+
+    ``background``: the brain to paste into (default: the template). ``variety``: unlabelled atrophy
+    and a random tissue contrast (training only: validation cases keep the plain recipe).
+    ``lesion_free``: the background with its distractors and no lesion (a negative).
+    """
+    rng = np.random.default_rng(seed)
+    tissues = template_tissues() if background is None else background
+    if lesion_free:
+        lesion, meta, kind, side = np.zeros(SHAPE, bool), {"kind": "none", "target_volume_ml": 0.0}, "none", 1
+    else:
+        lesion, meta, _, kind, side = _lesion(rng, tissues)
     image = tissues.t1.copy()
+    if variety:
+        image = _atrophy(np.random.default_rng([seed, 2]), image, tissues)
     enlarged = _enlarge_ventricle(rng, lesion, side, tissues)
-    image[enlarged] = CSF_LEVEL * rng.uniform(0.8, 1.1)
+    image[enlarged] = tissues.level(CSF_LEVEL * rng.uniform(0.8, 1.1))
     if kind in ("mca", "pca", "aca"):
         sulci = _widen_sulci(rng, lesion, tissues)
-        image = np.where(sulci, 0.3 * image + 0.7 * CSF_LEVEL, image)
+        image = np.where(sulci, 0.3 * image + 0.7 * tissues.csf_level, image)
     pvh_alpha, pvs = _distractors(rng, tissues)
-    image = (1 - pvh_alpha) * image + pvh_alpha * rng.uniform(120, 160)
-    image[pvs] = CSF_LEVEL * rng.uniform(0.9, 1.3)
+    image = (1 - pvh_alpha) * image + pvh_alpha * tissues.level(rng.uniform(120, 160))
+    image[pvs] = tissues.level(CSF_LEVEL * rng.uniform(0.9, 1.3))
 
-    alpha = _lesion_alpha(rng, lesion)
-    # CSF-dark cavities most often; gliotic cores stay darker than grey matter (166).
-    core_level = rng.uniform(45, 110) if rng.random() < 0.8 else rng.uniform(110, 140)
-    texture = 10 * _smooth_noise(rng, SHAPE, 1.5)
+    alpha = _lesion_alpha(rng, lesion) if lesion.any() else np.zeros(SHAPE, np.float32)
+    # CSF-dark cavities most often; gliotic cores stay darker than grey matter: drawn between the
+    # background's own CSF and grey-matter levels.
+    core_level = tissues.level(rng.uniform(45, 110) if rng.random() < 0.8 else rng.uniform(110, 140))
+    texture = 10 * (tissues.gm_level - tissues.csf_level) / (GM_LEVEL - CSF_LEVEL) * _smooth_noise(rng, SHAPE, 1.5)
     image = (1 - alpha) * image + alpha * (core_level + texture)
-    image = np.where(tissues.brain, image, 0.0).astype(np.float32)
+    image = np.where(tissues.shown, image, 0.0).astype(np.float32)
     label = (alpha >= 0.5) & lesion & ~tissues.ventricles & ~enlarged
-
+    if variety and rng.random() < 0.8:
+        image = _tissue_contrast(np.random.default_rng([seed, 3]), image, tissues)
     if augment:
-        if rng.random() < 0.7:
-            image = _edge_artefacts(rng, image, tissues)
-        image, label = _spatial_warp(rng, image, label)
-        image = _intensity_augment(rng, image)
-    meta = {"seed": seed, "kind": kind, "side": "right" if side > 0 else "left", "shape": source,
-            "target_volume_ml": round(volume_ml, 4), "core_intensity": round(float(core_level), 1)}
+        image, label = _augment(rng, image, label, tissues)
+    meta.update(seed=seed, core_intensity=round(float(core_level), 1), background=tissues.name)
     return SyntheticCase(image=image, mask=label.astype(np.uint8), seed=seed, meta=meta)
+
+
+def _augment(rng: np.random.Generator, image: np.ndarray, label: np.ndarray,
+             tissues: Tissues) -> tuple[np.ndarray, np.ndarray]:
+    """Edge artefacts (the template only: a real scan brings its own), warp and intensity changes."""
+    if rng.random() < 0.7 and tissues.support is None:
+        image = _edge_artefacts(rng, image, tissues)
+    image, label = _spatial_warp(rng, image, label)
+    if tissues.support is not None:  # the model sees the template's mask, not a warped one
+        image = np.where(tissues.support, image, 0.0)
+        label &= tissues.support
+    return _intensity_augment(rng, image), label
 
 
 def case_paths(out_dir: Path, index: int) -> tuple[Path, Path]:
