@@ -68,16 +68,22 @@ def background_tissues(prepared: str):
                           support=template_brain_mask() > 0)
 
 
+def recipe_case(seed: int, recipe: CaseRecipe, augment: bool = True):
+    """The synthetic case of this seed under this recipe (its background, negative or not, variety)."""
+    from xnet_core.training.synthetic import make_case
+
+    background, lesion_free = recipe.draw(seed)
+    tissues = None if background is None else background_tissues(background)
+    return make_case(seed, augment=augment, background=tissues, variety=recipe.variety, lesion_free=lesion_free)
+
+
 def synthetic_volume_slices(seed: int, normalisation: str = "robust", augment: bool = True,
                             recipe: CaseRecipe | None = None) -> VolumeSlices:
     """A synthetic case, prepared exactly as inference prepares a scan on the template grid."""
     from xnet_core.preprocess import TEMPLATE_X0, TEMPLATE_Y0, SliceGeometry, normalise, template_brain_mask
-    from xnet_core.training.synthetic import SHAPE, make_case
+    from xnet_core.training.synthetic import SHAPE
 
-    recipe = recipe or CaseRecipe()
-    background, lesion_free = recipe.draw(seed)
-    tissues = None if background is None else background_tissues(background)
-    case = make_case(seed, augment=augment, background=tissues, variety=recipe.variety, lesion_free=lesion_free)
+    case = recipe_case(seed, recipe or CaseRecipe(), augment)
     mask = template_brain_mask()
     geometry = SliceGeometry(TEMPLATE_X0, TEMPLATE_Y0, SHAPE[:2])
     slices = geometry.to_model(normalise(case.image, mask, normalisation))
