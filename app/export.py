@@ -1,38 +1,45 @@
 """Exports from the viewer: the PDF report (missing maps computed first, with progress and Cancel),
 the current view as PNG (1x/2x/4x, disclaimer banner included), the model's mask, probabilities and
-maps as NIfTI on the scan's grid (as the command line writes them)."""
+maps as NIfTI on the scan's grid (as the command line writes them).
+
+They read a ``ViewState`` and a ``Study``, and what only the window knows (model, reader's read,
+registration) through a ``ReportContext`` it builds; they tell the window what happened with signals."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-from PySide6.QtCore import QObject, QPoint, Qt
+from PySide6.QtCore import QObject, QPoint, Qt, Signal
 from PySide6.QtGui import QImage, QPainter
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QDialog,
     QDialogButtonBox,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QProgressDialog,
     QRadioButton,
     QSpinBox,
     QVBoxLayout,
+    QWidget,
 )
 
-from app.reader import Notes
-from app.report import ReportInputs, maps_needed, model_summary, report_precision, write_report
+from app.jobs import ModelWorker
+from app.reader import Notes, ReaderRead
+from app.report import ReportInputs, maps_needed, write_report
+from app.study import Study
+from app.view_state import ViewState
 from explain.methods import CAM_METHODS, METHODS
 from xnet_core.atomic import atomic_path
 from xnet_core.errors import Cancelled, XNetError
+from xnet_core.image import Volume
 from xnet_core.volume import save_like
-
-if TYPE_CHECKING:
-    from app.window import ViewerWindow
 
 log = logging.getLogger(__name__)
 
@@ -40,35 +47,47 @@ CHOICES = ("current", "range", "lesion", "bookmarked")
 LIME_SECONDS_PER_SLICE_CPU = 80  # measured on a 2-core CPU (benchmarks/results/bench_explain_cpu.txt)
 
 
-def slices_for(window: "ViewerWindow", choice: str, first: int = 0, last: int = 0) -> list[int]:
+@dataclass
+class ReportContext:
+    """What a report shows that neither the view state nor the study holds (the window knows it)."""
+
+    model: dict  # app.report.model_summary of the checkpoint
+    device: str
+    precision: str
+    read: ReaderRead | None = None  # the reader's read, if any
+    registration: dict | None = None  # PlacedScan.registration_summary(); None: not placed yet
+    background: Volume | None = None  # the sequence shown under the overlays, when not the model input
+
+
+def slices_for(state: ViewState, study: Study, choice: str, first: int = 0, last: int = 0) -> list[int]:
     """The slices a report covers: the current one, a range (inclusive), all with predicted lesion, or
     the bookmarked ones."""
     if choice == "current":
-        return [window.current_slice]
+        return [state.slice]
     if choice == "range":
         low, high = sorted((first, last))
-        return list(range(max(low, 0), min(high, window.volume.shape[2] - 1) + 1))
+        return list(range(max(low, 0), min(high, study.volume.shape[2] - 1) + 1))
     if choice == "lesion":
-        return [int(z) for z in np.flatnonzero(window.study.lesion_area_per_slice_mm2() > 0)]
-    return sorted(window.bookmarks)
+        return study.lesion_slices
+    return sorted(state.bookmarks)
 
 
 class ReportDialog(QDialog):
     """Which slices, and whether to include LIME (slow on a CPU)."""
 
-    def __init__(self, window: "ViewerWindow") -> None:
-        super().__init__(window)
+    def __init__(self, state: ViewState, study: Study, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
         self.setWindowTitle("Export report (PDF)")
-        n = window.volume.shape[2]
+        n = study.volume.shape[2]
         self.buttons = QButtonGroup(self)
-        labels = {"current": f"Current slice (z {window.current_slice})", "range": "Slices from",
-                  "lesion": f"All slices with predicted lesion ({len(slices_for(window, 'lesion'))})",
-                  "bookmarked": f"Bookmarked slices ({len(window.bookmarks)}; B bookmarks a slice)"}
+        labels = {"current": f"Current slice (z {state.slice})", "range": "Slices from",
+                  "lesion": f"All slices with predicted lesion ({len(study.lesion_slices)})",
+                  "bookmarked": f"Bookmarked slices ({len(state.bookmarks)}; B bookmarks a slice)"}
         column = QVBoxLayout(self)
         self.first, self.last = QSpinBox(), QSpinBox()
         for box in (self.first, self.last):
             box.setRange(0, n - 1)
-            box.setValue(window.current_slice)
+            box.setValue(state.slice)
         for index, choice in enumerate(CHOICES):
             button = QRadioButton(labels[choice])
             self.buttons.addButton(button, index)
@@ -81,14 +100,14 @@ class ReportDialog(QDialog):
                 column.addLayout(row)
             else:
                 column.addWidget(button)
-        self.buttons.button(CHOICES.index("lesion") if window.study.segmentation_complete else 0).setChecked(True)
+        self.buttons.button(CHOICES.index("lesion") if study.segmentation_complete else 0).setChecked(True)
         self.lime = QCheckBox(f"Include LIME (about {LIME_SECONDS_PER_SLICE_CPU} s per slice on a 2-core CPU "
                               "unless already computed; left out, its panel says so)")
         self.lime.setChecked(False)
         column.addWidget(self.lime)
         self.identify = QCheckBox("Include patient identifiers (name, ID, birth date, from the DICOM headers)")
         self.identify.setChecked(False)
-        self.identify.setEnabled(bool(window.volume.identifiers))
+        self.identify.setEnabled(bool(study.volume.identifiers))
         column.addWidget(self.identify)
         box = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         box.accepted.connect(self.accept)
@@ -101,28 +120,36 @@ class ReportDialog(QDialog):
 
 
 class ReportExport(QObject):
-    """One export: wait for the missing maps (the model worker computes them), then write the PDF."""
+    """One export: wait for the missing maps (the model worker computes them), then write the PDF.
 
-    def __init__(self, window: "ViewerWindow", slices: list[int], methods: list[str], path: str,
-                 identify: bool = False) -> None:
-        super().__init__(window)
-        self.window, self.slices, self.methods, self.path = window, slices, methods, path
-        self.identify = identify
+    ``context`` is asked when the PDF is written (the model may finish loading meanwhile). Without a
+    worker (no model, or it failed) it writes what is there."""
+
+    message = Signal(str, int)  # a status line, milliseconds to show it
+    error = Signal(str)  # a problem the user must read
+
+    def __init__(self, state: ViewState, study: Study, worker: ModelWorker | None,
+                 context: Callable[[], ReportContext], slices: list[int], methods: list[str], path: str,
+                 identify: bool = False, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state, self.study, self.worker, self.context = state, study, worker, context
+        self.slices, self.methods, self.path, self.identify = slices, methods, path, identify
         self.finished = False
         self.result: Path | None = None
         self.requested = False
-        self.needed = maps_needed(window.study, slices, methods)
-        self.progress = QProgressDialog("Computing the missing maps…", "Cancel", 0, max(self._total(), 1), window)
+        self.needed = maps_needed(study, slices, methods)
+        self.progress = QProgressDialog("Computing the missing maps…", "Cancel", 0, max(self._total(), 1), parent)
         self.progress.setWindowTitle("Export report")
         self.progress.setMinimumDuration(0)
         self.progress.canceled.connect(self.cancel)
-        window.study_changed.connect(self._check)
-        if window.worker is not None:
-            window.worker.limeEnded.connect(self._on_lime_ended)
+        if worker is not None:  # the window applies each result first (it connected first)
+            worker.sliceSegmented.connect(self._check)
+            worker.explained.connect(self._check)
+            worker.limeEnded.connect(self._on_lime_ended)
+            worker.failed.connect(self._on_worker_failed)
 
     def _missing(self) -> list[tuple[int, str]]:
-        study = self.window.study
-        return [(z, m) for m, zs in self.needed.items() for z in zs if study.status(m, z) is None]
+        return [(z, m) for m, zs in self.needed.items() for z in zs if self.study.status(m, z) is None]
 
     def _total(self) -> int:
         return sum(len(zs) for zs in self.needed.values())
@@ -134,19 +161,19 @@ class ReportExport(QObject):
         """Ask the worker for what is missing, once the whole-volume segmentation says which slices
         have lesion (the CAM scales need all of them)."""
         self.requested = True
-        self.needed = maps_needed(self.window.study, self.slices, self.methods)
+        self.needed = maps_needed(self.study, self.slices, self.methods)
         self.progress.setMaximum(max(self._total(), 1))
-        missing, worker = self._missing(), self.window.worker
+        missing, worker = self._missing(), self.worker
         if missing and worker is not None:
             worker.request_maps(sorted({z for z, m in missing if m in CAM_METHODS}), lime=False)
             lime = sorted({z for z, m in missing if m == "lime"})
             if lime:
                 worker.request_maps(lime, lime=True)
 
-    def _check(self) -> None:
+    def _check(self, *_result) -> None:
         if self.finished:
             return
-        if self.window.worker is not None and not self.window.study.segmentation_complete:
+        if self.worker is not None and not self.study.segmentation_complete:
             self.progress.setLabelText("Waiting for the segmentation of the whole scan…")
             return
         if not self.requested:
@@ -154,7 +181,7 @@ class ReportExport(QObject):
             self._request()
         missing = self._missing()
         self.progress.setValue(self._total() - len(missing))
-        if missing and self.window.worker is not None:
+        if missing and self.worker is not None:
             return
         self._write()
 
@@ -162,13 +189,19 @@ class ReportExport(QObject):
         if how == "cancelled" and not self.finished:
             self.cancel()  # the user stopped LIME (Esc): the report would wait for it forever
 
+    def _on_worker_failed(self, _message: str) -> None:
+        """The model stopped: write what is there instead of waiting for it."""
+        self._disconnect()
+        self.worker = None
+        self._check()
+
     def cancel(self) -> None:
         if self.finished:
             return
         self.finished = True
-        if self.window.worker is not None:
-            self.window.worker.cancel_maps()
-        self.window.statusBar().showMessage("report export cancelled; nothing was written", 8000)
+        if self.worker is not None:
+            self.worker.cancel_maps()
+        self.message.emit("report export cancelled; nothing was written", 8000)
         self._disconnect()
 
     def _write(self) -> None:
@@ -176,54 +209,124 @@ class ReportExport(QObject):
         self._disconnect()
         self.progress.setLabelText("Writing the report…")
         self.progress.setRange(0, len(self.slices) + 1)
+        inputs = report_inputs(self.state, self.study, self.context(), self.slices, self.methods, self.identify)
         try:
-            self.result = write_report(report_inputs(self.window, self.slices, self.methods, self.identify), self.path,
-                                       on_progress=lambda done, total: self.progress.setValue(done),
+            self.result = write_report(inputs, self.path, on_progress=lambda done, total: self.progress.setValue(done),
                                        should_cancel=self.progress.wasCanceled)
         except Cancelled:
-            self.window.statusBar().showMessage("report export cancelled; nothing was written", 8000)
+            self.message.emit("report export cancelled; nothing was written", 8000)
         except (OSError, XNetError) as exc:
-            self.window.show_error(f"The report could not be written: {exc}")
+            self.error.emit(f"The report could not be written: {exc}")
         else:
-            self.window.statusBar().showMessage(f"report written to {self.result}", 10000)
+            self.message.emit(f"report written to {self.result}", 10000)
         finally:
             self.progress.close()
 
     def _disconnect(self) -> None:
-        connections = [(self.window.study_changed, self._check)]
-        if self.window.worker is not None:
-            connections.append((self.window.worker.limeEnded, self._on_lime_ended))
-        for signal, slot in connections:
+        if self.worker is None:
+            return
+        for signal, slot in ((self.worker.sliceSegmented, self._check), (self.worker.explained, self._check),
+                             (self.worker.limeEnded, self._on_lime_ended),
+                             (self.worker.failed, self._on_worker_failed)):
             try:
                 signal.disconnect(slot)
             except (RuntimeError, TypeError):
                 pass
 
 
-def report_inputs(window: "ViewerWindow", slices: list[int], methods: list[str],
+class Exports(QObject):
+    """The window's File → Export commands: ask what and where (tests pass the answers), then write;
+    what happened goes out as signals."""
+
+    message = Signal(str, int)  # a status line, milliseconds to show it
+    error = Signal(str)  # a problem the user must read
+
+    def __init__(self, state: ViewState, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.state, self.parent_widget = state, parent
+
+    def report(self, study: Study, worker: ModelWorker | None, context: Callable[[], ReportContext] | None,
+               path: str | None = None, choice: str | None = None, lime: bool | None = None, first: int = 0,
+               last: int = 0, identify: bool = False) -> ReportExport | None:
+        """The PDF report (``context`` None: no model yet). Missing maps are computed first."""
+        if context is None:
+            self.error.emit("No model is loaded yet: the report needs the model's segmentation.")
+            return None
+        if choice is None:
+            dialog = ReportDialog(self.state, study, self.parent_widget)
+            if dialog.exec() != ReportDialog.DialogCode.Accepted:
+                return None
+            choice, lime, identify = dialog.choice, dialog.lime.isChecked(), dialog.identify.isChecked()
+            first, last = dialog.first.value(), dialog.last.value()
+        slices = slices_for(self.state, study, choice, first, last)
+        if not slices:
+            self.error.emit(f"No slice to export ({choice}): choose other slices.")
+            return None
+        if path is None:
+            volume, name = study.volume, f"{study.volume.name}_report.pdf"
+            suggestion = str(Path(volume.path).with_name(name)) if volume.path else name
+            path, _ = QFileDialog.getSaveFileName(self.parent_widget, "Export report", suggestion, "PDF (*.pdf)")
+            if not path:
+                return None
+        methods = [m for m in METHODS if m != "lime" or lime]
+        export = ReportExport(self.state, study, worker, context, slices, methods, path, identify, self.parent_widget)
+        export.message.connect(self.message)
+        export.error.connect(self.error)
+        export.start()
+        return export
+
+    def png(self, widget: QWidget, study: Study, path: str | None = None, scale: int = 1) -> Path | None:
+        """``widget`` (the panels and the banner) as PNG at ``scale`` times its size."""
+        if path is None:
+            suggestion = f"{study.volume.name}_z{self.state.slice}_{scale}x.png"
+            path, _ = QFileDialog.getSaveFileName(self.parent_widget, "Export view as PNG", suggestion, "PNG (*.png)")
+            if not path:
+                return None
+        try:
+            written = view_png(widget, path, scale)
+        except (OSError, XNetError) as exc:
+            self.error.emit(f"The image could not be written: {exc}")
+            return None
+        self.message.emit(f"view written to {written}", 8000)
+        return written
+
+    def nifti(self, study: Study, model_hash: str | None, folder: str | None = None) -> list[Path]:
+        """The mask, the probabilities and the computed maps as NIfTI (``model_hash`` None: no model)."""
+        if model_hash is None:
+            self.error.emit("No model is loaded: there is no mask or map to export.")
+            return []
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self.parent_widget, "Export NIfTI maps to folder")
+            if not folder:
+                return []
+        try:
+            written = maps_nifti(study, model_hash, folder)
+        except (OSError, XNetError) as exc:
+            self.error.emit(f"The maps could not be written: {exc}")
+            return []
+        self.message.emit(f"{len(written)} NIfTI file(s) written to {folder}", 8000)
+        return written
+
+
+def report_inputs(state: ViewState, study: Study, context: ReportContext, slices: list[int], methods: list[str],
                   identify: bool = False) -> ReportInputs:
     """What the viewer shows, as the report's inputs (the same builder as ``xnet report``)."""
-    read = window.reader.read
-    engine = window.engine
+    read = context.read
     return ReportInputs(
-        study=window.study, slices=slices, methods=methods, levels=window.levels,
-        model=model_summary(window.checkpoint),
-        device=str(engine.device) if engine else "not loaded",
-        precision=report_precision(engine) if engine else "–",
-        colour_map=window.colour_map, opacity=window.opacity, mask_opacity=window.mask_opacity,
-        radiological=window.radiological_view,
+        study=study, slices=slices, methods=methods, levels=state.levels, model=context.model,
+        device=context.device, precision=context.precision,
+        colour_map=state.colour_map, opacity=state.opacity, mask_opacity=state.mask_opacity,
+        radiological=state.radiological,
         reader_mask=read.mask if read is not None and read.mask.any() else None,
         reader_name=read.path.name if read is not None and read.path else "",
         notes=read.notes if read is not None else Notes(),
-        registration=window.scan.registration_summary() if window.scan is not None else None,
-        background=window.backgrounds.get(window.background),
-        identifiers=window.volume.identifiers if identify else None)
+        registration=context.registration, background=context.background,
+        identifiers=study.volume.identifiers if identify else None)
 
 
-def view_png(window: "ViewerWindow", path: str, scale: int) -> Path:
-    """The panels with the disclaimer banner (the central widget), rendered at ``scale`` times its
-    size: text and lines are drawn again at that size, not enlarged pixels."""
-    widget = window.centralWidget()
+def view_png(widget: QWidget, path: str, scale: int) -> Path:
+    """The panels with the disclaimer banner (the window's central widget), rendered at ``scale``
+    times its size: text and lines are drawn again at that size, not enlarged pixels."""
     image = QImage(widget.width() * scale, widget.height() * scale, QImage.Format.Format_RGB32)
     image.fill(Qt.GlobalColor.white)
     painter = QPainter(image)
@@ -237,12 +340,12 @@ def view_png(window: "ViewerWindow", path: str, scale: int) -> Path:
     return target
 
 
-def maps_nifti(window: "ViewerWindow", folder: str) -> list[Path]:
+def maps_nifti(study: Study, model_hash: str, folder: str) -> list[Path]:
     """``<stem>_mask``, ``<stem>_prob`` and ``<stem>_<method>`` on the scan's grid, with provenance."""
-    study, volume = window.study, window.volume
+    volume = study.volume
     if not study.segmentation_complete:
         raise XNetError("the segmentation is still running; export the maps when it is complete.")
-    descrip = f"xnet {window.checkpoint.short_hash} research use only"
+    descrip = f"xnet {model_hash} research use only"
     out = Path(folder)
     written = [save_like(study.mask(), volume, out / f"{volume.name}_mask.nii.gz", descrip, np.uint8),
                save_like(study.probabilities, volume, out / f"{volume.name}_prob.nii.gz", descrip, np.float32)]

@@ -19,7 +19,6 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from app.study import Study
@@ -27,7 +26,6 @@ from explain.methods import CAM_METHODS
 from xnet_core.errors import Cancelled, XNetError
 
 log = logging.getLogger(__name__)
-
 
 
 def limit_torch_threads() -> int:
@@ -76,6 +74,7 @@ class ModelWorker(QObject):
         self._wake = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="xnet-model", daemon=True)
         self.slices = None  # explain.native.SliceModel, once the scan is placed for the model
+        self._threshold = study.threshold  # the one whose predicted mask the maps being computed explain
 
     # -- UI side ---------------------------------------------------------------------------
     def start(self, visible: int) -> None:
@@ -218,7 +217,7 @@ class ModelWorker(QObject):
                     lime_z = requests.lime.pop(0)
                     return lambda: self._lime(lime_z)
                 if requests.explain_all:
-                    todo = [s for s in self._lesion_slices() if self._needs_cam(s)]
+                    todo = [s for s in self.study.lesion_slices if self._needs_cam(s)]
                     if todo:
                         return lambda: self._cam(todo[:1], report=len(todo))
                     requests.explain_all = False
@@ -226,9 +225,6 @@ class ModelWorker(QObject):
 
     def _needs_cam(self, z: int) -> bool:
         return z not in self._cam_done
-
-    def _lesion_slices(self) -> list[int]:
-        return [int(z) for z in np.flatnonzero(self.study.lesion_area_per_slice_mm2() > 0)]
 
     def _segment(self, z: int) -> None:
         plane = self.slices.probabilities(z)
@@ -252,7 +248,7 @@ class ModelWorker(QObject):
         if self._threshold == self.study.threshold:  # else the window drops them: compute again
             self._cam_done.update(zs)
         if report is not None:  # ``report``: lesion slices still to explain before this batch
-            total = len(self._lesion_slices())
+            total = len(self.study.lesion_slices)
             self.progress.emit("explaining lesion slices", total - report + 1, total)
 
     def _lime(self, z: int) -> None:

@@ -51,14 +51,13 @@ class LesionNavigator(QWidget):
         areas = study.lesion_area_per_slice_mm2()
         self.area_curve.setData(np.arange(len(areas)), areas)
         self.slice_list.clear()
-        for z in np.flatnonzero(areas > 0):
+        for z in study.lesion_slices:
             self.slice_list.addItem(f"z {z} · {areas[z]:.0f} mm²")
             self.slice_list.item(self.slice_list.count() - 1).setData(Qt.ItemDataRole.UserRole, int(z))
 
     def show_lesions(self, study: Study, rows: list[dict]) -> None:
         """``rows`` from ``Study.lesion_rows`` at the study's threshold (computed off the UI thread)."""
         self.show_areas(study)
-        areas = study.lesion_area_per_slice_mm2()
         self._rows = rows
         self.table.setRowCount(len(self._rows))
         for r, row in enumerate(self._rows):
@@ -69,11 +68,11 @@ class LesionNavigator(QWidget):
                 item = QTableWidgetItem(text)
                 item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
                 self.table.setItem(r, c, item)
-        lesion_slices = np.flatnonzero(areas > 0)
+        lesion_slices = study.lesion_slices
         self.summary.setText(
             f"{len(self._rows)} lesion(s), {study.lesion_volume_ml():.2f} ml at threshold {study.threshold:.2f}; "
             f"{len(lesion_slices)} slice(s) with lesion"
-            + (f" ({lesion_slices[0]}–{lesion_slices[-1]})" if lesion_slices.size else ""))
+            + (f" ({lesion_slices[0]}–{lesion_slices[-1]})" if lesion_slices else ""))
 
     def set_current(self, z: int) -> None:
         self.current_line.setPos(z)

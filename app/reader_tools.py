@@ -1,8 +1,9 @@
 """The reader's tools in the viewer: load or paint a lesion mask (brush, eraser, fill, clear, undo),
 save it, autosave a recovery copy off the UI thread, notes, and the comparison dock.
 
-``ReaderTools`` is owned by the window and works through it (panels, slice, study); the mask itself
-and every figure live in plain-Python modules (``app.reader``, ``app.comparison``).
+``ReaderTools`` works on a ``ViewState`` (the section shown) and a ``Study`` and tells the window what
+changed through signals; the mask itself and every figure live in plain-Python modules
+(``app.reader``, ``app.comparison``).
 """
 
 from __future__ import annotations
@@ -10,28 +11,25 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 from PySide6.QtCore import QObject, QSettings, QStandardPaths, QTimer, Signal
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
 from app.comparison import slice_comparison, volume_comparison
 from app.reader import ReaderRead, RecoveryStore
 from app.reader_panel import ReaderPanel
-from app.slice_panel import READER_COLOUR, outline, plane_slice
+from app.drawing import plane_slice, reader_rgba
+from app.study import Study
+from app.view_state import Event, ViewState
 from explain.methods import METHODS
 from xnet_core.errors import XNetError
-
-if TYPE_CHECKING:
-    from app.window import ViewerWindow
+from xnet_core.image import Volume
 
 log = logging.getLogger(__name__)
 
 AUTOSAVE_AFTER_EDIT_MS = 1_000  # 1 s after the last stroke ...
 AUTOSAVE_AT_LEAST_MS = 30_000  # ... and at least every 30 s while edits keep coming
 COMPARE_DELAY_MS = 300  # whole-volume figures (lesion labelling ~0.3 s) after edits settle
-FILL_ALPHA = 90
 MAX_BRUSH = 40
 
 
@@ -40,35 +38,35 @@ def recovery_folder() -> Path:
     return Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)) / "recovery"
 
 
-def reader_rgba(section: np.ndarray, filled: bool) -> np.ndarray | None:
-    """The reader's mask on a section: its outline, plus a translucent fill while painting."""
-    inside = section > 0
-    if not inside.any():
-        return None
-    rgba = np.zeros((*section.shape, 4), np.uint8)
-    if filled:
-        rgba[inside] = (*READER_COLOUR, FILL_ALPHA)
-    rgba[outline(section)] = (*READER_COLOUR, 255)
-    return rgba
-
-
 class ReaderTools(QObject):
-    """Everything the viewer does with the reader's read."""
+    """Everything the viewer does with the reader's read. ``dialog_parent`` parents its questions
+    and file dialogs; ``scan_changed`` hands it each new study."""
 
     volumeFigures = Signal(int, object)  # job number, figures (emitted from a worker thread)
     autosaved = Signal(str)  # the error, '' when written
+    layerChanged = Signal()  # the mask on the shown section changed: redraw the reader's layer
+    undoChanged = Signal(bool, bool)  # can undo, can redo
+    error = Signal(str)  # a problem the user must read
+    message = Signal(str, int)  # a status line, milliseconds to show it
 
-    def __init__(self, window: "ViewerWindow") -> None:
-        super().__init__(window)
-        self.window = window
+    def __init__(self, state: ViewState, dialog_parent: QWidget) -> None:
+        super().__init__(dialog_parent)
+        self.state, self.dialog_parent = state, dialog_parent
+        self.study: Study | None = None
+        self.has_model = False
         self.read: ReaderRead | None = None
-        self.paint_mode, self.erasing, self.show_reader = False, False, True
+        self.paint_mode, self.erasing = False, False
         self.brush_radius = int(QSettings().value("brush_radius", 3))
         self.recovery = RecoveryStore(recovery_folder())
         self.pending_recovery = None
+        self.recovery_box: QMessageBox | None = None
         self.panel = ReaderPanel()
-        self.panel.jump.connect(window.set_slice)
+        self.panel.jump.connect(self._jump)
         self.panel.notesEdited.connect(self._on_notes_edited)
+        self._notes_z: int | None = None  # the slice whose note the panel shows
+        # First among the cursor's subscribers: a note typed on this slice belongs to it, so it is
+        # taken before anyone redraws the panel with the next slice's note.
+        state.events.cursor.connect(self._before_redraw, position="first")
         self._stroke_previous: tuple[float, float] | None = None
         self._threads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reader")
         self._job = 0
@@ -80,6 +78,14 @@ class ReaderTools(QObject):
         self.volumeFigures.connect(self._on_volume_figures)
         self.autosaved.connect(self._on_autosaved)
 
+    @property
+    def volume(self) -> Volume:
+        """The scan the read belongs to."""
+        return self.study.volume
+
+    def _jump(self, z: int) -> None:
+        self.state.slice = z
+
     def _timer(self, interval_ms: int, slot) -> QTimer:
         timer = QTimer(self)
         timer.setSingleShot(True)
@@ -88,15 +94,16 @@ class ReaderTools(QObject):
         return timer
 
     # -- scan changes --------------------------------------------------------------------------
-    def scan_changed(self) -> None:
+    def scan_changed(self, study: Study, has_model: bool) -> None:
         """A new scan: no read yet; an autosaved read of this scan is offered back. The same scan
         again (other weights, another normalisation) keeps the read."""
-        if self.read is not None and self.read.volume is self.window.volume:
+        self.study, self.has_model = study, has_model
+        if self.read is not None and self.read.volume is study.volume:
             self.volume_figures = None
             self.model_changed()
             return
         self.read, self.volume_figures = None, None
-        self.pending_recovery = self.recovery.find(self.window.volume)
+        self.pending_recovery = self.recovery.find(self.volume)
         self.show_source()
         self.refresh_figures()
         if self.pending_recovery is not None:
@@ -104,9 +111,9 @@ class ReaderTools(QObject):
 
     def _offer_recovery(self) -> None:
         box = QMessageBox(QMessageBox.Icon.Question, "X-Net Viewer",
-                          f"An unsaved reader mask of {self.window.volume.name} was kept when the viewer last "
+                          f"An unsaved reader mask of {self.volume.name} was kept when the viewer last "
                           f"stopped (autosaved {self.pending_recovery.saved_at}). Restore it?",
-                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Discard, self.window)
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Discard, self.dialog_parent)
         box.setModal(False)
         box.buttonClicked.connect(lambda button: self.restore_recovery() if box.buttonRole(button)
                                   == QMessageBox.ButtonRole.YesRole else self.discard_recovery())
@@ -117,9 +124,9 @@ class ReaderTools(QObject):
         if self.pending_recovery is None:
             return False
         try:
-            read = self.recovery.restore(self.pending_recovery, self.window.volume)
+            read = self.recovery.restore(self.pending_recovery, self.volume)
         except XNetError as exc:
-            self.window.show_error(f"The recovery copy cannot be read ({exc}); it is left in {self.recovery.directory}.")
+            self.error.emit(f"The recovery copy cannot be read ({exc}); it is left in {self.recovery.directory}.")
             return False
         self.pending_recovery = None
         self._set_read(read)
@@ -127,7 +134,7 @@ class ReaderTools(QObject):
 
     def discard_recovery(self) -> None:
         self.pending_recovery = None
-        self.recovery.discard(self.window.volume)
+        self.recovery.discard(self.volume)
 
     # -- loading and saving --------------------------------------------------------------------
     def load(self, path: str) -> bool:
@@ -135,49 +142,49 @@ class ReaderTools(QObject):
         if not self.confirm_discard("load another reader mask"):
             return False
         try:
-            read = ReaderRead.load(path, self.window.volume)
+            read = ReaderRead.load(path, self.volume)
         except XNetError as exc:
-            self.window.show_error(f"Cannot use this reader mask: {exc}")
+            self.error.emit(f"Cannot use this reader mask: {exc}")
             return False
         self._set_read(read)
         for message in read.messages:
-            self.window.statusBar().showMessage(message, 15000)
+            self.message.emit(message, 15000)
         return True
 
     def _set_read(self, read: ReaderRead) -> None:
         self.read = read
         self.show_source()
-        self.window.redraw_reader()
+        self.layerChanged.emit()
         self.refresh_figures()
         self._compare_timer.start()
 
     def ensure_read(self) -> ReaderRead:
         """The read to paint into: an empty mask on the scan's grid when none is loaded."""
         if self.read is None:
-            self._set_read(ReaderRead(self.window.volume))
+            self._set_read(ReaderRead(self.volume))
         return self.read
 
     def save(self, path: str | None = None) -> bool:
         """Save (to the mask's file, else ask for one) as uint8 NIfTI on the scan's grid, with notes."""
         if self.read is None:
-            self.window.show_error("There is no reader mask to save: load one or paint (P).")
+            self.error.emit("There is no reader mask to save: load one or paint (P).")
             return False
         self.panel.flush_notes()
         target = path or (str(self.read.path) if self.read.path else None) or self._ask_save_path()
         if not target:
             return False
-        if self.window.volume.path and Path(target).resolve() == Path(self.window.volume.path).resolve():
-            self.window.show_error("That is the scan itself; input files are never overwritten. Choose another name.")
+        if self.volume.path and Path(target).resolve() == Path(self.volume.path).resolve():
+            self.error.emit("That is the scan itself; input files are never overwritten. Choose another name.")
             return False
         try:
-            saved = self.read.save(target, f"reader mask on {self.window.volume.name}")
+            saved = self.read.save(target, f"reader mask on {self.volume.name}")
         except (OSError, XNetError) as exc:
-            self.window.show_error(f"Cannot save the reader mask to {target}: {exc}. Your edits are kept "
+            self.error.emit(f"Cannot save the reader mask to {target}: {exc}. Your edits are kept "
                                    "(and autosaved); choose another folder with File → Save reader mask as….")
             return False
-        self.recovery.discard(self.window.volume)
+        self.recovery.discard(self.volume)
         self.show_source()
-        self.window.statusBar().showMessage(f"reader mask saved to {saved} (notes: {saved.name} sidecar)", 8000)
+        self.message.emit(f"reader mask saved to {saved} (notes: {saved.name} sidecar)", 8000)
         return True
 
     def save_as(self) -> bool:
@@ -185,10 +192,10 @@ class ReaderTools(QObject):
         return self.save(path) if path else False
 
     def _ask_save_path(self) -> str:
-        suggestion = f"{self.window.volume.name}_reader_mask.nii.gz"
-        if self.window.volume.path:
-            suggestion = str(Path(self.window.volume.path).with_name(suggestion))
-        path, _ = QFileDialog.getSaveFileName(self.window, "Save reader mask", suggestion, "NIfTI (*.nii.gz *.nii)")
+        suggestion = f"{self.volume.name}_reader_mask.nii.gz"
+        if self.volume.path:
+            suggestion = str(Path(self.volume.path).with_name(suggestion))
+        path, _ = QFileDialog.getSaveFileName(self.dialog_parent, "Save reader mask", suggestion, "NIfTI (*.nii.gz *.nii)")
         return path
 
     def confirm_discard(self, doing: str) -> bool:
@@ -197,12 +204,12 @@ class ReaderTools(QObject):
             return True
         self.panel.flush_notes()
         answer = QMessageBox.question(
-            self.window, "X-Net Viewer", f"The reader mask has unsaved changes. Save them before you {doing}?",
+            self.dialog_parent, "X-Net Viewer", f"The reader mask has unsaved changes. Save them before you {doing}?",
             QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel)
         if answer == QMessageBox.StandardButton.Save:
             return self.save()
         if answer == QMessageBox.StandardButton.Discard:
-            self.recovery.discard(self.window.volume)
+            self.recovery.discard(self.volume)
             return True
         return False
 
@@ -221,16 +228,15 @@ class ReaderTools(QObject):
     # -- painting ------------------------------------------------------------------------------
     def stroke(self, xy: tuple[float, float], phase: str) -> None:
         """One mouse event of a brush stroke on the shown section: 'start', 'move' or 'finish'."""
-        window = self.window
         read = self.ensure_read()
         if phase == "start":
-            read.begin_stroke(window.plane, window.plane_index)
+            read.begin_stroke(self.state.plane, self.state.plane_index)
             self._stroke_previous = None
         if not read.in_stroke:
             return
         read.paint(xy, self.brush_radius, 0 if self.erasing else 1, self._stroke_previous)
         self._stroke_previous = xy
-        window.redraw_reader()
+        self.layerChanged.emit()
         if phase == "finish":
             read.end_stroke()
             self._stroke_previous = None
@@ -244,16 +250,16 @@ class ReaderTools(QObject):
         self._autosave_timer.start()
         if not self._autosave_deadline.isActive():
             self._autosave_deadline.start()
-        self.window.update_undo_actions()
+        self.undoChanged.emit(bool(self.read and self.read.can_undo), bool(self.read and self.read.can_redo))
 
     def fill_holes(self) -> None:
-        if self.ensure_read().fill_holes(self.window.plane, self.window.plane_index):
-            self.window.redraw_reader()
+        if self.ensure_read().fill_holes(self.state.plane, self.state.plane_index):
+            self.layerChanged.emit()
             self.edited()
 
     def clear_section(self) -> None:
-        if self.read is not None and self.read.clear_section(self.window.plane, self.window.plane_index):
-            self.window.redraw_reader()
+        if self.read is not None and self.read.clear_section(self.state.plane, self.state.plane_index):
+            self.layerChanged.emit()
             self.edited()
 
     def undo(self) -> None:
@@ -266,26 +272,32 @@ class ReaderTools(QObject):
         if where is None:
             return
         plane, index = where
-        if plane == self.window.plane and index != self.window.plane_index:
-            self.window.set_plane_index(index)  # show what changed
-        self.window.redraw_reader()
+        if plane == self.state.plane and index != self.state.plane_index:
+            self.state.move(self.state.fixed_axis, index)  # show what changed
+        self.layerChanged.emit()
         self.edited()
 
     def set_brush(self, radius: int) -> None:
         self.brush_radius = int(np.clip(radius, 1, MAX_BRUSH))
         QSettings().setValue("brush_radius", self.brush_radius)
-        self.window.statusBar().showMessage(f"brush radius {self.brush_radius} voxel(s)", 3000)
+        self.message.emit(f"brush radius {self.brush_radius} voxel(s)", 3000)
+
+    def brush_smaller(self) -> None:
+        self.set_brush(self.brush_radius - 1)
+
+    def brush_larger(self) -> None:
+        self.set_brush(self.brush_radius + 1)
 
     def section_rgba(self) -> np.ndarray | None:
         """The reader's mask on the shown section (None: nothing to draw)."""
-        if self.read is None or not self.show_reader:
+        if self.read is None or not self.state.show_reader:
             return None
-        return reader_rgba(plane_slice(self.read.mask, self.window.plane, self.window.plane_index), self.paint_mode)
+        return reader_rgba(plane_slice(self.read.mask, self.state.plane, self.state.plane_index), self.paint_mode)
 
     # -- notes ---------------------------------------------------------------------------------
     def _on_notes_edited(self, study: str, slice_note: str) -> None:
+        z = self.state.slice if self._notes_z is None else self._notes_z  # before a new read redraws the panel
         read = self.ensure_read()
-        z = self.window.current_slice
         if study == read.notes.study and slice_note == read.notes.slices.get(z, ""):
             return
         read.notes.study = study
@@ -293,23 +305,22 @@ class ReaderTools(QObject):
         read.notes_changed()
         self.edited()
 
-    def before_slice_change(self) -> None:
-        self.panel.flush_notes()  # a note typed on this slice belongs to it
+    def _before_redraw(self, _event: Event) -> None:
+        self.panel.flush_notes()
 
     # -- figures -------------------------------------------------------------------------------
     def refresh_figures(self) -> None:
         """The slice figures now (2D: cheap); the volume figures as last computed."""
-        window, z = self.window, self.window.current_slice
-        read = self.read
+        z, read, study = self.state.slice, self.read, self.study
         self.panel.show_notes(read.notes.study if read else "", read.notes.slices.get(z, "") if read else "", z)
-        study = window.study
-        if read is None or not window.has_model or not study.segmented[z]:
-            missing = "no model" if not window.has_model else "…"
+        self._notes_z = z
+        if read is None or not self.has_model or not study.segmented[z]:
+            missing = "no model" if not self.has_model else "…"
             self.panel.show_masks(self.volume_figures if read else None, None, z, missing)
             self.panel.show_attention(None, None, list(METHODS))
             return
         status = {m: study.status(m, z) for m in METHODS}
-        figures = slice_comparison(window.volume, z, study.mask_slice(z), read.mask[:, :, z],
+        figures = slice_comparison(study.volume, z, study.mask_slice(z), read.mask[:, :, z],
                                    {m: study.maps[m][:, :, z] for m in METHODS}, status)
         self.panel.show_masks(self.volume_figures, figures, z)
         volume_attention = (self.volume_figures or {}).get("attention")
@@ -317,7 +328,7 @@ class ReaderTools(QObject):
 
     def update_volume_figures(self) -> None:
         """Whole-volume figures on a worker thread (labelling lesions takes ~0.3 s)."""
-        study, read = self.window.study, self.read
+        study, read = self.study, self.read
         if read is None:
             return
         if not study.segmentation_complete:
@@ -325,7 +336,7 @@ class ReaderTools(QObject):
             return
         self._job += 1
         job, reader_mask = self._job, read.mask.copy()  # painting goes on while the thread reads
-        probabilities, threshold, volume = study.probabilities, study.threshold, self.window.volume
+        probabilities, threshold, volume = study.probabilities, study.threshold, study.volume
         explained = {m: [z for z, s in study.explained[m].items() if s == "ok"] for m in METHODS}
         maps = dict(study.maps)
 
@@ -349,7 +360,7 @@ class ReaderTools(QObject):
         if job != self._job:
             return  # a newer job is on its way
         if "error" in figures:
-            self.window.show_error(f"The comparison could not be computed: {figures['error']}")
+            self.error.emit(f"The comparison could not be computed: {figures['error']}")
             return
         self.volume_figures = figures
         self.panel.show_lesions(figures["model_only_lesions"], figures["reader_only_lesions"])
@@ -363,7 +374,7 @@ class ReaderTools(QObject):
         read = self.read
         if read is None or not read.dirty:
             return
-        volume = self.window.volume
+        volume = self.volume
         mask, notes, saved_path = read.mask.copy(), read.notes.as_dict(), read.path
 
         def write() -> None:

@@ -24,7 +24,9 @@ from PySide6.QtGui import QColor, QFont, QGuiApplication, QImage, QPageLayout, Q
 
 from app.comparison import slice_comparison, volume_comparison
 from app.reader import Notes
-from app.slice_panel import MODEL_COLOUR, READER_COLOUR, lookup_table, outline
+from app.drawing import (MODEL_COLOUR, PANEL_ORDER, READER_COLOUR, axial_image, blend, coloured, outline,
+                         windowed_grey)
+from app.slice_panel import lookup_table
 from app.study import Study
 from explain.methods import CAM_METHODS, METHOD_NAMES, METHODS
 from xnet_core import DISCLAIMER, __version__
@@ -35,7 +37,6 @@ from xnet_core.image import Volume
 PAGE_W, PAGE_H = 595.0, 842.0  # A4 in points; the painter is scaled so one unit is one point
 MARGIN = 36.0
 RESOLUTION = 300
-PANEL_ORDER = ("segmentation", "gradcam", "gradcampp", "lime")
 # Panels are embedded upscaled with nearest neighbour: Qt writes no /Interpolate flag and many PDF
 # viewers smooth small images, so voxels and outlines would blur. Flate compresses the repeated
 # pixels almost for free (3x: +30 % file size, measured in benchmarks/bench_report.py).
@@ -79,9 +80,9 @@ def model_summary(checkpoint) -> dict:
 
 def maps_needed(study: Study, slices: list[int], methods: list[str]) -> dict[str, list[int]]:
     """The maps a report needs: its slices, and for Grad-CAM / Grad-CAM++ every lesion slice too, so
-    that their colour bars carry the final scale (fixed from all lesion slices, DESIGN.md) whichever
+    that their colour bars carry the final scale (fixed from all lesion slices, docs/design.md) whichever
     slices are exported; LIME (about a minute a slice on a CPU) only on the exported slices."""
-    lesion = set(np.flatnonzero(study.lesion_area_per_slice_mm2() > 0).tolist())
+    lesion = set(study.lesion_slices)
     return {m: sorted(set(slices) | (lesion if m in CAM_METHODS else set())) for m in methods}
 
 
@@ -106,39 +107,23 @@ def report_precision(engine) -> str:
 
 
 # -- panel images (numpy) -------------------------------------------------------------------
-def _display(section: np.ndarray, radiological: bool) -> np.ndarray:
-    """An axial section ``[x, y, ...]`` as image rows/columns: anterior at the top, the patient's right
-    on the left in radiological display."""
-    image = np.swapaxes(section, 0, 1)[::-1]
-    return image[:, ::-1] if radiological else image
-
-
-def _blend(base: np.ndarray, rgb, alpha: np.ndarray) -> np.ndarray:
-    alpha = alpha[..., None]
-    return base * (1 - alpha) + np.asarray(rgb, np.float32) * alpha
-
-
 def panel_image(inputs: ReportInputs, name: str, z: int) -> np.ndarray:
     """RGB uint8 ``[rows, columns, 3]`` of one panel on axial slice ``z``."""
     study = inputs.study
-    low, high = inputs.levels
-    scan = (inputs.background or study.volume).data[:, :, z]
-    grey = np.clip((scan - low) / max(high - low, 1e-12), 0, 1) * 255
-    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+    rgb = windowed_grey((inputs.background or study.volume).data[:, :, z], inputs.levels)
     model = study.mask_slice(z) if study.segmented[z] else None
     if name == "segmentation":
         if model is not None:
-            rgb = _blend(rgb, MODEL_COLOUR, model * inputs.mask_opacity)
+            rgb = blend(rgb, MODEL_COLOUR, model * inputs.mask_opacity)
     elif name in inputs.methods and study.status(name, z) == "ok":
         scale = study.scale(name)
-        values = np.clip((study.maps[name][:, :, z] - scale.low) / max(scale.high - scale.low, 1e-12), 0, 1)
-        lut = lookup_table(inputs.colour_map)[np.round(values * 255).astype(np.int32)]
-        rgb = _blend(rgb, lut[..., :3], lut[..., 3] / 255.0 * inputs.opacity)
+        lut = coloured(study.maps[name][:, :, z], scale.low, scale.high, lookup_table(inputs.colour_map))
+        rgb = blend(rgb, lut[..., :3], lut[..., 3] / 255.0 * inputs.opacity)
     if model is not None and name != "segmentation":
         rgb[outline(model)] = MODEL_COLOUR
     if inputs.reader_mask is not None:
         rgb[outline(inputs.reader_mask[:, :, z])] = READER_COLOUR
-    return np.ascontiguousarray(_display(np.clip(rgb, 0, 255).astype(np.uint8), inputs.radiological))
+    return np.ascontiguousarray(axial_image(np.clip(rgb, 0, 255).astype(np.uint8), inputs.radiological))
 
 
 def _font(size: float, bold: bool = False) -> QFont:

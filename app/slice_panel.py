@@ -1,5 +1,6 @@
 """One linked slice panel: the scan, an overlay (model mask or a heatmap), outlines, a crosshair,
-orientation letters and a colour bar. Display transforms (radiological flip, window) live here."""
+orientation letters and a colour bar. The numpy side of drawing (sections, flips, outlines, colours)
+lives in ``app.drawing``; the colour maps' tables come from pyqtgraph, so they live here."""
 
 from __future__ import annotations
 
@@ -11,65 +12,11 @@ from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QImage, QPixmap, QTransform
 from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout
 
+from app.drawing import PLANE_AXES, PLANE_LETTERS, displayed, flips_columns, outline_image
+
 WHEEL_NOTCH = 120  # angle delta of one mouse-wheel notch (1/8 degree units)
 LETTER_STYLE = "color: #ffd54f; font-weight: bold; font-size: 14px; padding: 1px;"
 TITLE_STYLE = "color: white; font-weight: bold; padding: 2px;"
-MODEL_COLOUR = (255, 64, 32)  # model mask / outline: vermilion
-TEMPLATE_COLOUR = (0, 158, 115)  # the template's brain outline: bluish green (Okabe-Ito)
-READER_COLOUR = (86, 180, 233)  # reader's mask: sky blue (Okabe-Ito; tells apart from vermilion in all CVD types)
-COLOUR_MAPS = ("inferno", "viridis", "jet")
-
-
-PLANES = ("axial", "coronal", "sagittal")
-PLANE_AXES = {"axial": (0, 1, 2), "coronal": (0, 2, 1), "sagittal": (1, 2, 0)}  # columns, rows, fixed axis
-# Letters at the (left, right, top, bottom) edges; radiological swaps left/right of axial and coronal.
-PLANE_LETTERS = {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I"), "sagittal": ("A", "P", "S", "I")}
-
-
-def plane_slice(volume_xyz: np.ndarray, plane: str, index: int) -> np.ndarray:
-    """The 2D ``[column axis, row axis]`` section of a RAS volume (axial [x, y], coronal [x, z],
-    sagittal [y, z]); rows are drawn upwards, so anterior / superior are at the top."""
-    where: list = [slice(None)] * 3
-    where[PLANE_AXES[plane][2]] = int(index)
-    return volume_xyz[tuple(where)]  # a view: the panel copies once, when it draws
-
-
-def flips_columns(plane: str, radiological_view: bool) -> bool:
-    """Axial and coronal: x reversed in radiological display; sagittal: anterior on the left."""
-    return radiological_view if plane != "sagittal" else True
-
-
-def displayed(section: np.ndarray, flip: bool) -> np.ndarray:
-    """A section as drawn. Flipped: image column ``c`` shows section column ``n - 1 - c`` (radiological
-    axial: RAS ``x = n_x - 1 - c``, the patient's right on the screen's left); rows are drawn upwards."""
-    return np.ascontiguousarray(section[::-1, :]) if flip else np.ascontiguousarray(section)
-
-
-def outline(mask: np.ndarray) -> np.ndarray:
-    """The boundary pixels of a 2D mask (4-neighbourhood)."""
-    inside = mask > 0
-    padded = np.pad(inside, 1)
-    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    return inside & ~interior
-
-
-def outline_image(mask: np.ndarray | None, colour: tuple[int, int, int], flip: bool,
-                  shape_xy: tuple[int, int], hatched_rows: np.ndarray | None = None) -> np.ndarray | None:
-    """A mask's outline as a displayed RGBA image (None when there is nothing to draw); ``hatched_rows``
-    (bool per row) are striped: not computed yet. Made once per redraw and shared by the panels."""
-    has_hatch = hatched_rows is not None and hatched_rows.any()
-    if (mask is None or not mask.any()) and not has_hatch:
-        return None
-    rgba = np.zeros((*shape_xy, 4), np.uint8)
-    if mask is not None:
-        rgba[outline(mask)] = (*colour, 255)
-    if has_hatch:
-        columns, rows = np.indices(shape_xy)
-        stripes = ((columns + rows) % 6 == 0) & hatched_rows[None, :]
-        rgba[stripes] = (160, 160, 160, 200)
-    return displayed(rgba, flip)
-
-
 _JET = pg.ColorMap(np.linspace(0, 1, 5), [(0, 0, 143), (0, 127, 255), (127, 255, 127), (255, 127, 0), (127, 0, 0)])
 
 
@@ -229,10 +176,6 @@ class SlicePanel(QFrame):
                      hatched_rows: np.ndarray | None = None) -> None:
         """A mask's outline; ``hatched_rows`` (bool per row) are striped: not computed yet."""
         self.show_image(item, outline_image(mask, colour, self.flip, self.shape_xy, hatched_rows))
-
-    def show_rgba(self, item: pg.ImageItem, rgba: np.ndarray | None) -> None:
-        """A ready-made RGBA section ``[column, row, 4]`` (e.g. the reader's mask), or nothing."""
-        self.show_image(item, None if rgba is None else displayed(rgba, self.flip))
 
     @staticmethod
     def show_image(item: pg.ImageItem, image: np.ndarray | None) -> None:

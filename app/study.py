@@ -147,6 +147,13 @@ class Study:
         vx, vy, _ = self.volume.voxel_sizes
         return self._cached("area", lambda: (self.probabilities >= self.threshold).sum(axis=(0, 1)) * vx * vy)
 
+    @property
+    def lesion_slices(self) -> list[int]:
+        """The axial slices with predicted lesion at the current threshold (``Segmentation.lesion_slices``
+        of ``xnet_core.inference`` for a study that grows slice by slice; that module imports torch)."""
+        found = self._cached("lesion_slices", lambda: [int(z) for z in np.flatnonzero(self.lesion_area_per_slice_mm2())])
+        return list(found)  # the cached list stays intact whatever callers do with theirs
+
     def lesion_volume_ml(self) -> float:
         vx, vy, vz = self.volume.voxel_sizes
         return float(self.lesion_area_per_slice_mm2().sum() * vz / 1000.0)
@@ -178,7 +185,7 @@ class Study:
         return np.array([z not in self.explained[method] for z in range(self.volume.shape[2])])
 
     def scale(self, method: str) -> ColourScale:
-        """One scale per method for every slice (DESIGN.md): from the computed maps, provisional
+        """One scale per method for every slice (docs/design.md, Heatmap display): from the computed maps, provisional
         until all lesion slices are explained; LIME shows its positive weights by default."""
         return self._cached(("scale", method), lambda: self._scale(method))
 
@@ -189,6 +196,5 @@ class Study:
         values = self.maps[method][:, :, done]
         positive = values[values > 0]
         high = float(np.percentile(positive, SCALE_PERCENTILE)) if positive.size else 1.0
-        lesion_slices = set(np.flatnonzero(self.lesion_area_per_slice_mm2() > 0).tolist())
-        provisional = not self.segmentation_complete or not lesion_slices <= set(self.explained[method])
+        provisional = not self.segmentation_complete or not set(self.lesion_slices) <= set(self.explained[method])
         return ColourScale(0.0, max(high, 1e-12), provisional)

@@ -59,7 +59,7 @@ def test_overlay_toggles(window, qtbot, lesion_z) -> None:
     assert window.study.mask_slice(lesion_z).any(), "the demo model should find lesion on this slice"
     assert panel.overlay_item.image is not None
     qtbot.keyClick(window, Qt.Key.Key_S)
-    assert not window.show_segmentation and panel.overlay_item.image is None
+    assert not window.state.show_segmentation and panel.overlay_item.image is None
     qtbot.keyClick(window, Qt.Key.Key_S)
     assert panel.overlay_item.image is not None
     qtbot.keyClick(window, Qt.Key.Key_O)  # outline instead of fill
@@ -71,9 +71,9 @@ def test_overlay_toggles(window, qtbot, lesion_z) -> None:
     assert heat.image is None
     qtbot.keyClick(window, Qt.Key.Key_H)
     assert heat.image is not None
-    before = window.opacity
+    before = window.state.opacity
     qtbot.keyClick(window, Qt.Key.Key_Minus)
-    assert window.opacity == pytest.approx(before - 0.1) and heat.opacity() == pytest.approx(before - 0.1)
+    assert window.state.opacity == pytest.approx(before - 0.1) and heat.opacity() == pytest.approx(before - 0.1)
 
 
 def test_threshold_updates_mask_and_volume_at_once(window, lesion_z) -> None:
@@ -103,20 +103,20 @@ def test_maps_follow_the_threshold(window, qtbot, lesion_z) -> None:
 
 def test_window_level_drag_changes_every_panel(window, qtbot) -> None:
     panel = window.panels["gradcam"]
-    before = tuple(window.levels)
+    before = tuple(window.state.levels)
     viewport = panel.graphics_view.viewport()
     centre = viewport.rect().center()
     qtbot.mousePress(viewport, Qt.MouseButton.RightButton, pos=centre)
     for step in range(1, 6):
         qtbot.mouseMove(viewport, centre + type(centre)(10 * step, 0))
     qtbot.mouseRelease(viewport, Qt.MouseButton.RightButton, pos=centre + type(centre)(50, 0))
-    after = tuple(window.levels)
+    after = tuple(window.state.levels)
     assert after[1] - after[0] > before[1] - before[0]  # dragging right widens the window
     assert tuple(window.panels["lime"].scan_item.levels) == pytest.approx(after)
     window._on_hover(None)
     assert f"W {after[1] - after[0]:.4g}" in window.readout_label.text()  # the values are shown
     window.reset_window()
-    assert tuple(window.levels) == pytest.approx(before)
+    assert tuple(window.state.levels) == pytest.approx(before)
 
 
 def test_radiological_toggle_and_readout(window, qtbot, lesion_z) -> None:
@@ -241,6 +241,6 @@ def test_bookmarks_choose_report_slices(window, qtbot, lesion_z) -> None:
     bookmark.trigger()
     window.set_slice(lesion_z + 3)
     bookmark.trigger()
-    assert slices_for(window, "bookmarked") == [lesion_z, lesion_z + 3] and "bookmarked" in window.slice_label.text()
+    assert slices_for(window.state, window.study, "bookmarked") == [lesion_z, lesion_z + 3] and "bookmarked" in window.slice_label.text()
     bookmark.trigger()
-    assert slices_for(window, "bookmarked") == [lesion_z] and "bookmarked" not in window.slice_label.text()
+    assert slices_for(window.state, window.study, "bookmarked") == [lesion_z] and "bookmarked" not in window.slice_label.text()

@@ -49,11 +49,11 @@ def test_dicom_folder_with_two_series_asks_and_opens_the_pick(qtbot, tmp_path: P
         offered.append([info.label() for info in series])
         return next(info.uid for info in series if info.number == 5)
 
-    monkeypatch.setattr("app.window.pick_series_dialog", pick)
+    monkeypatch.setattr("app.files.pick_series_dialog", pick)
     assert window.open_scan(str(tmp_path / "study"))
     assert len(offered) == 1 and len(offered[0]) == 2 and "t2_flair_tra" in " ".join(offered[0])
     assert window.volume.name == "study_s5" and window.volume.description == "t1_mprage_tra"
-    monkeypatch.setattr("app.window.pick_series_dialog", lambda parent, series: None)  # Cancel
+    monkeypatch.setattr("app.files.pick_series_dialog", lambda parent, series: None)  # Cancel
     assert not window.open_scan(str(tmp_path / "study")) and window.volume.name == "study_s5"
 
 

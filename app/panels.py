@@ -1,0 +1,233 @@
+"""The grid of linked panels: segmentation, Grad-CAM, Grad-CAM++ and LIME on one section, plus the
+side-by-side mode's second sequence. One zoom and pan for all; ``draw`` paints what a ``ViewState``
+and a ``Study`` say, and shares one displayed copy of the scan and of each outline between panels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QGridLayout, QWidget
+
+from app.drawing import (MODEL_COLOUR, PANEL_ORDER, TEMPLATE_COLOUR, displayed, mask_lut, outline_image,
+                         plane_slice)
+from app.slice_panel import SlicePanel, lookup_table
+from app.study import Study
+from app.view_state import ViewState
+from explain.methods import METHOD_NAMES
+from xnet_core.image import Volume
+
+
+@dataclass
+class Scene:
+    """What a redraw needs besides the view state and the study."""
+
+    background: Volume  # under the overlays
+    side: Volume | None  # the side-by-side panel's sequence (None: no other sequence yet)
+    side_levels: tuple[float, float]
+    template_outline: np.ndarray | None  # the template's brain mask on the scan's grid, once placed
+    has_model: bool
+
+
+class PanelGrid(QWidget):
+    """``hovered``: section coordinates under the mouse (or None); ``wheelSteps``: slices to step;
+    ``windowDrag``: a right drag (dx, dy) in screen pixels; ``stroke``: a brush event in paint mode."""
+
+    hovered = Signal(object)
+    wheelSteps = Signal(int)
+    windowDrag = Signal(float, float)
+    stroke = Signal(object, str)  # section (column, row), "start" | "move" | "finish"
+
+    def __init__(self, voxel_sizes: tuple[float, float, float], radiological: bool,
+                 painting: Callable[[], bool]) -> None:
+        super().__init__()
+        self.painting = painting
+        self.panels = {name: SlicePanel("Segmentation" if name == "segmentation" else METHOD_NAMES[name],
+                                        voxel_sizes) for name in PANEL_ORDER}
+        self.side_panel = SlicePanel("Second sequence", voxel_sizes)
+        self.set_orientation(radiological, "axial")  # the saved display convention
+        self.side_panel.setVisible(False)
+        grid = QGridLayout(self)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setSpacing(3)
+        for index, name in enumerate(PANEL_ORDER):
+            grid.addWidget(self.panels[name], index // 2, index % 2)
+        grid.addWidget(self.side_panel, 0, 1)  # shown instead of the heatmap panels, side by side
+        first = self.panels["segmentation"]
+        for panel in self.all_panels():
+            if panel is not first:
+                panel.view_box.setXLink(first.view_box)
+                panel.view_box.setYLink(first.view_box)
+            panel.wheelSteps.connect(self.wheelSteps)
+            panel.hovered.connect(self.hovered)
+            self._install_mouse(panel)
+
+    def all_panels(self) -> list[SlicePanel]:
+        """The four panels and the side-by-side mode's second-sequence panel."""
+        return [*self.panels.values(), self.side_panel]
+
+    @property
+    def view_box(self):
+        """The first panel's view box; the others are linked to it."""
+        return self.panels["segmentation"].view_box
+
+    def _install_mouse(self, panel: SlicePanel) -> None:
+        """Beyond pyqtgraph's pan and zoom (patched into the ViewBox): right drag sets window/level
+        (pyqtgraph's right drag zooms), and in paint mode left drag and click paint."""
+        view_box = panel.view_box
+        original_drag, original_click = view_box.mouseDragEvent, view_box.mouseClickEvent
+
+        def section_xy(ev) -> tuple[float, float]:
+            return panel.image_to_section(panel.scan_item.mapFromScene(ev.scenePos()))
+
+        def drag(ev, axis=None):
+            left = ev.button() == Qt.MouseButton.LeftButton
+            if left and self.painting():
+                ev.accept()
+                self.stroke.emit(section_xy(ev), "start" if ev.isStart() else "finish" if ev.isFinish() else "move")
+            elif ev.button() == Qt.MouseButton.RightButton:
+                ev.accept()
+                delta = ev.screenPos() - ev.lastScreenPos()
+                self.windowDrag.emit(delta.x(), -delta.y())
+            else:
+                original_drag(ev, axis)
+
+        def click(ev):
+            if ev.button() == Qt.MouseButton.LeftButton and self.painting():
+                ev.accept()
+                xy = section_xy(ev)
+                self.stroke.emit(xy, "start")
+                self.stroke.emit(xy, "finish")
+            else:
+                original_click(ev)
+
+        view_box.mouseDragEvent, view_box.mouseClickEvent = drag, click
+
+    # -- layout and geometry -------------------------------------------------------------------
+    def set_orientation(self, radiological: bool, plane: str) -> None:
+        for panel in self.all_panels():
+            panel.set_orientation(radiological, plane)
+
+    def set_voxel_sizes(self, voxel_sizes: tuple[float, float, float]) -> None:
+        for panel in self.all_panels():
+            panel.set_voxel_sizes(voxel_sizes)
+
+    def apply_mode(self, single: bool, side_by_side: bool) -> None:
+        """Four panels, the segmentation alone, or two sequences next to each other."""
+        for name, panel in self.panels.items():
+            panel.setVisible(name == "segmentation" or not (single or side_by_side))
+        self.side_panel.setVisible(side_by_side and not single)
+
+    def set_crosshair(self, xy: tuple[int, int] | None) -> None:
+        for panel in self.all_panels():
+            panel.set_crosshair(xy)
+
+    def set_mouse_panning(self, on: bool) -> None:
+        """Off while painting: no panning under the brush."""
+        for panel in self.all_panels():
+            panel.view_box.setMouseEnabled(x=on, y=on)
+
+    def fit(self) -> None:
+        self.view_box.autoRange(padding=0.02)
+
+    # -- drawing -------------------------------------------------------------------------------
+    def draw_reader(self, rgba: np.ndarray | None) -> None:
+        """Only the reader's layer: a brush stroke repaints this, not the scan or the heatmaps."""
+        image = None if rgba is None else displayed(rgba, self.panels["segmentation"].flip)  # one copy for all
+        for panel in self.all_panels():
+            panel.show_image(panel.reader_item, image)
+
+    def draw(self, state: ViewState, study: Study, scene: Scene) -> None:
+        """Every layer of every panel for the section the view state shows."""
+        z, index, plane = state.slice, state.plane_index, state.plane
+        section = lambda volume: plane_slice(volume, plane, index)  # noqa: E731
+        axial = plane == "axial"
+        pending_rows = None if axial else ~study.segmented  # rows of the section are axial slices
+        if axial:
+            mask = study.mask_slice(z) if study.segmented[z] else None
+        else:
+            mask = (section(study.probabilities) >= study.threshold).astype(np.uint8)
+        lut = lookup_table(state.colour_map)
+        # The panels share one displayed copy of the scan and of each outline (all panels flip alike).
+        flip, background = self.panels["segmentation"].flip, section(scene.background.data)
+        scan_image = displayed(background, flip)
+        shown_template = state.show_template and scene.template_outline is not None
+        template = section(scene.template_outline) if shown_template else None
+        template_image = outline_image(template, TEMPLATE_COLOUR, flip, background.shape)
+        outlines: dict = {}
+
+        def model_outline(outline_mask, rows):
+            key = (outline_mask is None, None if rows is None else rows.tobytes())
+            if key not in outlines:
+                outlines[key] = outline_image(outline_mask, MODEL_COLOUR, flip, background.shape, rows)
+            return outlines[key]
+
+        for name, panel in self.panels.items():
+            panel.show_scan_image(scan_image, state.levels, background.shape)
+            panel.show_image(panel.template_item, template_image)
+            outlined = state.show_segmentation and (state.outline_mode or name != "segmentation")
+            outline_mask = mask if outlined else None
+            if name == "segmentation":
+                panel.show_image(panel.model_outline_item, model_outline(outline_mask, pending_rows))
+                self._draw_segmentation(panel, state, study, scene.has_model, mask)
+            else:
+                hatched = None if axial else study.unexplained_slices(name)
+                panel.show_image(panel.model_outline_item, model_outline(outline_mask, hatched))
+                self._draw_heatmap(panel, name, state, study, scene.has_model, lut, section)
+        if state.side_by_side:
+            self._draw_side(scene, section, mask if state.show_segmentation else None, pending_rows, template)
+
+    @staticmethod
+    def _draw_segmentation(panel: SlicePanel, state: ViewState, study: Study, has_model: bool,
+                           mask: np.ndarray | None) -> None:
+        panel.show_scale(None, 0, 0, False)
+        z = state.slice
+        if not has_model:
+            panel.show_status("no model")
+        elif state.plane == "axial" and not study.segmented[z]:
+            panel.show_status("segmenting…")
+        else:
+            where = f"lesion {study.lesion_area_per_slice_mm2()[z]:.0f} mm² on slice z {z}"
+            done = "" if study.segmentation_complete else " so far"
+            panel.show_status(f"{where} · {study.lesion_volume_ml():.2f} ml{done} (threshold {study.threshold:.2f})")
+        if mask is None or not state.show_segmentation or state.outline_mode:
+            panel.overlay_item.clear()
+            return
+        panel.show_overlay(mask.astype(np.float32), mask_lut(), (0.0, 1.0), state.mask_opacity)
+
+    @staticmethod
+    def _draw_heatmap(panel: SlicePanel, method: str, state: ViewState, study: Study, has_model: bool,
+                      lut: np.ndarray, section: Callable[[np.ndarray], np.ndarray]) -> None:
+        scale = study.scale(method)
+        panel.show_scale(lut, scale.low, scale.high, scale.provisional)
+        z = state.slice
+        status = study.status(method, z) if state.plane == "axial" else "ok"
+        if status is None:
+            waiting = "press L for LIME" if method == "lime" else "computing…"
+            if not has_model:
+                waiting = "no model"
+            elif not study.segmented[z]:
+                waiting = "waiting for segmentation"
+            panel.show_status(waiting)
+            panel.overlay_item.clear()
+            return
+        panel.show_status("" if status == "ok" else status)
+        if status != "ok" or not state.show_heatmaps:
+            panel.overlay_item.clear()
+            return
+        panel.show_overlay(section(study.maps[method]), lut, (scale.low, scale.high), state.opacity)
+
+    def _draw_side(self, scene: Scene, section, mask, pending_rows, template) -> None:
+        panel, other = self.side_panel, scene.side
+        if other is None:
+            panel.title.setText("Second sequence")
+            panel.scan_item.clear()
+            panel.show_status("add another sequence of this patient: File → Add sequence…")
+            return
+        panel.title.setText(f"{other.name} ({other.sequence})")
+        panel.show_scan(section(other.data), scene.side_levels)
+        panel.show_outline(panel.model_outline_item, mask, MODEL_COLOUR, pending_rows)
+        panel.show_outline(panel.template_item, template, TEMPLATE_COLOUR)
+        panel.show_status("")
