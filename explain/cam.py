@@ -45,7 +45,7 @@ _WEIGHT_RULES = {"gradcam": GradCAM.get_cam_weights, "gradcampp": GradCAMPlusPlu
 
 def check_layer(layer: str) -> str:
     if layer not in LAYERS:
-        raise XNetError(f"--layer {layer}: unknown target layer; choose one of {', '.join(LAYERS)}.")
+        raise XNetError(f"unknown target layer {layer!r}; choose one of {', '.join(LAYERS)}.", parameter="layer")
     return layer
 
 

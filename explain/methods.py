@@ -16,5 +16,6 @@ def check_methods(methods: Iterable[str]) -> tuple[str, ...]:
     methods = tuple(dict.fromkeys(methods))
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
-        raise XNetError(f"--methods {','.join(methods)}: choose from {','.join(METHODS)}.")
+        problem = f"unknown explanation method {', '.join(unknown)}" if unknown else "no explanation method given"
+        raise XNetError(f"{problem}; choose from {','.join(METHODS)}.", parameter="methods")
     return methods

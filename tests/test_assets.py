@@ -50,5 +50,5 @@ def test_missing_assets_and_weights_say_what_to_do(tmp_path: Path, monkeypatch: 
         assets.assets_dir()
     monkeypatch.undo()
     if not (assets.assets_dir() / assets.DEMO_WEIGHTS).is_file():
-        with pytest.raises(AssetError, match="--weights"):
+        with pytest.raises(AssetError, match="use your own weights file"):
             assets.demo_weights_path()

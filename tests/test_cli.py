@@ -137,14 +137,16 @@ def test_parse_slices() -> None:
         (lambda d, ck: ["segment", str(d / "scan.nii.gz"), "-o", str(d / "no" / "m.nii.gz"), "--weights", ck],
          "does not exist"),
         (lambda d, ck: ["segment", str(d / "scan.nii.gz"), "-o", str(d / "m.nii.gz"), "--weights", ck,
-                        "--slices", "40:50"], "outside 0..4"),
+                        "--slices", "40:50"], "--slices: slice 40 is outside 0..4"),
         (lambda d, ck: ["segment", str(d / "scan.nii.gz"), "-o", str(d / "m.nii.gz"), "--weights", ck,
-                        "--threshold", "1.5"], "strictly between 0 and 1"),
+                        "--threshold", "1.5"], "--threshold: the threshold 1.5 must lie strictly between 0 and 1"),
         (lambda d, ck: ["segment", str(d / "scan.nii.gz"), "-o", str(d / "m.nii.gz"), "--weights", ck,
-                        "--volume", "3"], "no volume 3"),
+                        "--volume", "3"], "--volume: {d}/scan.nii.gz: is a 3D volume; there is no volume 3"),
+        (lambda d, ck: ["segment", str(d / "scan.nii.gz"), "-o", str(d / "m.nii.gz"), "--weights",
+                        str(d / "none.pt")], "--weights: {d}/none.pt: no such weights file"),
     ],
     ids=["missing-scan", "truncated-weights", "overwrite-input", "missing-folder", "bad-slices",
-         "bad-threshold", "bad-volume"],
+         "bad-threshold", "bad-volume", "missing-weights"],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, random_checkpoint: Checkpoint, capsys, make_args,
                                          message: str) -> None:
@@ -154,7 +156,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, random_checkpoint: Chec
     code, _, err = _run(make_args(tmp_path, str(random_checkpoint.path)), capsys)
     lines = [line for line in err.splitlines() if line.strip() and "segmenting" not in line]
     assert code == 2
-    assert len(lines) == 1 and lines[0].startswith("xnet segment: error: ") and message in lines[0], err
+    assert len(lines) == 1 and lines[0].startswith("xnet segment: error: "), err
+    assert message.format(d=tmp_path) in lines[0], err
     assert "Traceback" not in err
     assert (tmp_path / "scan.nii.gz").read_bytes() == before
 
@@ -168,6 +171,32 @@ def test_segment_never_loads_qt(tmp_path: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_parser_loads_neither_torch_nor_qt() -> None:
+    # Every command module is imported to build the parser, so each must import its heavy modules lazily.
+    code = (
+        "import sys; from app.cli import COMMANDS, build_parser; build_parser(); "
+        "assert len(COMMANDS) >= 8, COMMANDS; "
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'PySide6', 'pyqtgraph')]; "
+        "assert not heavy, heavy"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_library_errors_get_the_flag_of_their_parameter() -> None:
+    from app.cli import build_parser
+    from app.cli._common import error_line
+
+    segment = build_parser().parse_args(["segment", "scan.nii.gz", "-o", "m.nii.gz"])
+    train = build_parser().parse_args(["train", "--out", "run"])
+    slices = XNetError("slice 40 is outside 0..4 of this scan.", parameter="slices")
+    assert error_line(slices, segment) == "--slices: slice 40 is outside 0..4 of this scan."
+    assert error_line(slices, train) == "slice 40 is outside 0..4 of this scan."  # train has no --slices
+    assert error_line(XNetError("plain"), segment) == "plain"
+    transform = XNetError("x.txt: a transform is saved as .json or .tfm.", parameter="transform")
+    assert error_line(transform, segment).startswith("--save-transform: x.txt")
 
 
 def test_compare_figures_match_the_segment_output(tmp_path: Path, scan_pair, random_checkpoint: Checkpoint,

@@ -154,7 +154,8 @@ def test_two_series_need_a_choice(tmp_path: Path) -> None:
     with pytest.raises(SeriesChoiceError) as caught:
         load_volume(tmp_path)
     message = str(caught.value)
-    assert "\n" not in message and "--series" in message and str(tmp_path) in message
+    assert "\n" not in message and "choose one by its number or UID" in message and str(tmp_path) in message
+    assert "--series" not in message and caught.value.parameter == "series"  # the CLI adds its flag
     assert f"{ROOT_UID}.3" in message and f"{ROOT_UID}.5" in message and "t2_flair" in message
     assert [s.number for s in caught.value.series] == [3, 5]
     assert load_volume(tmp_path, series="5").sequence == "T2w"

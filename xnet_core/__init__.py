@@ -9,3 +9,6 @@ DISCLAIMER = (
     "Research and second-opinion use only. Not a diagnostic device; "
     "not validated for clinical use."
 )
+
+# The compute devices ``inference.choose_device`` accepts; here, without torch, so that a parser can offer them.
+DEVICES = ("auto", "cuda", "mps", "cpu")

@@ -60,8 +60,8 @@ def demo_weights_path() -> Path:
     path = assets_dir() / DEMO_WEIGHTS
     if not path.is_file():
         raise AssetError(
-            f"the demo weights {path} are not bundled in this build; pass your own with --weights CKPT "
-            "(see README: 'Your own scan and weights')."
+            f"the demo weights {path} are not bundled in this build; use your own weights file "
+            "(see README.md, 'Your own weights').", parameter="weights"
         )
     return path
 

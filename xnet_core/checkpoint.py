@@ -49,6 +49,11 @@ class Checkpoint:
     def short_hash(self) -> str:
         return self.sha256[:12]
 
+    @property
+    def nifti_descrip(self) -> str:
+        """The ``descrip`` of every NIfTI written from this model's output (docs/design.md: provenance)."""
+        return f"xnet {self.short_hash} research use only"
+
     def build_model(self) -> XNet:
         """A fresh fp32 X-Net with these weights, in eval mode."""
         model = _model_for(self.card)
@@ -155,7 +160,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Load and validate an X-Net checkpoint; ``CheckpointError`` says what is wrong."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file; check the --weights path.")
+        raise CheckpointError(f"{path}: no such weights file; check the path.", parameter="weights")
     size = path.stat().st_size
     if size > MAX_CHECKPOINT_BYTES:
         raise CheckpointError(f"{path}: {size / 1024**3:.1f} GiB is far larger than X-Net weights (60 MB); wrong file?")

@@ -142,19 +142,19 @@ def pick_series(folder: str | os.PathLike, series: str | None) -> SeriesInfo:
         if len(infos) == 1:
             return infos[0]
         raise SeriesChoiceError(
-            f"{folder}: holds {len(infos)} series; pass --series NUMBER|UID to choose one: {_listing(infos)}",
+            f"{folder}: holds {len(infos)} series; choose one by its number or UID: {_listing(infos)}",
             infos,
         )
     wanted = str(series).strip()
     matches = [s for s in infos if s.uid == wanted] or [s for s in infos if str(s.number) == wanted]
     if len(matches) > 1:
         raise SeriesChoiceError(
-            f"{folder}: {len(matches)} series have the number {wanted}; pass --series UID instead: "
+            f"{folder}: {len(matches)} series have the number {wanted}; choose one by its UID instead: "
             f"{_listing(matches)}",
             matches,
         )
     if not matches:
-        raise VolumeError(f"{folder}: no series {wanted}; the folder holds: {_listing(infos)}")
+        raise VolumeError(f"{folder}: no series {wanted}; the folder holds: {_listing(infos)}", parameter="series")
     return matches[0]
 
 
@@ -309,7 +309,7 @@ def _one_volume(folder: Path, images: list[_Image], volume_index: int | None, wa
     n_volumes = counts[0]
     if n_volumes == 1 and volume_index not in (None, 0):
         raise VolumeError(f"{folder}: is a 3D series; there is no volume {volume_index} "
-                          f"(leave out --volume, which picks a volume of a 4D series).")
+                          "(only a 4D series holds several volumes).", parameter="volume")
     volume_index = choose_volume(folder, n_volumes, volume_index, warnings,
                                  f"the series holds {n_volumes} images at each slice position "
                                  "(echoes, time points or diffusion directions)")

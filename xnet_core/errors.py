@@ -1,14 +1,21 @@
 """One error hierarchy for everything a user can get wrong.
 
-Messages are written for the person at the keyboard: they name the file and say what to do.
-The CLI turns any ``XNetError`` into exit status 2 and one line on stderr.
+Messages are written for the person at the keyboard: they name the file and say what to do, in the
+terms of the problem, never in those of one caller (no command-line flags, no menu items). An error
+about one argument of a library call names it in ``parameter`` (``"threshold"``, ``"slices"``...);
+the CLI puts its flag before the message, the viewer may name its control. The CLI turns any
+``XNetError`` into exit status 2 and one line on stderr.
 """
 
 from __future__ import annotations
 
 
 class XNetError(Exception):
-    """Base class of every user-facing error of X-Net Viewer."""
+    """Base class of every user-facing error of X-Net Viewer; ``parameter``: the argument at fault."""
+
+    def __init__(self, *args: object, parameter: str | None = None) -> None:
+        super().__init__(*args)
+        self.parameter = parameter
 
 
 class VolumeError(XNetError):
@@ -38,6 +45,6 @@ class DatasetError(XNetError):
 class SeriesChoiceError(VolumeError):
     """A DICOM folder holds several series and none was chosen; ``series`` lists them for a picker."""
 
-    def __init__(self, message: str, series: list | tuple = ()) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, series: list | tuple = (), parameter: str | None = "series") -> None:
+        super().__init__(message, parameter=parameter)
         self.series = list(series)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from xnet_core import DEVICES  # ("auto", "cuda", "mps", "cpu"): defined without torch, for parsers
 
 from xnet_core.errors import Cancelled, DeviceError, XNetError
 from xnet_core.image import Volume
@@ -43,7 +44,6 @@ ProgressCallback = Callable[[int, int], None]
 CancelCallback = Callable[[], bool]
 SliceCallback = Callable[[int, np.ndarray], None]
 
-DEVICES = ("auto", "cuda", "mps", "cpu")
 # Chosen by measurement (see the module docstring); CUDA's is a starting point that halves on OOM.
 DEFAULT_BATCH = {"cpu": 1, "cuda": 64, "mps": 8}
 
@@ -61,15 +61,16 @@ def cpu_has_bf16() -> bool:
 def choose_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA, then MPS, then the CPU; an explicit device must exist."""
     if name not in DEVICES:
-        raise DeviceError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}.")
+        raise DeviceError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}.", parameter="device")
     cuda = torch.cuda.is_available()
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if name == "cuda" and not cuda:
-        raise DeviceError("--device cuda: no CUDA GPU is available here; use --device auto or cpu.")
+        raise DeviceError("no CUDA GPU is available here; choose the device auto or cpu.", parameter="device")
     if name == "mps" and not mps:
-        raise DeviceError("--device mps: Apple's MPS backend is not available here; use --device auto or cpu.")
+        raise DeviceError("Apple's MPS backend is not available here; choose the device auto or cpu.",
+                          parameter="device")
     return torch.device(name)
 
 
@@ -157,7 +158,7 @@ class Segmenter:
         """``precision`` overrides the automatic choice (benchmarks and tests); ``fp32`` forces fp32;
         ``mirror`` averages each slice with its left-right mirror image (module docstring)."""
         if not 0.0 < threshold < 1.0:
-            raise XNetError(f"--threshold {threshold}: must lie strictly between 0 and 1.")
+            raise XNetError(f"the threshold {threshold} must lie strictly between 0 and 1.", parameter="threshold")
         if precision is not None and precision not in _DTYPES:
             raise XNetError(f"unknown precision {precision!r}; choose one of {', '.join(_DTYPES)}.")
         self.device = device if isinstance(device, torch.device) else choose_device(device)

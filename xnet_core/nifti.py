@@ -133,7 +133,7 @@ def _read_data(
         region = (slice(None), slice(None), slice(None), volume_index)
     elif volume_index not in (None, 0):
         raise VolumeError(f"{path}: is a 3D volume; there is no volume {volume_index} "
-                          f"(leave out --volume, which picks a volume of a 4D file).")
+                          "(only a 4D file holds several volumes).", parameter="volume")
     else:
         region = (slice(None),) * 3
     try:

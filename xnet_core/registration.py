@@ -169,8 +169,8 @@ def check_transform_path(path: str | Path) -> Path:
     """The file types ``save_transform`` writes (checked before a registration, not after it)."""
     path = Path(path)
     if not path.name.lower().endswith(TRANSFORM_SUFFIXES):
-        raise XNetError(f"--save-transform {path}: use a .json file (RAS matrices) or .tfm (ITK, for "
-                        "ANTs/Slicer/ITK-SNAP).")
+        raise XNetError(f"{path}: a transform is saved as a .json file (RAS matrices) or .tfm (ITK, for "
+                        "ANTs/Slicer/ITK-SNAP); choose one of these.", parameter="transform")
     return path
 
 

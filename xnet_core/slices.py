@@ -1,4 +1,4 @@
-"""The ``--slices`` option (DESIGN.md): ``lesion|all|A:B|z,z,...``, 0-based axial RAS indices."""
+"""Slice choices (docs/design.md, the CLI's ``--slices``): ``lesion|all|A:B|z,z,...``, 0-based axial RAS indices."""
 
 from __future__ import annotations
 
@@ -22,15 +22,16 @@ def parse_slices(spec: str, n_slices: int) -> list[int] | str:
             start_text, stop_text = text.split(":", 1)
             start, stop = int(start_text), int(stop_text)
             if start > stop:
-                raise XNetError(f"--slices {spec}: the start {start} is after the end {stop}.")
+                raise XNetError(f"the slice range {spec} starts after it ends ({start} > {stop}).", parameter="slices")
             chosen = list(range(start, stop + 1))
         else:
             chosen = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
-        raise XNetError(f"--slices {spec}: expected lesion, all, A:B or z,z,... with whole numbers.") from None
+        raise XNetError(f"the slice choice {spec!r} is not lesion, all, A:B or z,z,... with whole numbers.",
+                        parameter="slices") from None
     if not chosen:
-        raise XNetError(f"--slices {spec}: no slice given.")
+        raise XNetError(f"the slice choice {spec!r} names no slice.", parameter="slices")
     outside = [z for z in chosen if not 0 <= z < n_slices]
     if outside:
-        raise XNetError(f"--slices {spec}: slice {outside[0]} is outside 0..{n_slices - 1} of this scan.")
+        raise XNetError(f"slice {outside[0]} is outside 0..{n_slices - 1} of this scan.", parameter="slices")
     return chosen
