@@ -20,7 +20,7 @@ from xnet_core.image import Volume
 from xnet_core.inference import Segmenter
 from xnet_core.metrics import dice
 from xnet_core.native import PlacedScan, place, segment
-from xnet_core.registration import LPS, POOR_SIMILARITY, Registration, register, template_image
+from xnet_core.registration import LPS, Registration, register, template_image
 from xnet_core.training.native_cases import native_case
 from xnet_core.volume import load_volume
 
@@ -69,7 +69,7 @@ def test_the_template_moved_by_a_known_motion_is_registered_back(cache_home: Pat
 
 def test_mapped_back_mask_keeps_the_unmoved_dice(native, demo_checkpoint) -> None:
     _, case, volume, scan = native
-    assert scan.registration is not None and scan.registration.similarity > POOR_SIMILARITY
+    assert scan.registration is not None and scan.registration.qc.passed, scan.registration.warning
     segmenter = Segmenter(demo_checkpoint.build_model(), device="cpu")
     truth = np.asarray(nib.as_closest_canonical(nib.load(asset_path(DEMO_LESION))).dataobj) > 0
     lesion_z = np.flatnonzero(truth.any(axis=(0, 1)))
@@ -115,10 +115,14 @@ def test_template_grid_and_small_scans_are_not_registered(tmp_path: Path) -> Non
     assert any("too small" in w for w in placed.warnings())
 
 
-def test_poor_similarity_warns_in_the_summary() -> None:
+def test_a_failed_qc_warns_in_the_summary() -> None:
     registration = Registration(np.eye(4), (10, 10, 10), np.eye(4), np.zeros((10, 10, 10), np.uint8), 0.31, 12.0)
+    assert registration.warning is None and registration.summary()["qc"] is None  # built by hand: no QC run
+    registration.check(np.zeros((10, 10, 10), np.float32))  # a 1 cm cube with no brain in it
     summary = registration.summary()
     assert summary["applied"] and summary["similarity"] == 0.31 and "not to be trusted" in summary["warning"]
+    assert summary["qc"]["passed"] is False and summary["qc"]["problems"]
+    assert "holds only 0 ml" in summary["warning"]
 
 
 def test_sequences_that_are_not_t1_are_named() -> None:
