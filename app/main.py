@@ -99,12 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         if other is not volume:
             window.add_sequence(other)
     if problem:
-        window.warnings_label.setText("\n".join(filter(None, [window.warnings_label.text(), problem])))
-        window.warnings_label.setVisible(True)
+        window.controls.add_warning(problem)
     window.show()
     if os.environ.get(FIRST_FRAME_ENV):
         _report_first_frame(app, window, Path(os.environ[FIRST_FRAME_ENV]))
-    if os.environ.get(STALLS_ENV) and window.worker is not None:
+    if os.environ.get(STALLS_ENV) and window.model.worker is not None:
         window._stall_probe = _StallProbe(app, window, Path(os.environ[STALLS_ENV]))
     return app.exec()
 
@@ -139,7 +138,7 @@ class _StallProbe(QObject):
         self.timer.setInterval(5)
         self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
         self.timer.start()
-        window.worker.segmentationFinished.connect(self._report)
+        window.model.worker.segmentationFinished.connect(self._report)
 
     def _report(self) -> None:
         self.timer.stop()

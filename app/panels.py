@@ -15,7 +15,7 @@ from app.drawing import (MODEL_COLOUR, PANEL_ORDER, TEMPLATE_COLOUR, displayed, 
                          plane_slice)
 from app.slice_panel import SlicePanel, lookup_table
 from app.study import Study
-from app.view_state import ViewState
+from app.view_state import Event, ViewState
 from explain.methods import METHOD_NAMES
 from xnet_core.image import Volume
 
@@ -106,6 +106,22 @@ class PanelGrid(QWidget):
         view_box.mouseDragEvent, view_box.mouseClickEvent = drag, click
 
     # -- layout and geometry -------------------------------------------------------------------
+    def follow(self, state: ViewState) -> None:
+        """Orientation, panel mode and zoom follow the view state; the mouse's zoom goes into it."""
+        state.events.plane.connect(lambda event: self.set_orientation(state.radiological, event.value))
+        state.events.radiological.connect(lambda event: self.set_orientation(event.value, state.plane))
+        for name in ("single_panel", "side_by_side"):
+            getattr(state.events, name).connect(lambda _event: self.apply_mode(state.single_panel, state.side_by_side))
+        state.events.zoom.connect(self._show_zoom)
+        self.view_box.sigRangeChanged.connect(
+            lambda _box, view_range, *_changed: setattr(state, "zoom", (tuple(view_range[0]), tuple(view_range[1]))))
+
+    def _show_zoom(self, event: Event) -> None:
+        """A zoom set on the state (not by the mouse): show that rectangle."""
+        current = self.view_box.viewRange()
+        if event.value is not None and event.value != (tuple(current[0]), tuple(current[1])):
+            self.view_box.setRange(xRange=event.value[0], yRange=event.value[1], padding=0)
+
     def set_orientation(self, radiological: bool, plane: str) -> None:
         for panel in self.all_panels():
             panel.set_orientation(radiological, plane)

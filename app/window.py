@@ -12,42 +12,26 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeyEvent
-from PySide6.QtWidgets import (
-    QApplication,
-    QComboBox,
-    QDockWidget,
-    QDoubleSpinBox,
-    QFileDialog,
-    QHBoxLayout,
-    QLabel,
-    QMainWindow,
-    QMessageBox,
-    QSlider,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QApplication, QDockWidget, QFileDialog, QMainWindow, QMessageBox
 
 from app import actions
 from app.actions import PAGE_STEP
 from app.backgrounds import Backgrounds
-from app.drawing import COLOUR_MAPS, PLANE_AXES
+from app.controls import Controls, banner_text, saved_view_state
+from app.drawing import PLANE_AXES
 from app.files import RecentFiles, ask_open_path, load_asking_series
-from app.jobs import ModelWorker
 from app.navigator import LesionNavigator
 from app.panels import PanelGrid, Scene
 from app.readout import voxel_readout, window_readout
 from app.reader_tools import ReaderTools
+from app.session import ModelSession
 from app.study import Study, grey_window
-from app.view_state import Event, ViewState
-from xnet_core import DISCLAIMER, __version__
-from xnet_core.cards import card_normalisation, read_sidecar_card
+from app.view_state import Event
+from xnet_core import __version__
 from xnet_core.errors import XNetError
 from xnet_core.image import Volume
-from xnet_core.native import provisional_input
-from xnet_core.preprocess import is_template_grid, prepare
 
 if TYPE_CHECKING:  # torch-backed modules load on the worker thread, after the scan is on screen
     from app.export import Exports, ReportContext, ReportExport
@@ -56,42 +40,9 @@ if TYPE_CHECKING:  # torch-backed modules load on the worker thread, after the s
 
 log = logging.getLogger(__name__)
 
-BANNER_STYLE = "background: #ffcc00; color: black; font-weight: bold; font-size: 13px; padding: 4px;"
-WARNING_STYLE = "background: #ffe0b2; color: black; padding: 3px;"
 # View-state fields after whose change every panel is drawn again.
 REDRAWN_ON = ("show_segmentation", "outline_mode", "show_heatmaps", "colour_map", "opacity", "mask_opacity",
               "levels", "background", "bookmarks")
-SAVED_SETTINGS = {"opacity": "heatmap_opacity", "mask_opacity": "mask_opacity", "colour_map": "colour_map"}
-
-
-def banner_text(card: dict) -> str:
-    """The disclaimer, the model's intended use and its card's quality status (an interim demo model
-    says so next to the images, not only in its card)."""
-    text = DISCLAIMER
-    if card.get("intended_use"):
-        text += f"  Model: {card['intended_use']}"
-    if card.get("status"):
-        text += f"  Status: {card['status']}"
-    return text
-
-
-def _engine_factory(checkpoint, weights: Path | None, device: str, mirror: bool = True):
-    """Builds the engine on the worker thread: torch, the weights and the model copies load there."""
-    def build():
-        from explain.engine import ExplanationEngine
-        from xnet_core.checkpoint import load_checkpoint
-
-        return ExplanationEngine(checkpoint or load_checkpoint(weights), device=device, mirror=mirror)
-    return build
-
-
-def saved_view_state() -> ViewState:
-    """The view state with the display choices the user made last time."""
-    settings = QSettings()
-    return ViewState(opacity=float(settings.value("heatmap_opacity", 0.5)),
-                     mask_opacity=float(settings.value("mask_opacity", 0.45)),
-                     colour_map=str(settings.value("colour_map", "inferno")),
-                     radiological=str(settings.value("radiological", "true")).lower() != "false")
 
 
 class ViewerWindow(QMainWindow):
@@ -103,105 +54,40 @@ class ViewerWindow(QMainWindow):
         (with torch) after the scan is on screen; None shows the scan without a model. ``mirror``: the
         segmentation's test-time mirroring (``xnet_core.inference``)."""
         super().__init__()
-        self.checkpoint = None if isinstance(checkpoint, (str, Path)) else checkpoint
-        self.weights_path = Path(checkpoint) if isinstance(checkpoint, (str, Path)) else None
-        self.card = self.checkpoint.card if self.checkpoint is not None else read_sidecar_card(self.weights_path)
-        self.has_model = checkpoint is not None
-        self.start_model = start_model and self.has_model
-        self.engine = engine  # built by the first worker when not given (off the UI thread)
-        self.device, self.mirror = device, mirror
+        self.model = ModelSession(checkpoint, device, engine, start_model, mirror)
         self.volume = volume
         self.state = saved_view_state()
         self.backgrounds = Backgrounds(volume)  # other sequences of the subject, on the model input's grid
-        self.worker: ModelWorker | None = None
-        self.scan = None  # xnet_core.native.PlacedScan, once the worker placed the scan for the model
-        self.template_outline = None  # the template's brain mask on the scan's grid
-        self._placed_warnings: list[str] = []  # registration and T1 checks, once placed
         self._hover: tuple[int, int] | None = None  # section coordinates under the mouse
         self.last_error = ""
         self.reader = ReaderTools(self.state, self)
         self.grid = PanelGrid(volume.voxel_sizes, self.state.radiological, lambda: self.reader.paint_mode)
         self.panels, self.side_panel = self.grid.panels, self.grid.side_panel
-        self._make_widgets()
+        self.controls = Controls(self.model.card, self.state.colour_map, self.state.mask_opacity)
+        self.navigator = LesionNavigator()
+        self._threshold_timer = QTimer(self)
+        self._threshold_timer.setSingleShot(True)
+        self._threshold_timer.setInterval(150)  # debounce threshold changes: labelling takes ~0.2 s
         built = actions.build(self, self.state)
         self.actions_by_name = built.actions
         self.recent = RecentFiles(built.submenus["recent"], self.open_scan)
         self.model_input_menu = built.submenus["model_input"]
         self._exports: Exports | None = None
-        self._add_toolbars(built.toolbars)
-        self.setCentralWidget(self._layout())
+        self.controls.add_to_toolbar(built.toolbars["Overlays"])
+        self.addToolBar(built.toolbars["Overlays"])
+        self.addToolBarBreak()
+        self.addToolBar(built.toolbars["Reader"])
+        self.setCentralWidget(self.controls.central_widget(self.grid))
         self._make_docks()
-        self._make_status_bar()
+        self.controls.add_to_status_bar(self.statusBar())
         self._connect()
         self.setAcceptDrops(True)
-        self.model_label.setText("loading the model…" if self.start_model else "no model")
+        self.controls.model_label.setText("loading the model…" if self.model.start_model else "no model")
         available = self.screen().availableGeometry()
         self.resize(min(1600, int(available.width() * 0.9)), min(1000, int(available.height() * 0.9)))
         self.set_volume(volume)
 
     # -- construction ----------------------------------------------------------------------
-    def _make_widgets(self) -> None:
-        self.slider = QSlider(Qt.Orientation.Vertical)  # top = superior, like the Up key
-        self.slider.setPageStep(PAGE_STEP)
-        self.slider.setToolTip("Axial slice z (also: mouse wheel, Up/Down, PageUp/PageDown)")
-        self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.slice_label = QLabel()
-        self.threshold_box = QDoubleSpinBox()
-        self.threshold_box.setRange(0.05, 0.95)
-        self.threshold_box.setSingleStep(0.05)
-        self.threshold_box.setDecimals(2)
-        self.threshold_box.setValue(0.5)
-        self.threshold_box.setToolTip("Probability threshold of the model mask")
-        self.colour_box = QComboBox()
-        self.colour_box.addItems(list(COLOUR_MAPS))
-        self.colour_box.setCurrentText(self.state.colour_map)
-        self.mask_opacity_box = QSpinBox()
-        self.mask_opacity_box.setRange(0, 100)
-        self.mask_opacity_box.setSuffix(" %")
-        self.mask_opacity_box.setValue(int(round(self.state.mask_opacity * 100)))
-        self.mask_opacity_box.setToolTip("Opacity of the filled model mask")
-        self.background_box = QComboBox()
-        self.background_box.setToolTip("Sequence shown under the overlays (the model always reads its input)")
-        self.model_label, self.registration_label = QLabel(), QLabel()
-        self.progress_label, self.readout_label = QLabel(), QLabel()
-        self.navigator = LesionNavigator()
-        self._threshold_timer = QTimer(self)
-        self._threshold_timer.setSingleShot(True)
-        self._threshold_timer.setInterval(150)  # debounce threshold changes: labelling takes ~0.2 s
-        self.banner = QLabel(banner_text(self.card))
-        self.banner.setStyleSheet(BANNER_STYLE)
-        self.banner.setWordWrap(True)
-        self.warnings_label = QLabel()
-        self.warnings_label.setStyleSheet(WARNING_STYLE)
-        self.warnings_label.setWordWrap(True)
-
-    def _add_toolbars(self, toolbars: dict) -> None:
-        overlays = toolbars["Overlays"]
-        overlays.addSeparator()
-        for label, widget in ((" threshold ", self.threshold_box), (" mask ", self.mask_opacity_box),
-                              (" colours ", self.colour_box), (" background ", self.background_box)):
-            overlays.addWidget(QLabel(label))
-            overlays.addWidget(widget)
-        self.addToolBar(overlays)
-        self.addToolBarBreak()
-        self.addToolBar(toolbars["Reader"])
-
-    def _layout(self) -> QWidget:
-        slider_column = QVBoxLayout()
-        slider_column.addWidget(QLabel("S"), 0, Qt.AlignmentFlag.AlignHCenter)
-        slider_column.addWidget(self.slider, 1, Qt.AlignmentFlag.AlignHCenter)
-        slider_column.addWidget(QLabel("I"), 0, Qt.AlignmentFlag.AlignHCenter)
-        slider_column.addWidget(self.slice_label, 0, Qt.AlignmentFlag.AlignHCenter)
-        row = QHBoxLayout()
-        row.addWidget(self.grid, 1)
-        row.addLayout(slider_column)
-        central = QWidget()
-        column = QVBoxLayout(central)
-        column.addWidget(self.banner)
-        column.addWidget(self.warnings_label)
-        column.addLayout(row, 1)
-        return central
-
     def _make_docks(self) -> None:
         self.docks = {}
         for title, widget in (("Lesions", self.navigator), ("Reader", self.reader.panel)):
@@ -214,117 +100,69 @@ class ViewerWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["Lesions"], self.docks["Reader"])
         self.docks["Lesions"].raise_()
 
-    def _make_status_bar(self) -> None:
-        self.statusBar().addWidget(self.readout_label, 1)
-        self.statusBar().addPermanentWidget(self.progress_label)
-        self.statusBar().addPermanentWidget(self.registration_label)
-        self.statusBar().addPermanentWidget(self.model_label)
-
     def _connect(self) -> None:
         """Widgets set the view state; the window draws what the state says."""
-        self.slider.valueChanged.connect(self.set_plane_index)
-        self.threshold_box.valueChanged.connect(self.set_threshold)
-        self.colour_box.currentTextChanged.connect(self.set_colour_map)
-        self.mask_opacity_box.valueChanged.connect(self.set_mask_opacity)
-        self.background_box.currentTextChanged.connect(self.set_background)
+        controls = self.controls
+        controls.slider.valueChanged.connect(self.set_plane_index)
+        controls.threshold_box.valueChanged.connect(self.set_threshold)
+        controls.colour_box.currentTextChanged.connect(self.set_colour_map)
+        controls.mask_opacity_box.valueChanged.connect(self.set_mask_opacity)
+        controls.background_box.currentTextChanged.connect(self.set_background)
         self.navigator.jump.connect(self.set_slice)
         self._threshold_timer.timeout.connect(self._threshold_settled)
         self.grid.wheelSteps.connect(self.step_slice)
         self.grid.hovered.connect(self._on_hover)
         self.grid.windowDrag.connect(self.state.adjust_window)
         self.grid.stroke.connect(self._on_stroke)
-        self.grid.view_box.sigRangeChanged.connect(self._on_view_range)
         self.reader.layerChanged.connect(self._on_reader_layer)
         self.reader.undoChanged.connect(self._on_undo_changed)
         self.reader.error.connect(self.show_error)
         self.reader.message.connect(self.statusBar().showMessage)
+        model = self.model
+        for signal, slot in ((model.ready, self._on_engine_ready), (model.sliceSegmented, self._on_slice_segmented),
+                             (model.explained, self._on_explained), (model.progress, self.controls.show_progress),
+                             (model.failed, self._on_failed), (model.limeEnded, self._on_lime_ended),
+                             (model.segmentationFinished, self._on_segmentation_finished),
+                             (model.lesionsReady, self._on_lesions), (model.placed, self._on_placed)):
+            signal.connect(slot)
         self._on_undo_changed(False, False)
         events = self.state.events
         for name in REDRAWN_ON:
             getattr(events, name).connect(self._refresh)
-        for name in SAVED_SETTINGS:
-            getattr(events, name).connect(self._save_setting)
+        self.grid.follow(self.state)  # first: orientation and panel mode before any redraw
         events.cursor.connect(self._on_cursor)
         events.slice.connect(self._on_slice)
         events.plane.connect(self._on_plane)
-        events.radiological.connect(self._on_radiological)
-        events.single_panel.connect(self._apply_panel_mode)
-        events.side_by_side.connect(self._on_side_by_side)
+        events.radiological.connect(self._refresh)
+        events.side_by_side.connect(self._refresh)
         events.show_template.connect(self._on_show_template)
         events.show_reader.connect(lambda _event: self.redraw_reader())
-        events.colour_map.connect(lambda event: self.colour_box.setCurrentText(event.value))
-        events.mask_opacity.connect(self._show_mask_opacity)
-        events.zoom.connect(self._on_zoom)
+        events.colour_map.connect(lambda event: controls.colour_box.setCurrentText(event.value))
+        events.mask_opacity.connect(lambda event: controls.show_mask_opacity(event.value))
 
     # -- a scan and its model --------------------------------------------------------------
     def set_volume(self, volume: Volume) -> None:
         """Show ``volume``: a fresh study and model worker; the previous scan's work stops."""
-        self._retire_worker()
+        self.model.retire()
         self.volume = volume
-        self.scan, self.template_outline, self._placed_warnings = None, None, []
-        self.registration_label.setText("")
+        self.controls.registration_label.setText("")
         self.backgrounds = Backgrounds(volume)
         self.state.reset_grid(volume.shape, grey_window(volume.data))
         self._fill_background_box()
-        normalisation = card_normalisation(self.card)
-        # A scan off the template grid is registered by the worker first: until then, only its head mask.
-        provisional = self.start_model and not is_template_grid(volume)
-        model_input = provisional_input(volume, normalisation) if provisional else prepare(volume, normalisation)
-        self.study = Study(volume, model_input, threshold=self.threshold_box.value())
+        self.study = Study(volume, self.model.model_input(volume), threshold=self.controls.threshold_box.value())
         self.grid.set_voxel_sizes(volume.voxel_sizes)
         self._sync_slider()
         self.setWindowTitle(f"{volume.name} — X-Net Viewer {__version__}")
+        self.model.start(self.study, self.current_slice)
         self._show_warnings()
-        self.reader.scan_changed(self.study, self.has_model)
-        if self.start_model:
-            self._start_worker()
+        self.reader.scan_changed(self.study, self.model.has_model)
         self._refresh()
         self._update_navigator()
         self._on_hover(None)  # no crosshair until the mouse is over a panel
         self.grid.fit()
 
-    def _start_worker(self) -> None:
-        source = self.engine or _engine_factory(self.checkpoint, self.weights_path, self.device, self.mirror)
-        self.worker = ModelWorker(source, self.study)
-        self.worker.ready.connect(self._on_engine_ready)
-        self.worker.sliceSegmented.connect(self._on_slice_segmented)
-        self.worker.explained.connect(self._on_explained)
-        self.worker.progress.connect(self._on_progress)
-        self.worker.failed.connect(self._on_failed)
-        self.worker.limeEnded.connect(self._on_lime_ended)
-        self.worker.segmentationFinished.connect(self._on_segmentation_finished)
-        self.worker.lesionsReady.connect(self._on_lesions)
-        self.worker.placed.connect(self._on_placed)
-        self.worker.start(self.current_slice)
-
-    def _retire_worker(self) -> None:
-        """Stop the current scan's worker without waiting for its step to end (a registration step can
-        take seconds; it checks for the stop between steps and its signals are ignored from now on)."""
-        worker, self.worker = self.worker, None
-        if worker is not None:
-            worker.stop(timeout=0.2)
-
-    def _stale(self) -> bool:
-        """A signal from a worker of an earlier scan (queued before it was retired)."""
-        sender = self.sender()
-        return sender is not None and isinstance(sender, ModelWorker) and sender is not self.worker
-
     def _show_warnings(self) -> None:
-        warnings = list(self.volume.warnings)
-        if self.has_model and self.scan is not None:  # placed: registration and T1 checks are known
-            warnings += self._placed_warnings
-        elif self.has_model and not is_template_grid(self.volume):
-            warnings.append(f"{self.volume.name} is not on the template grid: it is being registered to the "
-                            "template before the model runs (progress in the status bar).")
-        else:
-            warnings.append("No model loaded: the scan is shown without segmentation or explanations.")
-        self.warnings_label.setText("\n".join(warnings))
-        self.warnings_label.setVisible(bool(warnings))
-
-    def _model_text(self) -> str:
-        segmenter = self.engine.segmenter
-        return (f"{self.checkpoint.path.name} ({self.checkpoint.short_hash}) · {segmenter.device.type} · "
-                f"{segmenter.precision}{' · mirrored' if segmenter.mirror else ''}")
+        self.controls.show_warnings(list(self.volume.warnings) + self.model.warnings(self.volume))
 
     # -- slices ----------------------------------------------------------------------------
     @property
@@ -355,21 +193,17 @@ class ViewerWindow(QMainWindow):
         self.state.plane = plane
 
     def _sync_slider(self) -> None:
-        self.slider.blockSignals(True)
-        self.slider.setRange(0, self.volume.shape[self.state.fixed_axis] - 1)
-        self.slider.setValue(self.plane_index)
-        self.slider.blockSignals(False)
+        self.controls.show_slider(self.volume.shape[self.state.fixed_axis], self.plane_index)
 
     def _on_cursor(self, _event: Event) -> None:
         self._sync_slider()
         self._refresh()
 
     def _on_slice(self, event: Event) -> None:
-        if self.worker is not None:
-            self.worker.set_visible(event.value)
+        if self.model.worker is not None:
+            self.model.worker.set_visible(event.value)
 
-    def _on_plane(self, event: Event) -> None:
-        self.grid.set_orientation(self.state.radiological, event.value)
+    def _on_plane(self, _event: Event) -> None:
         self._sync_slider()
         self._refresh()
         self.grid.fit()
@@ -385,41 +219,11 @@ class ViewerWindow(QMainWindow):
         event.accept()
 
     # -- display choices -------------------------------------------------------------------
-    def _save_setting(self, event: Event) -> None:
-        QSettings().setValue(SAVED_SETTINGS[event.type], event.value)
-
-    def _on_radiological(self, event: Event) -> None:
-        QSettings().setValue("radiological", "true" if event.value else "false")
-        self.grid.set_orientation(event.value, self.state.plane)
-        self._refresh()
-
-    def _apply_panel_mode(self, _event: Event | None = None) -> None:
-        self.grid.apply_mode(self.state.single_panel, self.state.side_by_side)
-
-    def _on_side_by_side(self, _event: Event) -> None:
-        """Two sequences next to each other (the background and another one), the model outline on both."""
-        self._apply_panel_mode()
-        self._refresh()
-
     def _on_show_template(self, event: Event) -> None:
-        if event.value and self.template_outline is None:
+        if event.value and self.model.template_outline is None:
             self.statusBar().showMessage("The template outline appears once the scan is placed on the template "
                                          "(registration in progress, or no model loaded).", 8000)
         self._refresh()
-
-    def _on_view_range(self, _view_box, view_range, *_changed) -> None:
-        self.state.zoom = (tuple(view_range[0]), tuple(view_range[1]))
-
-    def _on_zoom(self, event: Event) -> None:
-        """The zoom set on the state (not by the mouse): show that rectangle."""
-        current = self.grid.view_box.viewRange()
-        if event.value is not None and event.value != (tuple(current[0]), tuple(current[1])):
-            self.grid.view_box.setRange(xRange=event.value[0], yRange=event.value[1], padding=0)
-
-    def _show_mask_opacity(self, event: Event) -> None:
-        self.mask_opacity_box.blockSignals(True)
-        self.mask_opacity_box.setValue(int(round(event.value * 100)))
-        self.mask_opacity_box.blockSignals(False)
 
     def set_mask_opacity(self, percent: int) -> None:
         self.state.mask_opacity = percent / 100
@@ -436,8 +240,8 @@ class ViewerWindow(QMainWindow):
 
     def set_threshold(self, value: float) -> None:
         self.study.threshold = float(value)
-        if self.threshold_box.value() != value:
-            self.threshold_box.setValue(value)
+        if self.controls.threshold_box.value() != value:
+            self.controls.threshold_box.setValue(value)
         self._refresh()
         self._threshold_timer.start()
         self.reader.model_changed()
@@ -483,17 +287,13 @@ class ViewerWindow(QMainWindow):
             self.reader.load(path)
 
     # -- model results ---------------------------------------------------------------------
-    def _on_slice_segmented(self, z: int, _plane) -> None:
-        if self._stale():
-            return
+    def _on_slice_segmented(self, z: int) -> None:
         if z == self.current_slice or self.state.plane != "axial":
             self._refresh()
         else:
             self._show_readout()
 
     def _on_explained(self, result: SliceExplanation) -> None:
-        if self._stale():
-            return
         if result.params.get("threshold", self.study.threshold) != self.study.threshold:
             return  # computed for the mask of a threshold no longer shown
         self.study.add_explanation(result)
@@ -501,106 +301,78 @@ class ViewerWindow(QMainWindow):
         if result.z == self.current_slice or result.ok:
             self._refresh()
 
-    def _on_engine_ready(self, engine: "ExplanationEngine") -> None:
-        if self._stale():
-            return
-        self.engine, self.checkpoint = engine, engine.checkpoint
-        self.model_label.setText(self._model_text())
-        if engine.checkpoint.card != self.card:  # weights loaded by the worker: their own card rules
-            self.card = engine.checkpoint.card
-            self.banner.setText(banner_text(self.card))
-            if engine.checkpoint.normalisation != self.study.model_input.normalisation:
+    def _on_engine_ready(self, card_changed: bool) -> None:
+        self.controls.show_model(self.model.checkpoint, self.model.engine.segmenter)
+        if card_changed:
+            self.controls.banner.setText(banner_text(self.model.card))
+            if self.model.checkpoint.normalisation != self.study.model_input.normalisation:
                 self.set_volume(self.volume)  # prepare again with the checkpoint's recipe
 
-    def _on_placed(self, scan, template_outline, warnings: list[str]) -> None:
+    def _on_placed(self) -> None:
         """The worker registered the scan (or found it on the template grid)."""
-        if self._stale():
-            return
-        self.scan, self.template_outline, self._placed_warnings = scan, template_outline, warnings
-        summary = scan.registration_summary()
-        if summary["applied"]:
-            poor = " (poor)" if summary["warning"] else ""
-            self.registration_label.setText(f"registered · similarity {summary['similarity']:.2f}{poor}")
-            self.registration_label.setToolTip(f"{summary['method']}; {summary['seconds']:.0f} s")
-        else:
-            self.registration_label.setText("template grid" if scan.not_registered is None else "not registered")
+        scan = self.model.scan
+        self.controls.show_registration(scan.registration_summary(), skipped=scan.not_registered is not None)
         self._show_warnings()
         self._refresh()
 
     def _on_segmentation_finished(self) -> None:
-        if self._stale():
-            return
-        self._on_progress("segmentation complete", 1, 1)
+        self.controls.show_progress("segmentation complete", 1, 1)
         self.reader.model_changed()  # the worker sends the lesion table next
 
     def _threshold_settled(self) -> None:
         """Maps explain the predicted mask of the threshold they were computed at: once the threshold
         stops moving, maps of another one are dropped and the slice on screen is explained again."""
-        if self.worker is not None and self.study.explained_at_other_threshold():
+        if self.model.worker is not None and self.study.explained_at_other_threshold():
             self.study.forget_explanations()
-            self.worker.forget_explanations()
+            self.model.worker.forget_explanations()
             self._refresh()
         self._update_navigator()
 
     def _update_navigator(self) -> None:
         """The lesion table at the current threshold: labelled by the worker (off the UI thread)
         when there is one, here otherwise."""
-        if self.worker is not None:
+        if self.model.worker is not None:
             if self.study.segmentation_complete:
-                self.worker.request_lesions(self.study.threshold)
+                self.model.worker.request_lesions(self.study.threshold)
         elif self.study.segmentation_complete:
             self._on_lesions(self.study.threshold, self.study.lesion_rows())
         self.navigator.show_areas(self.study)
         self.navigator.set_current(self.current_slice)
 
     def _on_lesions(self, threshold: float, rows: list) -> None:
-        if self._stale():
-            return
         if threshold == self.study.threshold:  # a newer threshold's table is on its way otherwise
             self.navigator.show_lesions(self.study, rows)
 
-    def _on_progress(self, task: str, done: int, total: int) -> None:
-        if self._stale():
-            return
-        self.progress_label.setText(f"{task} {done}/{total}" if done < total else f"{task}: done")
-
     def _on_failed(self, message: str) -> None:
         """The model could not run (e.g. unreadable weights): the scan stays, the problem is shown."""
-        if self._stale():
-            return
-        self.worker = None  # its thread has ended
         self.statusBar().showMessage(message, 15000)
-        self.progress_label.setText("model stopped")
-        self.model_label.setText("no model")
-        self.warnings_label.setText("\n".join(filter(None, [self.warnings_label.text(), f"Model: {message}"])))
-        self.warnings_label.setVisible(True)
+        self.controls.progress_label.setText("model stopped")
+        self.controls.model_label.setText("no model")
+        self.controls.add_warning(f"Model: {message}")
 
     def _on_lime_ended(self, z: int, how: str) -> None:
-        if self._stale():
-            return
-        self.progress_label.setText(f"LIME z {z}: {how}")
+        self.controls.progress_label.setText(f"LIME z {z}: {how}")
         self._refresh()
 
     def request_lime(self) -> None:
-        if self.worker is not None:
-            self.worker.request_lime(self.current_slice)
-            self.progress_label.setText(f"LIME z {self.current_slice}: queued")
+        if self.model.worker is not None:
+            self.model.worker.request_lime(self.current_slice)
+            self.controls.progress_label.setText(f"LIME z {self.current_slice}: queued")
 
     def cancel_lime(self) -> None:
-        if self.worker is not None:
-            self.worker.cancel_lime()
+        if self.model.worker is not None:
+            self.model.worker.cancel_lime()
 
     def explain_all(self) -> None:
-        if self.worker is not None:
-            self.worker.explain_all_lesion_slices()
+        if self.model.worker is not None:
+            self.model.worker.explain_all_lesion_slices()
 
     # -- drawing and readout ---------------------------------------------------------------
     def _refresh(self, _event: Event | None = None) -> None:
         """Every layer of every panel, the slice label, the reader's figures and the readout."""
         self.grid.draw(self.state, self.study, self._scene())
         fixed, z = self.state.fixed_axis, self.current_slice
-        mark = "\n★ bookmarked" if z in self.state.bookmarks else ""
-        self.slice_label.setText(f"{'xyz'[fixed]} {self.plane_index}\nof 0–{self.volume.shape[fixed] - 1}{mark}")
+        self.controls.show_slice(fixed, self.plane_index, self.volume.shape[fixed], z in self.state.bookmarks)
         self.navigator.set_current(z)
         self.redraw_reader()
         self.reader.refresh_figures()
@@ -612,7 +384,7 @@ class ViewerWindow(QMainWindow):
             side = self._side_volume()
             if side is not None:
                 side_levels = self._remembered_levels("" if side is self.volume else side.name)[0]
-        return Scene(self._background_volume(), side, side_levels, self.template_outline, self.has_model)
+        return Scene(self._background_volume(), side, side_levels, self.model.template_outline, self.model.has_model)
 
     def _on_hover(self, xy: tuple[int, int] | None) -> None:
         """``xy``: section coordinates under the mouse (RAS (x, y) on axial panels), or None."""
@@ -635,7 +407,7 @@ class ViewerWindow(QMainWindow):
 
     def _show_readout(self) -> None:
         ras = self._hovered_ras()
-        self.readout_label.setText(window_readout(self.state) if ras is None else self.readout(ras))
+        self.controls.readout_label.setText(window_readout(self.state) if ras is None else self.readout(ras))
 
     # -- sequences -------------------------------------------------------------------------
     def add_sequence(self, volume: Volume) -> bool:
@@ -667,12 +439,7 @@ class ViewerWindow(QMainWindow):
         return volume is not None and self.add_sequence(volume)
 
     def _fill_background_box(self) -> None:
-        self.background_box.blockSignals(True)
-        self.background_box.clear()
-        self.background_box.addItem(f"{self.volume.name} (model input)")
-        self.background_box.addItems(list(self.backgrounds))
-        self.background_box.blockSignals(False)
-        self.background_box.setEnabled(bool(self.backgrounds))
+        self.controls.show_backgrounds(self.volume.name, list(self.backgrounds))
         self.model_input_menu.clear()
         for name in self.backgrounds.all_sources():
             action = self.model_input_menu.addAction(name, lambda n=name: self.set_model_input(n))
@@ -742,10 +509,8 @@ class ViewerWindow(QMainWindow):
         except XNetError as exc:
             self.show_error(f"Cannot use these weights: {exc}")
             return False
-        self._retire_worker()
-        self.checkpoint, self.card, self.engine = checkpoint, checkpoint.card, None
-        self.has_model = self.start_model = True
-        self.model_label.setText("loading the model…")
+        self.model.use_weights(checkpoint)
+        self.controls.model_label.setText("loading the model…")
         self.set_volume(self.volume)
         return True
 
@@ -798,26 +563,24 @@ class ViewerWindow(QMainWindow):
                       first: int = 0, last: int = 0, identify: bool = False) -> "ReportExport | None":
         """File → Export report: a dialog asks which slices and whether to include LIME, then where;
         tests pass the answers. Missing maps are computed first (progress, Cancel). Returns the export."""
-        context = self._report_context if self.checkpoint is not None else None
-        return self.exports.report(self.study, self.worker, context, path, choice, lime, first, last, identify)
+        context = self._report_context if self.model.checkpoint is not None else None
+        return self.exports.report(self.study, self.model.worker, context, path, choice, lime, first, last, identify)
 
     def _report_context(self) -> "ReportContext":
         """What the report shows that only the window knows, as it is when the PDF is written."""
         from app.export import ReportContext
-        from app.report import model_summary, report_precision
 
-        engine = self.engine
-        return ReportContext(model=model_summary(self.checkpoint),
-                             device=str(engine.device) if engine else "not loaded",
-                             precision=report_precision(engine) if engine else "–", read=self.reader.read,
-                             registration=self.scan.registration_summary() if self.scan is not None else None,
+        scan = self.model.scan
+        return ReportContext(*self.model.report_model(), read=self.reader.read,
+                             registration=scan.registration_summary() if scan is not None else None,
                              background=self.backgrounds.get(self.state.background))
 
     def export_png(self, path: str | None = None, scale: int = 1) -> Path | None:
         return self.exports.png(self.centralWidget(), self.study, path, scale)
 
     def export_nifti(self, folder: str | None = None) -> list[Path]:
-        return self.exports.nifti(self.study, self.checkpoint.short_hash if self.checkpoint else None, folder)
+        checkpoint = self.model.checkpoint
+        return self.exports.nifti(self.study, checkpoint.short_hash if checkpoint else None, folder)
 
     # -- help and closing ------------------------------------------------------------------
     def show_shortcuts(self) -> None:
@@ -828,7 +591,6 @@ class ViewerWindow(QMainWindow):
         if not self.reader.confirm_discard("close the viewer"):
             event.ignore()
             return
-        if self.worker is not None:
-            self.worker.stop()
+        self.model.stop()
         self.reader.shutdown()
         super().closeEvent(event)

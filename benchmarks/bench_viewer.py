@@ -90,7 +90,7 @@ def measure_steps(app: QApplication, window: ViewerWindow, engine: ExplanationEn
     lesion = np.flatnonzero(study.lesion_area_per_slice_mm2() > 0)
     centre = int(lesion[len(lesion) // 2]) if lesion.size else study.volume.shape[2] // 2
     band = list(range(centre - 5, centre + 6))
-    for result in window.worker.slices.explain(band, ("gradcam", "gradcampp", "lime"), ExplainParams(lime_samples=20),
+    for result in window.model.worker.slices.explain(band, ("gradcam", "gradcampp", "lime"), ExplainParams(lime_samples=20),
                                                study.mask(study.threshold), study.threshold):
         study.add_explanation(result)
     window.set_slice(band[0])
@@ -142,13 +142,13 @@ def measure_multiseq(app: QApplication, window: ViewerWindow, steps: int) -> dic
     started = time.perf_counter()
     window.add_sequence(second)
     add_s = time.perf_counter() - started
-    window.background_box.setCurrentIndex(1)
+    window.controls.background_box.setCurrentIndex(1)
     stepping = step_times(app, window, band, steps)
     views = [panel.graphics_view.viewport() for panel in window.all_panels() if panel.isVisible()]
     switches = []
     for index in range(60):
         started = time.perf_counter()
-        window.background_box.setCurrentIndex(index % 2)
+        window.controls.background_box.setCurrentIndex(index % 2)
         for view in views:
             view.repaint()
         switches.append((time.perf_counter() - started) * 1000)
@@ -199,7 +199,7 @@ def main() -> None:
         os.environ["XDG_CACHE_HOME"] = cache
         max_stall, seg_s, window = measure_stalls(app, checkpoint, Path(cache))
         print(f"whole-volume segmentation in the background: {seg_s:.1f} s; longest UI stall {max_stall:.1f} ms")
-        times = measure_steps(app, window, window.engine, args.steps)
+        times = measure_steps(app, window, window.model.engine, args.steps)
         multiseq = measure_multiseq(app, window, args.steps)
         window.close()
     p50, p95 = float(np.percentile(times, 50)), float(np.percentile(times, 95))
@@ -219,7 +219,7 @@ def main() -> None:
     print(json.dumps({"step_p50_ms": round(p50, 2), "step_p95_ms": round(p95, 2), "first_image_s": round(first, 3),
                       "max_stall_ms": round(max_stall, 1),
                       **{key: round(value, 2) for key, value in multiseq.items() if key != "multiseq_step_p50_ms"},
-                      "device": str(window.engine.device),
+                      "device": str(window.model.engine.device),
                       "cpu_bf16": cpu_has_bf16(), "torch": torch.__version__}))
 
 

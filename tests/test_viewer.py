@@ -73,7 +73,7 @@ def window(qtbot, volume) -> ViewerWindow:
 def test_window_opens_on_the_middle_slice(window):
     assert window.isVisible()
     assert window.current_slice == SHAPE[2] // 2
-    assert window.slider.value() == SHAPE[2] // 2
+    assert window.controls.slider.value() == SHAPE[2] // 2
     assert "tiny_lps" in window.windowTitle() and __version__ in window.windowTitle()
 
 
@@ -119,7 +119,7 @@ def test_set_slice_and_keys_move_and_clamp(window, qtbot):
     assert window.current_slice == 0
     window.set_slice(99)
     assert window.current_slice == last
-    window.slider.setValue(1)
+    window.controls.slider.setValue(1)
     assert window.current_slice == 1
     np.testing.assert_array_equal(window.panels['segmentation'].scan_item.image, window.volume.data[::-1, :, 1])
 
@@ -162,12 +162,12 @@ def test_readout_under_the_mouse_undoes_the_flip(window, stored):
     window._on_hover(window.panels['segmentation'].ras_xy_at(QPointF(column + 0.5, row + 0.5)))
     i, j, k = column, SHAPE[1] - 1 - row, 2  # LPS file: rightmost is i = 0 ... and anterior is j = 0
     assert window.panels['segmentation'].ras_xy_at(QPointF(column + 0.5, row + 0.5)) == (SHAPE[0] - 1, SHAPE[1] - 1)
-    assert f"({i}, {j}, {k})" in window.readout_label.text()
-    assert f"value {array[i, j, k]:.6g}" in window.readout_label.text()
+    assert f"({i}, {j}, {k})" in window.controls.readout_label.text()
+    assert f"value {array[i, j, k]:.6g}" in window.controls.readout_label.text()
     window.step_slice(1)  # the readout follows the slice while the mouse rests
-    assert f"({i}, {j}, 3)" in window.readout_label.text()
+    assert f"({i}, {j}, 3)" in window.controls.readout_label.text()
     window._on_hover(None)
-    assert "(i, j, k)" not in window.readout_label.text()
+    assert "(i, j, k)" not in window.controls.readout_label.text()
 
 
 def test_orientation_letters_sit_on_the_radiological_edges(window):
@@ -179,13 +179,13 @@ def test_orientation_letters_sit_on_the_radiological_edges(window):
 
 
 def test_disclaimer_banner_is_visible(window):
-    assert window.banner.isVisible()
-    assert DISCLAIMER in window.banner.text()
-    assert window.banner.height() > 0
+    assert window.controls.banner.isVisible()
+    assert DISCLAIMER in window.controls.banner.text()
+    assert window.controls.banner.height() > 0
 
 
 def test_banner_names_intended_use_and_an_interim_status():
-    from app.window import banner_text
+    from app.controls import banner_text
 
     text = banner_text({"intended_use": "T1 scans.", "status": "INTERIM: held-out mean Dice 0.6"})
     assert text.startswith(DISCLAIMER) and "Model: T1 scans." in text and "Status: INTERIM" in text
@@ -197,7 +197,7 @@ def test_main_opens_the_window_and_runs_the_loop(qapp, stored, monkeypatch):
 
     def fake_exec(_app=None) -> int:
         windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, ViewerWindow) and w.isVisible()]
-        shown.extend((w.volume.name, w.mirror) for w in windows)
+        shown.extend((w.volume.name, w.model.mirror) for w in windows)
         for w in windows:
             w.close()
         return 0
@@ -223,7 +223,7 @@ def test_real_mouse_move_updates_the_readout(window, qtbot):
     window.set_slice(2)
     scene_pos = window.panels['segmentation'].scan_item.mapToScene(QPointF(0.5, SHAPE[1] - 0.5))  # top-left voxel on screen
     qtbot.mouseMove(window.panels['segmentation'].graphics_view.viewport(), window.panels['segmentation'].graphics_view.mapFromScene(scene_pos))
-    qtbot.waitUntil(lambda: "(0, 0, 2)" in window.readout_label.text(), timeout=1000)
+    qtbot.waitUntil(lambda: "(0, 0, 2)" in window.controls.readout_label.text(), timeout=1000)
 
 
 def test_load_warnings_are_shown(qtbot, tmp_path):
@@ -234,11 +234,11 @@ def test_load_warnings_are_shown(qtbot, tmp_path):
     win = ViewerWindow(load_volume(path), None)
     qtbot.addWidget(win)
     win.show()
-    assert win.warnings_label.isVisible() and "NaN" in win.warnings_label.text()
+    assert win.controls.warnings_label.isVisible() and "NaN" in win.controls.warnings_label.text()
 
 
 def test_only_the_missing_model_is_reported_for_a_clean_scan(window):
-    assert window.warnings_label.text() == "No model loaded: the scan is shown without segmentation or explanations."
+    assert window.controls.warnings_label.text() == "No model loaded: the scan is shown without segmentation or explanations."
 
 
 def test_coronal_and_sagittal_sections_with_letters_and_readout(window, stored):
@@ -255,8 +255,8 @@ def test_coronal_and_sagittal_sections_with_letters_and_readout(window, stored):
     window._on_hover((1, 4))  # section coordinates: x = 1, z = 4
     x, z = 1, 4
     i, j, k = SHAPE[0] - 1 - x, SHAPE[1] - 1 - (y + 1), z
-    assert f"({i}, {j}, {k})" in window.readout_label.text()
-    assert f"value {array[i, j, k]:.6g}" in window.readout_label.text()
+    assert f"({i}, {j}, {k})" in window.controls.readout_label.text()
+    assert f"value {array[i, j, k]:.6g}" in window.controls.readout_label.text()
     window._on_hover(None)
     window.set_plane("sagittal")
     np.testing.assert_array_equal(panel.scan_item.image, window.volume.data[window.plane_index, ::-1, :])
@@ -270,7 +270,7 @@ def test_sequences_on_the_same_grid_become_backgrounds(window, stored, tmp_path)
     other = tmp_path / "tiny_FLAIR.nii.gz"
     nib.save(nib.Nifti1Image(1000 - array, LPS_AFFINE), other)
     assert window.add_sequence(load_volume(other))
-    window.background_box.setCurrentIndex(1)
+    window.controls.background_box.setCurrentIndex(1)
     z = window.current_slice
     np.testing.assert_array_equal(window.panels["gradcam"].scan_item.image, (1000 - window.volume.data)[::-1, :, z])
     elsewhere = tmp_path / "shifted.nii.gz"
@@ -296,8 +296,8 @@ def test_unreadable_weights_leave_the_scan_with_a_message(qtbot, volume, tmp_pat
     win = ViewerWindow(volume, bad, device="cpu")  # the worker thread loads (and refuses) the weights
     qtbot.addWidget(win)
     win.show()
-    qtbot.waitUntil(lambda: "Model:" in win.warnings_label.text(), timeout=30_000)
-    assert "broken.pt" in win.warnings_label.text() and win.model_label.text() == "no model"
+    qtbot.waitUntil(lambda: "Model:" in win.controls.warnings_label.text(), timeout=30_000)
+    assert "broken.pt" in win.controls.warnings_label.text() and win.controls.model_label.text() == "no model"
     assert win.panels["segmentation"].scan_item.image is not None  # the scan is still shown
     win.close()
 
@@ -319,7 +319,7 @@ def test_real_click_in_paint_mode_paints_the_voxel_under_the_mouse(window, qtbot
     np.testing.assert_array_equal(window.reader.read.mask, expected)
     assert panel.reader_item.image is not None and window.panels["lime"].reader_item.image is not None
     window._on_hover((x, y))
-    assert "reader lesion" in window.readout_label.text()
+    assert "reader lesion" in window.controls.readout_label.text()
 
 
 def test_paint_undo_redo_save_and_reload_bit_exact(window, qtbot, tmp_path, stored):

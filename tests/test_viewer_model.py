@@ -32,7 +32,7 @@ def window(qapp, demo_checkpoint, tmp_path_factory, lesion_z):
     cache_home = tmp_path_factory.mktemp("viewer-cache")
     engine = ExplanationEngine(demo_checkpoint, device="cpu", cache_dir=cache_home / "xnet-viewer" / "explain")
     win = ViewerWindow(load_volume(demo_scan_path()), demo_checkpoint, engine=engine)
-    win.worker.params = ExplainParams(lime_samples=200)
+    win.model.worker.params = ExplainParams(lime_samples=200)
     win.show()
     win.set_slice(lesion_z)
     yield win
@@ -84,7 +84,7 @@ def test_threshold_updates_mask_and_volume_at_once(window, lesion_z) -> None:
     assert high <= low
     assert "threshold 0.90" in window.panels["segmentation"].status_text.toPlainText()
     window.set_threshold(0.5)
-    assert window.threshold_box.value() == pytest.approx(0.5)
+    assert window.controls.threshold_box.value() == pytest.approx(0.5)
 
 
 def test_maps_follow_the_threshold(window, qtbot, lesion_z) -> None:
@@ -114,7 +114,7 @@ def test_window_level_drag_changes_every_panel(window, qtbot) -> None:
     assert after[1] - after[0] > before[1] - before[0]  # dragging right widens the window
     assert tuple(window.panels["lime"].scan_item.levels) == pytest.approx(after)
     window._on_hover(None)
-    assert f"W {after[1] - after[0]:.4g}" in window.readout_label.text()  # the values are shown
+    assert f"W {after[1] - after[0]:.4g}" in window.controls.readout_label.text()  # the values are shown
     window.reset_window()
     assert tuple(window.state.levels) == pytest.approx(before)
 
@@ -138,9 +138,9 @@ def test_radiological_toggle_and_readout(window, qtbot, lesion_z) -> None:
 def test_lime_starts_and_cancels(window, qtbot, lesion_z) -> None:
     qtbot.waitUntil(lambda: window.study.segmented.all(), timeout=120_000)  # LIME waits for segmentation
     qtbot.keyClick(window, Qt.Key.Key_L)
-    qtbot.waitUntil(lambda: window.progress_label.text().startswith(f"LIME z {lesion_z} "), timeout=30_000)
+    qtbot.waitUntil(lambda: window.controls.progress_label.text().startswith(f"LIME z {lesion_z} "), timeout=30_000)
     qtbot.keyClick(window, Qt.Key.Key_Escape)
-    qtbot.waitUntil(lambda: "cancelled" in window.progress_label.text(), timeout=30_000)
+    qtbot.waitUntil(lambda: "cancelled" in window.controls.progress_label.text(), timeout=30_000)
     assert window.study.status("lime", lesion_z) is None
     assert window.panels["lime"].overlay_item.image is None
 
@@ -195,7 +195,7 @@ def test_report_from_the_viewer_matches_xnet_report(window, qtbot, lesion_z, tmp
     export = window.export_report(str(tmp_path / "viewer.pdf"), choice="range", lime=False, first=first, last=last)
     qtbot.waitUntil(lambda: export.finished, timeout=300_000)
     assert export.result == tmp_path / "viewer.pdf"
-    cache_home = window.engine.disk.folder.parent.parent
+    cache_home = window.model.engine.disk.folder.parent.parent
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))  # the CLI's Grad-CAMs come from the viewer's cache
     code = main(["report", str(demo_scan_path()), "--pdf", str(tmp_path / "cli.pdf"), "--slices", f"{first}:{last}",
                  "--methods", "gradcam,gradcampp", "--reader", str(asset_path(DEMO_LESION)), "--device", "cpu"])
@@ -206,7 +206,7 @@ def test_report_from_the_viewer_matches_xnet_report(window, qtbot, lesion_z, tmp
                for pages in (viewer_pages, cli_pages)]
     assert undated[0] == undated[1]
     summary, slice_page = " ".join(cli_pages[0]), " ".join(cli_pages[2])
-    assert DISCLAIMER in summary and window.checkpoint.sha256 in summary
+    assert DISCLAIMER in summary and window.model.checkpoint.sha256 in summary
     assert f"{window.study.lesion_volume_ml():.2f} ml" in summary
     assert f"Dice {metrics.dice(window.study.mask(), window.reader.read.mask):.3f}" in summary
     assert f"Slice z {lesion_z}" in slice_page and "(provisional)" not in slice_page  # final CAM scales
@@ -241,6 +241,6 @@ def test_bookmarks_choose_report_slices(window, qtbot, lesion_z) -> None:
     bookmark.trigger()
     window.set_slice(lesion_z + 3)
     bookmark.trigger()
-    assert slices_for(window.state, window.study, "bookmarked") == [lesion_z, lesion_z + 3] and "bookmarked" in window.slice_label.text()
+    assert slices_for(window.state, window.study, "bookmarked") == [lesion_z, lesion_z + 3] and "bookmarked" in window.controls.slice_label.text()
     bookmark.trigger()
-    assert slices_for(window.state, window.study, "bookmarked") == [lesion_z] and "bookmarked" not in window.slice_label.text()
+    assert slices_for(window.state, window.study, "bookmarked") == [lesion_z] and "bookmarked" not in window.controls.slice_label.text()

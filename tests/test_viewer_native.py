@@ -74,7 +74,7 @@ def test_sequences_on_different_grids_share_world_points_and_sit_side_by_side(qt
     flair_value = value_at_world(flair, world[:3])
     assert f"patient_FLAIR {flair_value:.6g}" in readout
     assert abs(flair_value - t1.data[x, y, z]) < 0.5  # the same world point, the same (linear) value
-    window.background_box.setCurrentIndex(1)  # FLAIR under the overlays, resampled onto the T1's grid
+    window.controls.background_box.setCurrentIndex(1)  # FLAIR under the overlays, resampled onto the T1's grid
     assert abs(float(window._background_volume().data[x, y, z]) - t1.data[x, y, z]) < 0.5
     window.actions_by_name["side"].setChecked(True)
     assert not window.side_panel.isHidden() and window.panels["gradcam"].isHidden()
@@ -109,10 +109,10 @@ def test_registered_scan_outline_and_report(qtbot, demo_checkpoint, native_scan,
     window = ViewerWindow(load_volume(native_scan), demo_checkpoint, device="cpu")
     qtbot.addWidget(window)
     window.show()
-    qtbot.waitUntil(lambda: window.scan is not None, timeout=120_000)
-    summary = window.scan.registration_summary()
-    assert summary["applied"] and f"similarity {summary['similarity']:.2f}" in window.registration_label.text()
-    assert window.template_outline is not None and window.template_outline.shape == window.volume.shape
+    qtbot.waitUntil(lambda: window.model.scan is not None, timeout=120_000)
+    summary = window.model.scan.registration_summary()
+    assert summary["applied"] and f"similarity {summary['similarity']:.2f}" in window.controls.registration_label.text()
+    assert window.model.template_outline is not None and window.model.template_outline.shape == window.volume.shape
     window.actions_by_name["template"].setChecked(True)
     assert window.panels["segmentation"].template_item.image is not None
     window.actions_by_name["template"].setChecked(False)
