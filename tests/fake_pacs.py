@@ -40,7 +40,14 @@ class FakePacs:
         query = event.identifier
         level = str(query.QueryRetrieveLevel)
         seen = set()
-        for ds in self.datasets():
+        datasets = self.datasets()
+        counts = {"NumberOfSeriesRelatedInstances": lambda d: sum(x.SeriesInstanceUID == d.SeriesInstanceUID
+                                                                   for x in datasets),
+                  "NumberOfStudyRelatedInstances": lambda d: sum(x.StudyInstanceUID == d.StudyInstanceUID
+                                                                  for x in datasets),
+                  "NumberOfStudyRelatedSeries": lambda d: len({x.SeriesInstanceUID for x in datasets
+                                                               if x.StudyInstanceUID == d.StudyInstanceUID})}
+        for ds in datasets:
             if query.get("StudyInstanceUID") and query.StudyInstanceUID != ds.StudyInstanceUID:
                 continue
             if query.get("SeriesInstanceUID") and query.SeriesInstanceUID != ds.SeriesInstanceUID:
@@ -54,6 +61,9 @@ class FakePacs:
             for keyword in query.dir():
                 if keyword in ds and keyword != "QueryRetrieveLevel":
                     setattr(answer, keyword, ds[keyword].value)
+            for keyword, count in counts.items():
+                if keyword in query:
+                    setattr(answer, keyword, count(ds))
             answer.StudyInstanceUID = ds.StudyInstanceUID
             if level != "STUDY":
                 answer.SeriesInstanceUID = ds.SeriesInstanceUID

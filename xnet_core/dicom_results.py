@@ -272,7 +272,8 @@ def write_secondary_captures(images: list[np.ndarray], source: SourceSeries, fol
             raise XNetError("a Secondary Capture page must be an RGB uint8 image.")
         sc = hd.sc.SCImage(
             pixel_array=np.ascontiguousarray(rgb), photometric_interpretation="RGB", bits_allocated=8,
-            coordinate_system=None, study_instance_uid=first.StudyInstanceUID, series_instance_uid=series_uid,
+            coordinate_system="PATIENT", patient_orientation=("L", "P"),  # axial panels, radiological
+            study_instance_uid=first.StudyInstanceUID, series_instance_uid=series_uid,
             series_number=SC_SERIES_NUMBER, sop_instance_uid=new_uid(), instance_number=number,
             manufacturer=MANUFACTURER, patient_id=first.get("PatientID"), patient_name=first.get("PatientName"),
             patient_birth_date=first.get("PatientBirthDate"), patient_sex=first.get("PatientSex") or None,

@@ -65,12 +65,21 @@ class PacsSettings:
     def __post_init__(self) -> None:
         if not str(self.host).strip():
             raise PacsError("the PACS host is empty; give its name or IP address.", parameter="host")
-        check_port(self.port, "port")
-        if self.receive_port:
-            check_port(self.receive_port, "receive_port")
-        check_ae_title(self.called_aet, "called_aet", "the PACS's AE title (called AE)")
-        check_ae_title(self.calling_aet, "calling_aet", "our AE title (calling AE)")
-        if not float(self.timeout_s) > 0:
+        # Normalised as checked (text fields give "104", " PACS "), so equal settings compare equal.
+        object.__setattr__(self, "host", str(self.host).strip())
+        object.__setattr__(self, "port", check_port(self.port, "port"))
+        object.__setattr__(self, "receive_port", check_port(self.receive_port, "receive_port")
+                           if str(self.receive_port).strip() not in ("", "0") else 0)
+        object.__setattr__(self, "called_aet",
+                           check_ae_title(self.called_aet, "called_aet", "the PACS's AE title (called AE)"))
+        object.__setattr__(self, "calling_aet",
+                           check_ae_title(self.calling_aet, "calling_aet", "our AE title (calling AE)"))
+        try:
+            timeout = float(self.timeout_s)
+        except (TypeError, ValueError):
+            timeout = 0.0
+        object.__setattr__(self, "timeout_s", timeout)
+        if not timeout > 0:
             raise PacsError(f"timeout {self.timeout_s}: must be a positive number of seconds.", parameter="timeout")
         if self.tls_cert_file and not self.tls_key_file:
             raise PacsError("a TLS client certificate needs its private key file too.", parameter="tls")

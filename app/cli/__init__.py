@@ -11,12 +11,12 @@ import logging
 import sys
 from typing import Callable
 
-from app.cli import average, compare, evaluate, explain, report, segment, synth, train
+from app.cli import average, compare, evaluate, explain, pacs, report, segment, synth, train
 from app.cli._common import EXIT_BAD_INPUT, error_line
 from xnet_core import DISCLAIMER, __version__
 
 COMMANDS = {"segment": segment, "explain": explain, "compare": compare, "report": report, "synth": synth,
-            "evaluate": evaluate, "train": train, "average": average}
+            "evaluate": evaluate, "train": train, "average": average, "pacs": pacs}
 
 __all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
 

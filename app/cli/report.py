@@ -21,6 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--notes", metavar="NOTES.json", help="the reader's notes (the viewer's sidecar)")
     parser.add_argument("--identify", action="store_true",
                         help="print patient identifiers (from DICOM headers only; never by default)")
+    parser.add_argument("--dicom-pdf", metavar="OUT.dcm",
+                        help="DICOM input: also write the PDF as a DICOM Encapsulated PDF in the source study")
+    parser.add_argument("--dicom-sc", metavar="DIR",
+                        help="DICOM input: also write each slice page as a DICOM Secondary Capture into DIR")
     add_common(parser, slices_default="lesion", methods=True)
 
 
@@ -35,7 +39,10 @@ def run(args: argparse.Namespace) -> int:
     from xnet_core.reader_mask import load_reader_mask
     from xnet_core.slices import LESION, parse_slices
 
+    from app.cli._dicom_out import check_report_args, write_report_objects
+
     methods = parse_methods(args)
+    check_report_args(args)
     for out in filter(None, (args.pdf, args.json)):
         check_output(out, [args.input, args.reader or "", args.notes or "", args.weights or ""])
     started = time.perf_counter()
@@ -66,12 +73,14 @@ def run(args: argparse.Namespace) -> int:
         registration=scan.registration_summary(),
         identifiers=volume.identifiers if args.identify else None)
     path = write_report(inputs, args.pdf, on_progress=ProgressBar("writing the report", unit="pages"))
+    dicom_objects = write_report_objects(args, volume, inputs, path) if args.dicom_pdf or args.dicom_sc else []
     application.processEvents()
     if args.json:
         write_json(args.json, {"pdf": str(path), "pages": 1 + len(slices), "slices": slices, "methods": methods,
                                "registration": scan.registration_summary(), "warnings": scan.warnings(),
                                "wall_s": round(time.perf_counter() - started, 2), **provenance(checkpoint)})
-    print(f"{volume.name}: report of {1 + len(slices)} page(s) written to {path}. {DISCLAIMER}")
+    print(f"{volume.name}: report of {1 + len(slices)} page(s) written to {path}"
+          f"{f' (and {len(dicom_objects)} DICOM object(s))' if dicom_objects else ''}. {DISCLAIMER}")
     return 0
 
 

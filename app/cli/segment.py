@@ -15,8 +15,11 @@ HELP = "segment a scan slice by slice"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_scan(parser)
-    parser.add_argument("-o", "--output", required=True, metavar="MASK.nii.gz", help="lesion mask to write")
+    parser.add_argument("-o", "--output", metavar="MASK.nii.gz", help="lesion mask to write (this, --seg or both)")
     parser.add_argument("--prob", metavar="PROB.nii.gz", help="also write the probability map")
+    parser.add_argument("--seg", metavar="OUT.dcm", help="DICOM input: also write the mask as a DICOM SEG that "
+                                                        "references the source series (docs/pacs.md)")
+    parser.add_argument("--reader", metavar="MASK", help="with --seg: the reader's mask, as the SEG's second segment")
     add_common(parser)
 
 
@@ -27,8 +30,11 @@ def run(args: argparse.Namespace) -> int:
     from xnet_core.slices import LESION, parse_slices
     from xnet_core.volume import save_like
 
-    for out in filter(None, (args.output, args.prob, args.json)):
-        check_output(out, [args.input, args.weights or ""])
+    from app.cli._dicom_out import check_seg_args, write_seg_from_args
+
+    check_seg_args(args)
+    for out in filter(None, (args.output, args.prob, args.json, args.seg)):
+        check_output(out, [args.input, args.weights or "", args.reader or ""])
     started = time.perf_counter()
     checkpoint, segmenter = load_model(args)
     scan = placed_scan(args, str(segmenter.device))
@@ -38,13 +44,17 @@ def run(args: argparse.Namespace) -> int:
     result, _ = segment(segmenter, scan, slices=None if chosen == LESION else chosen,
                         on_progress=ProgressBar(f"segmenting {volume.name}"))
     started = time.perf_counter()
-    save_like(result.mask, volume, args.output, checkpoint.nifti_descrip, np.uint8)
+    if args.output:
+        save_like(result.mask, volume, args.output, checkpoint.nifti_descrip, np.uint8)
+    if args.seg:
+        write_seg_from_args(args, volume, result.mask, checkpoint)
     if args.prob:
         save_like(result.probabilities, volume, args.prob, checkpoint.nifti_descrip, np.float32)
     write_s = time.perf_counter() - started
     summary = {
         "input": str(args.input),
-        "mask": str(args.output),
+        "mask": args.output,
+        "seg": args.seg,
         "probabilities": args.prob,
         "lesion_volume_ml": round(result.lesion_volume_ml, 4),
         "n_lesions": result.n_lesions,
@@ -70,5 +80,6 @@ def run(args: argparse.Namespace) -> int:
     for warning in scan.warnings():
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{volume.name}: {result.n_lesions} lesion(s), {result.lesion_volume_ml:.2f} ml "
-          f"on {len(result.lesion_slices)} slice(s); mask written to {args.output}. {DISCLAIMER}")
+          f"on {len(result.lesion_slices)} slice(s); written to "
+          f"{' and '.join(filter(None, (args.output, args.seg)))}. {DISCLAIMER}")
     return 0
