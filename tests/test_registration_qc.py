@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from xnet_core.preprocess import template_brain_mask
 from xnet_core.registration import Registration, template_image
-from xnet_core.registration_qc import LIMITS, RegistrationQC, assess
+from xnet_core.registration_qc import LIMITS, RegistrationQC, assess, registration_badge, registration_sentence
 from xnet_core.training.native_cases import native_case, rotation
 
 
@@ -112,3 +112,17 @@ def test_a_left_right_flip_is_invisible_against_the_symmetric_template(made_up: 
     """Documents the limit stated in registration_qc: only the header can tell left from right."""
     flipped = _qc(made_up, _about_centre(np.diag([-1.0, 1.0, 1.0])))
     assert flipped.measures() == pytest.approx(_qc(made_up).measures(), abs=0.02)
+
+
+def test_the_viewer_and_report_words(made_up: Registration) -> None:
+    made_up.check(made_up.native)  # type: ignore[attr-defined]
+    summary = made_up.summary()
+    label, tooltip = registration_badge(summary)
+    assert label == "registered · QC passed" and "edge alignment" in tooltip and "similarity" in tooltip
+    assert registration_sentence(summary).startswith("registration QC passed: the scan's brain covers")
+    broken = {**summary, "qc": _qc(made_up, _about_centre(np.diag([1.0, 1.0, -1.0]))).summary()}
+    label, tooltip = registration_badge(broken)
+    assert "FAILED" in label and "upside down" in tooltip
+    assert "QC FAILED" in registration_sentence(broken)
+    old = {k: v for k, v in summary.items() if k != "qc"}  # a JSON written before the QC existed
+    assert registration_badge(old)[0].startswith("registered · similarity")

@@ -253,3 +253,35 @@ def _gradients(image: np.ndarray) -> np.ndarray:
 
     orders = ((1, 0, 0), (0, 1, 0), (0, 0, 1))
     return np.stack([ndimage.gaussian_filter(image, GRADIENT_SIGMA_VOXELS, order=o) for o in orders])
+
+
+# -- words for the viewer and the report (they read the JSON ``registration`` entry, so old files work) --
+def registration_badge(summary: dict) -> tuple[str, str]:
+    """(label, tooltip) for the viewer's registration status, from a ``registration`` summary."""
+    qc = summary.get("qc")
+    figures = f"{summary['method']}; {summary['seconds']:.0f} s"
+    if not qc:  # a summary written before the QC existed
+        poor = " (poor)" if summary.get("warning") else ""
+        return f"registered · similarity {summary['similarity']:.2f}{poor}", figures
+    tooltip = f"{qc_figures(qc)}; similarity {summary['similarity']:.2f} (reported only); {figures}"
+    if qc["passed"]:
+        return "registered · QC passed", tooltip
+    return "registered · QC FAILED: results not to be trusted", tooltip + "\n" + "\n".join(qc["problems"])
+
+
+def qc_figures(qc: dict) -> str:
+    """The QC's figures in one phrase."""
+    return (f"the scan's brain covers {qc['template_brain_covered']:.0%} of the template's brain, "
+            f"{qc['brain_outside_template']:.0%} of it lies outside; edge alignment {qc['edge_alignment']:.2f} "
+            f"(at least {LIMITS['edge_alignment'].limit:.2f}); brain mask {qc['brain_volume_ml']:.0f} ml")
+
+
+def registration_sentence(summary: dict) -> str:
+    """What the report says of a registered scan's QC, after the method (ends without a full stop)."""
+    qc = summary.get("qc")
+    if not qc:
+        return (f"similarity {summary['similarity']:.3f} (normalised cross-correlation with the template, "
+                f"{summary['seconds']:.0f} s)")
+    verdict = "passed" if qc["passed"] else "FAILED"
+    return (f"registration QC {verdict}: {qc_figures(qc)}; similarity {summary['similarity']:.3f} (normalised "
+            f"cross-correlation with the template, reported only); {summary['seconds']:.0f} s")
