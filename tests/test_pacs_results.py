@@ -76,6 +76,7 @@ def test_seg_names_the_algorithm_references_the_source_and_carries_the_disclaime
     assert algorithm.AlgorithmName == "X-Net" and algorithm.AlgorithmVersion == "0.1.0"
     assert "ab" * 32 in algorithm.AlgorithmParameters
     assert len(seg.SegmentSequence) == 1  # no reader, no second segment
+    assert np.array_equal(read_seg_masks(path, volume)[1][1], volume.to_ras(blob))
     referenced = {item.ReferencedSOPInstanceUID for item in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert referenced == {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in info["paths"]}
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == info["series_uid"]

@@ -188,7 +188,8 @@ def read_seg_masks(path: str | os.PathLike, volume: Volume) -> dict[int, tuple[s
     labels = {int(s.SegmentNumber): str(s.SegmentLabel) for s in seg.SegmentSequence}
     stored = {number: np.zeros(volume.source_shape, dtype=np.uint8) for number in labels}
     for frame, group in enumerate(seg.PerFrameFunctionalGroupsSequence):
-        number = int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        identification = group if "SegmentIdentificationSequence" in group else shared  # shared: one segment
+        number = int(identification.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         position = [float(v) for v in group.PlanePositionSequence[0].ImagePositionPatient]
         index = inverse @ np.r_[position, 1.0]
         k = int(round(index[2]))
