@@ -268,11 +268,13 @@ class SendResultsDialog(QDialog):
     """The result files to store on the PACS (a SEG, an Encapsulated PDF, Secondary Captures), each
     instance's status afterwards; the ones that failed are listed in red with the PACS's reason."""
 
-    def __init__(self, settings: PacsSettings, files: list[Path], parent: QWidget | None = None) -> None:
+    def __init__(self, settings: PacsSettings, files: list[Path], parent: QWidget | None = None,
+                 pdf_to_dicom: Callable[[Path], Path] | None = None) -> None:
+        """``pdf_to_dicom``: turns a report PDF added to the list into an Encapsulated PDF before sending."""
         super().__init__(parent)
         quiet_pynetdicom()
         self.setWindowTitle(f"Send results to PACS — {settings.describe()}")
-        self.settings = settings
+        self.settings, self.pdf_to_dicom = settings, pdf_to_dicom
         self.files = QListWidget()
         for path in files:
             self._add(Path(path))
@@ -306,7 +308,8 @@ class SendResultsDialog(QDialog):
         self.files.addItem(item)
 
     def add_files(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(self, "DICOM files to send", "", "DICOM (*.dcm);;All files (*)")
+        kinds = "DICOM or report PDF (*.dcm *.pdf);;All files (*)" if self.pdf_to_dicom else "DICOM (*.dcm);;All files (*)"
+        paths, _ = QFileDialog.getOpenFileNames(self, "Files to send", "", kinds)
         for path in paths:
             self._add(Path(path))
 
@@ -317,7 +320,11 @@ class SendResultsDialog(QDialog):
     def send(self) -> None:
         from xnet_core.pacs import send
 
-        paths = self.chosen()
+        try:
+            paths = [self.pdf_to_dicom(p) if self.pdf_to_dicom and p.suffix.lower() == ".pdf" else p
+                     for p in self.chosen()]
+        except XNetError as exc:
+            return self._finish(str(exc), error=True)
         if not paths or self.task.running:
             return
         self.send_button.setEnabled(False)

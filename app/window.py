@@ -23,6 +23,7 @@ from app.controls import Controls, banner_text, saved_view_state
 from app.drawing import PLANE_AXES
 from app.files import RecentFiles, ask_open_path, load_asking_series
 from app.navigator import LesionNavigator
+from app.pacs_actions import PacsActions
 from app.panels import PanelGrid, Scene
 from app.readout import voxel_readout, window_readout
 from app.reader_tools import ReaderTools
@@ -61,6 +62,7 @@ class ViewerWindow(QMainWindow):
         self._hover: tuple[int, int] | None = None  # section coordinates under the mouse
         self.last_error = ""
         self.reader = ReaderTools(self.state, self)
+        self.pacs = PacsActions(self)  # File → Open from PACS…, Send results to PACS…, PACS settings…
         self.grid = PanelGrid(volume.voxel_sizes, self.state.radiological, lambda: self.reader.paint_mode)
         self.panels, self.side_panel = self.grid.panels, self.grid.side_panel
         self.controls = Controls(self.model.card, self.state.colour_map, self.state.mask_opacity)

@@ -126,3 +126,48 @@ def test_send_dialog_reports_the_instances_that_failed(qtbot, series: dict) -> N
     assert "1 of 2 instance(s) stored" in dialog.status.text() and series["paths"][1].name in dialog.status.text()
     assert dialog.files.item(1).foreground().color() == Qt.GlobalColor.red
     assert len(pacs.stored) == 1
+
+
+def test_the_window_has_the_pacs_commands_and_refuses_to_send_a_nifti_scan(qtbot, tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    from app.window import ViewerWindow
+    from xnet_core.volume import load_volume
+
+    path = tmp_path / "tiny.nii.gz"
+    nib.save(nib.Nifti1Image(np.arange(6 * 5 * 7, dtype=np.float32).reshape(6, 5, 7), np.eye(4)), path)
+    window = ViewerWindow(load_volume(path), None)
+    qtbot.addWidget(window)
+    titles = {action.text() for action in window.menuBar().actions()[0].menu().actions()}
+    assert {"Open from PACS…", "Send results to PACS…", "PACS settings…"} <= titles
+    window.actions_by_name["send_pacs"].trigger()
+    assert "not opened from DICOM" in window.last_error
+
+
+def test_send_results_writes_the_seg_of_the_open_series_and_wraps_a_report_pdf(tmp_path: Path, series: dict,
+                                                                             random_checkpoint) -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from app.pacs_actions import PacsActions
+    from xnet_core.dicom_results import read_encapsulated_pdf, read_seg_masks
+    from xnet_core.volume import load_volume
+
+    volume = load_volume(series["paths"][0].parent)
+    model_mask = np.zeros(volume.shape, np.uint8)
+    model_mask[4:9, 3:7, 1:3] = 1
+    reader = SimpleNamespace(mask=np.roll(model_mask, 1, axis=0))
+    window = SimpleNamespace(volume=volume, study=SimpleNamespace(mask=lambda: model_mask, threshold=0.4),
+                             reader=SimpleNamespace(read=reader),
+                             model=SimpleNamespace(checkpoint=random_checkpoint, engine=None, weights_path=None))
+    actions = PacsActions(window)
+    [seg] = actions.write_results()
+    segments = read_seg_masks(seg, volume)
+    assert np.array_equal(segments[1][1], model_mask) and np.array_equal(segments[2][1], reader.mask)
+    assert dcmread(seg).SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmParameters \
+        .count(random_checkpoint.sha256) == 1
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n%%EOF\n")
+    assert read_encapsulated_pdf(actions.pdf_to_dicom(pdf)) == pdf.read_bytes()

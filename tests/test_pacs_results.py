@@ -109,3 +109,12 @@ def test_dicom_results_need_a_dicom_source(tmp_path: Path) -> None:
     volume = load_volume(write_nifti(tmp_path / "scan.nii.gz", np.random.default_rng(0).random((8, 8, 4))))
     with pytest.raises(XNetError, match="need a DICOM series as input"):
         source_series(volume)
+
+
+def test_the_source_series_is_found_in_a_folder_of_several(tmp_path: Path) -> None:
+    data, blob = phantom((20, 16, 6))
+    write_series(tmp_path / "study" / "a", data, series_number=3)
+    other = write_series(tmp_path / "study" / "b", data[:, :, :4], series_number=4, axes=rotation(0, 90))
+    volume = load_volume(tmp_path / "study", series="4")
+    source = source_series(volume)  # no series named: the one whose images lie on the volume's grid
+    assert {ds.SeriesInstanceUID for ds in source.datasets} == {other["series_uid"]} and source.slices == [0, 1, 2, 3]

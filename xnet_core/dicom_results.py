@@ -27,7 +27,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from xnet_core import DISCLAIMER, __version__
 from xnet_core.atomic import atomic_path
-from xnet_core.errors import VolumeError, XNetError
+from xnet_core.errors import SeriesChoiceError, VolumeError, XNetError
 from xnet_core.image import Volume
 
 log = logging.getLogger(__name__)
@@ -86,23 +86,37 @@ def source_series(volume: Volume, series: str | None = None, volume_index: int |
     if not folder.is_dir():
         raise XNetError(f"{volume.name}: DICOM results need a DICOM series as input, not a NIfTI file; "
                         "open the DICOM folder the scan came from.")
-    info = pick_series(folder, series)
-    lps = _LPS_TO_RAS @ volume.source_affine  # the source grid's voxel indices -> LPS mm
-    inverse = np.linalg.inv(lps)
-    by_slice: dict[int, list[Dataset]] = {}
-    for path in info.files:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        index = inverse @ np.r_[[float(v) for v in ds.ImagePositionPatient], 1.0]
-        k = int(round(index[2]))
-        if not np.allclose(index[:3], [0, 0, k], atol=0.05) or not 0 <= k < volume.source_shape[2]:
-            raise VolumeError(f"{folder}: the image {path.name} does not lie on the volume's grid; the results "
-                              "cannot reference the source series. Load the series again.")
-        by_slice.setdefault(k, []).append(ds)
+    try:
+        candidates = [pick_series(folder, series)]
+    except SeriesChoiceError as choice:  # several series and none named: the one the volume was read from
+        candidates = list(choice.series)
+    for info in candidates:
+        by_slice = _on_grid(volume, info.files)
+        if by_slice is not None:
+            break
+    else:
+        raise VolumeError(f"{folder}: no series of this folder lies on the scan's grid; the results cannot "
+                          "reference the source series. Load the series again.")
     chosen = volume_index or 0
     ordered = sorted(by_slice.items())
     datasets = [sorted(group, key=lambda d: int(d.get("InstanceNumber", 0) or 0))[min(chosen, len(group) - 1)]
                 for _, group in ordered]
     return SourceSeries(folder, datasets, [k for k, _ in ordered])
+
+
+def _on_grid(volume: Volume, files) -> dict[int, list[Dataset]] | None:
+    """The headers of ``files`` by their slice of the volume's stored grid; None if one lies off it."""
+    inverse = np.linalg.inv(_LPS_TO_RAS @ volume.source_affine)  # LPS mm -> the stored grid's voxel indices
+    by_slice: dict[int, list[Dataset]] = {}
+    for path in files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        index = inverse @ np.r_[[float(v) for v in ds.ImagePositionPatient], 1.0]
+        k = int(round(index[2]))
+        if not np.allclose(index[:3], [0, 0, k], atol=0.05) or not 0 <= k < volume.source_shape[2] or \
+                (int(ds.Columns), int(ds.Rows)) != tuple(volume.source_shape[:2]):
+            return None
+        by_slice.setdefault(k, []).append(ds)
+    return by_slice
 
 
 def _source_frames(volume: Volume, source: SourceSeries, mask: np.ndarray) -> np.ndarray:
