@@ -76,7 +76,7 @@ def test_round_trip_find_get_segment_send_and_get_the_seg_back(orthanc, tmp_path
     # The report (all slices segmented, Grad-CAM on every lesion slice) runs on a small series of the
     # same study, so that the test stays short; the PDF is the one xnet report writes.
     data, _ = phantom((48, 40, 12), seed=5)
-    small = write_series(tmp_path / "small", data, study_uid=series["study_uid"], series_number=4)
+    write_series(tmp_path / "small", data, study_uid=series["study_uid"], series_number=4)
     _xnet("report", tmp_path / "small", "--pdf", tmp_path / "report.pdf", "--dicom-pdf", tmp_path / "pdf.dcm",
           "--slices", "6", "--methods", "gradcam", "--no-mirror", "--device", "cpu", "--dicom-sc", tmp_path)
     _xnet("pacs", "send", *_pacs_args(orthanc), tmp_path / "seg.dcm", tmp_path / "pdf.dcm",

@@ -245,6 +245,10 @@ def _follow(assoc: Association, responses, should_cancel, receiver: _Receiver, w
         code = int(status.Status)
         if code in (0xFF00, 0xFF01, 0x0000, 0xB000):  # pending, success, some sub-operations failed
             continue
+        if code == 0xA801:
+            raise PacsError("the PACS does not know our AE title as a C-MOVE destination (status 0xA801); ask its "
+                            "administrator to add our AE title with this computer's address and our receive port, "
+                            "or retrieve with C-GET.")
         if code == 0xFE00:
             raise Cancelled(f"the PACS cancelled the {what}; {len(receiver.received)} images kept.")
         raise PacsError(f"the PACS refused the {what}: {status_text(status)}.")
