@@ -38,7 +38,7 @@ def notes_path_for(mask_path: str | os.PathLike) -> Path:
 
 @dataclass
 class Notes:
-    """Free text for the study and for axial slices ``z`` (DESIGN.md's slice numbers)."""
+    """Free text for the study and for axial slices ``z`` (docs/design.md's slice numbers)."""
 
     study: str = ""
     slices: dict[int, str] = field(default_factory=dict)
@@ -69,7 +69,7 @@ def load_notes(path: str | os.PathLike) -> Notes:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise VolumeError(f"{path}: cannot read the notes ({exc.strerror or exc}).") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # Recursion: nested beyond the stack
         raise VolumeError(f"{path}: the notes file is not valid JSON; fix or remove it.") from None
     if not isinstance(payload, dict):
         raise VolumeError(f"{path}: the notes file holds no object; fix or remove it.")
@@ -308,15 +308,17 @@ class RecoveryStore:
             return None
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # a damaged copy is no copy
             return None
-        return Recovery(mask_path, meta) if meta.get("shape") == list(volume.shape) else None
+        if not isinstance(meta, dict) or meta.get("shape") != list(volume.shape):
+            return None
+        return Recovery(mask_path, meta)
 
     def restore(self, recovery: Recovery, volume: Volume) -> ReaderRead:
         """The recovered read, marked unsaved (it is not in the user's file yet)."""
         loaded = load_reader_mask(recovery.mask_path, volume)
         saved = recovery.meta.get("saved_path")
-        read = ReaderRead(volume, loaded.mask, Path(saved) if saved else None,
+        read = ReaderRead(volume, loaded.mask, Path(saved) if isinstance(saved, str) and saved else None,
                           Notes.from_dict(recovery.meta.get("notes") or {}),
                           [f"restored the unsaved read autosaved at {recovery.saved_at}"])
         read.revision = 1  # unsaved until the user saves

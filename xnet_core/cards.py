@@ -18,16 +18,24 @@ def card_path_for(path: str | os.PathLike) -> Path:
 
 
 def card_normalisation(card: dict[str, Any]) -> str:
-    """The intensity normalisation recipe a card names (``robust`` when it names none)."""
-    return str(card.get("normalisation", {}).get("recipe", "robust"))
+    """The intensity normalisation recipe a card names (``robust`` when it names none).
+
+    A ``normalisation`` that is not an object comes back as its text, which no recipe matches, so
+    that loading the weights refuses the card instead of guessing.
+    """
+    normalisation = card.get("normalisation", {})
+    if not isinstance(normalisation, dict):
+        return str(normalisation)
+    return str(normalisation.get("recipe", "robust"))
 
 
 def read_sidecar_card(weights: str | os.PathLike | None) -> dict[str, Any]:
-    """The card next to ``weights``, or {} when there is none or it does not parse (loading the
-    weights later reports that properly)."""
+    """The card next to ``weights``, or {} when there is none, it does not parse or it holds no JSON
+    object (loading the weights later reports that properly)."""
     if weights is None:
         return {}
     try:
-        return json.loads(card_path_for(weights).read_text())
-    except (OSError, ValueError):
+        card = json.loads(card_path_for(weights).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python's stack
         return {}
+    return card if isinstance(card, dict) else {}

@@ -1,4 +1,4 @@
-"""Weights + model card (DESIGN.md, Weights): load safely, save reproducibly.
+"""Weights + model card (docs/design.md, Contracts: Weights): load safely, save reproducibly.
 
 A checkpoint file is either a plain state dict or ``{"state_dict": ..., "card": ...}`` (what
 training writes), loaded with ``weights_only=True`` so that nothing in the file is executed. The
@@ -30,6 +30,7 @@ from xnet_core.preprocess import MODEL_HEIGHT, MODEL_WIDTH, NORMALISATIONS
 log = logging.getLogger(__name__)
 
 MAX_CHECKPOINT_BYTES = 2 * 1024**3
+MAX_CHANNELS = 4096  # 4x the paper's widest layer; beyond it a card would make X-Net larger than any weights file
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Checkpoint:
         return model.eval()
 
     def provenance(self) -> dict[str, Any]:
-        """The provenance keys every JSON output carries (DESIGN.md)."""
+        """The provenance keys every JSON output carries (docs/design.md)."""
         return {
             "checkpoint": str(self.path),
             "checkpoint_sha256": self.sha256,
@@ -78,13 +79,29 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def _model_for(card: dict[str, Any]) -> XNet:
+    in_channels, widths, out_channels = card_architecture(card)
+    return XNet(in_channels=in_channels, widths=widths, out_channels=out_channels, keras_init=False)
+
+
+def card_architecture(card: dict[str, Any], path: Path | None = None) -> tuple[int, tuple[int, ...], int]:
+    """(in_channels, widths, out_channels) a card names (the paper's X-Net where it names none).
+
+    ``CheckpointError`` when they are not counts X-Net can be built with: 5 widths, the deepest at
+    least 16 (the feature-similarity module divides it by 16)."""
     arch = card.get("architecture", {})
-    return XNet(
-        in_channels=int(arch.get("in_channels", 1)),
-        widths=tuple(arch.get("widths", DEFAULT_WIDTHS)),
-        out_channels=int(arch.get("out_channels", 1)),
-        keras_init=False,
-    )
+    where = f"{card_path_for(path)}: " if path is not None else "the model card: "
+    if not isinstance(arch, dict):
+        raise CheckpointError(f"{where}'architecture' is not an object; fix or remove the card.")
+    values = (arch.get("in_channels", 1), arch.get("widths", DEFAULT_WIDTHS), arch.get("out_channels", 1))
+    widths = values[1] if isinstance(values[1], (list, tuple)) else [values[1]]
+    counts = [values[0], *widths, values[2]]
+    if len(widths) != len(DEFAULT_WIDTHS) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_CHANNELS for v in counts
+    ) or widths[-1] < 16:
+        raise CheckpointError(
+            f"{where}the architecture {values} is not one X-Net can have (5 widths of 1 to {MAX_CHANNELS} "
+            "channels, the deepest at least 16); fix or remove the card.")
+    return values[0], tuple(widths), values[2]
 
 
 def _read_weights(path: Path) -> Any:
@@ -95,7 +112,8 @@ def _read_weights(path: Path) -> Any:
             f"{path}: holds Python objects, not plain weights; it is not an X-Net checkpoint "
             "(loading refuses to run code from a file)."
         ) from exc
-    except (EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError) as exc:
+    except (EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError, IndexError) as exc:
+        # IndexError: torch's weights-only unpickler pops an empty stack on a damaged data.pkl
         raise CheckpointError(f"{path}: truncated or not a PyTorch weights file ({exc}); copy it again.") from exc
 
 
@@ -112,7 +130,9 @@ def _state_dict_of(path: Path, payload: Any) -> tuple[dict[str, torch.Tensor], d
 
 
 def _check_architecture(path: Path, state_dict: dict[str, torch.Tensor], card: dict[str, Any]) -> None:
-    expected = _model_for(card).state_dict()
+    card_architecture(card, path)
+    with torch.device("meta"):  # shapes only: a damaged card asking for gigabytes of layers allocates nothing
+        expected = _model_for(card).state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     wrong_shape = sorted(k for k in set(expected) & set(state_dict) if expected[k].shape != state_dict[k].shape)
@@ -142,9 +162,11 @@ def _read_card(path: Path, sha256: str, embedded: dict[str, Any]) -> dict[str, A
     card = dict(embedded)
     if sidecar.is_file():
         try:
-            card = json.loads(sidecar.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            card = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8; Recursion: nesting
             raise CheckpointError(f"{sidecar}: the model card is not valid JSON ({exc}); fix or remove it.") from exc
+        if not isinstance(card, dict):
+            raise CheckpointError(f"{sidecar}: the model card holds no JSON object; fix or remove it.")
     elif not card:
         log.warning("%s: no model card (%s); provenance will say 'unknown'.", path, sidecar.name)
     if card.get("sha256") and card["sha256"] != sha256:

@@ -11,6 +11,7 @@ A leaf reader, like ``nifti.py``: it imports ``image.py`` for ``Volume`` and the
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +20,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.multival import MultiValue
 
 from xnet_core.errors import SeriesChoiceError, VolumeError
 from xnet_core.image import (
@@ -41,6 +43,11 @@ _HEADER_TAGS = [
     "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Modality",
     "SeriesDate", "StudyDate", "Rows", "Columns",
 ]
+# What pydicom raises when it converts one element it read lazily: a value its VR cannot hold, a VR
+# it does not know, a length that is not a multiple of the value size.
+_TAG_ERRORS = (ValueError, TypeError, OverflowError, NotImplementedError, BytesLengthException)
+MAX_POSITION_MM = 1e5  # 100 m from the scanner's origin: a damaged position, not a patient
+MAX_PIXEL_MM = 1e3
 _CONVERT_HINT = (
     "convert the series to uncompressed DICOM (dcmdjpeg, or gdcmconv --raw) "
     "or export it as NIfTI with dcm2niix"
@@ -70,9 +77,16 @@ class SeriesInfo:
 
 @dataclass
 class _Image:
+    """One image's file and the header values the reader uses, parsed and checked once."""
+
     path: Path
     ds: pydicom.Dataset
     position: np.ndarray  # ImagePositionPatient, LPS mm
+    orientation: tuple[float, ...]  # ImageOrientationPatient, rounded to 6 decimals
+    rows: int
+    columns: int
+    spacing: tuple[float, ...] | None  # PixelSpacing (row step, column step) mm, None when absent
+    instance: int = 0
     along: float = 0.0  # position projected on the slice normal, mm
 
 
@@ -89,7 +103,7 @@ def list_series(folder: str | os.PathLike) -> list[SeriesInfo]:
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name.upper() != "DICOMDIR"):
         ds = _read_header(path)
         if ds is not None and "Rows" in ds and "Columns" in ds:
-            groups.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((path, ds))
+            groups.setdefault(_text(ds, "SeriesInstanceUID"), []).append((path, ds))
     infos = [_series_info(uid, members) for uid, members in groups.items()]
     return sorted(infos, key=lambda s: (s.number is None, s.number or 0, s.uid))
 
@@ -106,16 +120,31 @@ def _read_header(path: Path) -> pydicom.Dataset | None:
 
 def _series_info(uid: str, members: list[tuple[Path, pydicom.Dataset]]) -> SeriesInfo:
     first = members[0][1]
-    number = first.get("SeriesNumber")
+    number = _text(first, "SeriesNumber")
     return SeriesInfo(
         uid=uid,
-        number=int(number) if number not in (None, "") else None,
-        description=str(first.get("SeriesDescription", "") or "").strip(),
-        modality=str(first.get("Modality", "") or ""),
-        date=_iso_date(str(first.get("SeriesDate", "") or first.get("StudyDate", "") or "")),
+        number=int(float(number)) if _is_number(number) else None,
+        description=_text(first, "SeriesDescription"),
+        modality=_text(first, "Modality"),
+        date=_iso_date(_text(first, "SeriesDate") or _text(first, "StudyDate")),
         n_images=len(members),
         files=tuple(path for path, _ in members),
     )
+
+
+def _text(ds: pydicom.Dataset, keyword: str) -> str:
+    """A labelling tag as text; '' when absent or unreadable (a damaged label must not hide the series)."""
+    try:
+        return str(ds.get(keyword, "") or "").strip()
+    except _TAG_ERRORS:
+        return ""
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text)) and abs(float(text)) < 2**31
+    except ValueError:
+        return False
 
 
 def _iso_date(value: str) -> str:
@@ -183,7 +212,7 @@ def load_dicom_series(
     images = _one_volume(folder, images, volume_index, warnings)
     slots, slice_step = _slice_slots(folder, images, normal, warnings)
 
-    rows, cols = int(images[0].ds.Rows), int(images[0].ds.Columns)
+    rows, cols = images[0].rows, images[0].columns
     shape = (cols, rows, int(slots[-1]) + 1)
     check_memory(folder, shape)
     data = _stack_pixels(images, slots, shape)
@@ -199,7 +228,8 @@ def load_dicom_series(
     ras_data, ras_affine = to_ras_canonical(data, source_affine)
     for message in warnings:
         log.warning(message)
-    description = info.description or str(images[0].ds.get("ProtocolName", "") or "")
+    protocol = _text(images[0].ds, "ProtocolName")
+    description = info.description or protocol
     return Volume(
         data=ras_data,
         affine=ras_affine,
@@ -207,7 +237,7 @@ def load_dicom_series(
         source_affine=source_affine,
         source_shape=shape,
         name=series_stem(folder, info),
-        sequence=guess_sequence(f"{info.description} {images[0].ds.get('ProtocolName', '') or ''}"),
+        sequence=guess_sequence(f"{info.description} {protocol}"),
         path=folder,
         warnings=warnings,
         description=description,
@@ -223,7 +253,7 @@ def patient_identifiers(ds) -> dict[str, str]:
     """The patient identifiers a report prints when the user asks (never by default)."""
     out = {}
     for keyword, label in IDENTIFIER_TAGS:
-        value = str(ds.get(keyword, "") or "").strip()
+        value = _text(ds, keyword)
         if value:
             out[label] = value
     return out
@@ -239,57 +269,115 @@ def _read_image(path: Path) -> _Image:
         ds = pydicom.dcmread(path)
     except Exception as exc:
         raise VolumeError(f"{path}: the DICOM file cannot be read ({_one_line(exc)}); copy the series again.") from exc
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+    if _integer(path, ds, "NumberOfFrames", 1) > 1:
         raise VolumeError(
             f"{path}: enhanced (multi-frame) DICOM is not supported yet; "
             "export the series as NIfTI with dcm2niix and load the .nii.gz file."
         )
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+    if _integer(path, ds, "SamplesPerPixel", 1) != 1:
         raise VolumeError(f"{path}: a colour image, not a grey-scale scan; choose another series.")
-    if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+    position = _numbers(path, ds, "ImagePositionPatient", 3)
+    orientation = _numbers(path, ds, "ImageOrientationPatient", 6)
+    if position is None or orientation is None:
         raise VolumeError(
             f"{path}: has no position or orientation (ImagePositionPatient/ImageOrientationPatient), "
             "so its slices cannot be placed in space; choose another series or export it with dcm2niix."
         )
-    return _Image(path, ds, np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=np.float64))
+    if max(abs(v) for v in position) > MAX_POSITION_MM:
+        raise VolumeError(f"{path}: ImagePositionPatient {position} lies kilometres from the scanner; "
+                          "the header is damaged. Copy the series again or export it with dcm2niix.")
+    _check_orientation(path, orientation)
+    rows, columns = _integer(path, ds, "Rows", 0), _integer(path, ds, "Columns", 0)
+    if rows < 1 or columns < 1:
+        raise VolumeError(f"{path}: the header gives an image of {columns}x{rows} pixels; the header is damaged.")
+    spacing = _numbers(path, ds, "PixelSpacing", 2)
+    if spacing is not None and not all(0 < v <= MAX_PIXEL_MM for v in spacing):
+        raise VolumeError(f"{path}: PixelSpacing {spacing} mm is not a pixel size; the header is damaged.")
+    return _Image(path, ds, np.asarray(position, dtype=np.float64), tuple(round(v, 6) for v in orientation),
+                  rows, columns, tuple(round(v, 6) for v in spacing) if spacing else None,
+                  _integer(path, ds, "InstanceNumber", 0))
+
+
+def _tag_values(path: Path, ds: pydicom.Dataset, keyword: str) -> list:
+    """The values of one tag as a list (empty when absent or empty); ``VolumeError`` when pydicom cannot
+    convert what the file holds (a wrong VR or length)."""
+    if keyword not in ds:
+        return []
+    try:
+        value = ds[keyword].value
+    except _TAG_ERRORS as exc:
+        raise VolumeError(f"{path}: the {keyword} tag is damaged ({_one_line(exc)}); copy the series again "
+                          "or export it with dcm2niix.") from exc
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+
+
+def _numbers(path: Path, ds: pydicom.Dataset, keyword: str, count: int) -> list[float] | None:
+    """``count`` finite numbers from a tag, None when it is absent; ``VolumeError`` when it holds others."""
+    values = _tag_values(path, ds, keyword)
+    if not values:
+        return None
+    try:
+        numbers = [float(v) for v in values]
+    except (ValueError, TypeError, OverflowError):
+        numbers = []
+    if len(numbers) != count or not all(math.isfinite(v) for v in numbers):
+        shown = ", ".join(str(v) for v in values[:8])[:120]
+        raise VolumeError(f"{path}: {keyword} should hold {count} number{'s' if count > 1 else ''}, not "
+                          f"[{shown}]; the header is damaged. Copy the series again or export it with dcm2niix.")
+    return numbers
+
+
+def _integer(path: Path, ds: pydicom.Dataset, keyword: str, default: int) -> int:
+    numbers = _numbers(path, ds, keyword, 1)
+    if numbers is None:
+        return default
+    if not numbers[0].is_integer() or abs(numbers[0]) >= 2**31:
+        raise VolumeError(f"{path}: {keyword} is {numbers[0]:g}, not a whole number; the header is damaged.")
+    return int(numbers[0])
+
+
+def _check_orientation(path: Path, orientation: list[float]) -> None:
+    """Two unit-able, perpendicular directions (a row and a column), as slices need to be placed."""
+    row, column = np.asarray(orientation[:3]), np.asarray(orientation[3:])
+    norms = float(np.linalg.norm(row)) * float(np.linalg.norm(column))
+    if min(np.linalg.norm(row), np.linalg.norm(column)) < 1e-3 or abs(float(row @ column)) > 0.01 * norms:
+        raise VolumeError(f"{path}: ImageOrientationPatient {orientation} does not give two perpendicular "
+                          "directions; the header is damaged. Export the series with dcm2niix.")
 
 
 def _common_geometry(
     folder: Path, images: list[_Image], warnings: list[str]
 ) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Row and column direction cosines and pixel steps, which every image must share."""
-    first = images[0].ds
+    first = images[0]
     for image in images[1:]:
-        ds = image.ds
-        if (ds.Columns, ds.Rows) != (first.Columns, first.Rows):
+        if (image.columns, image.rows) != (first.columns, first.rows):
             raise VolumeError(
-                f"{folder}: the series mixes image sizes ({first.Columns}x{first.Rows} and "
-                f"{ds.Columns}x{ds.Rows} pixels, e.g. {image.path.name}); choose another series "
+                f"{folder}: the series mixes image sizes ({first.columns}x{first.rows} and "
+                f"{image.columns}x{image.rows} pixels, e.g. {image.path.name}); choose another series "
                 "or export it with dcm2niix."
             )
-        if not np.allclose(_floats(ds.ImageOrientationPatient), _floats(first.ImageOrientationPatient), atol=1e-4):
+        if not np.allclose(image.orientation, first.orientation, atol=1e-4):
             raise VolumeError(
-                f"{folder}: the series mixes slice orientations ({_floats(first.ImageOrientationPatient)} and "
-                f"{_floats(ds.ImageOrientationPatient)}, e.g. {image.path.name}), like a localizer; "
+                f"{folder}: the series mixes slice orientations ({list(first.orientation)} and "
+                f"{list(image.orientation)}, e.g. {image.path.name}), like a localizer; "
                 "choose another series."
             )
-        if _floats(ds.get("PixelSpacing", [])) != _floats(first.get("PixelSpacing", [])):
+        if image.spacing != first.spacing:
             raise VolumeError(
                 f"{folder}: the series mixes pixel spacings, e.g. {image.path.name}; choose another series "
                 "or export it with dcm2niix."
             )
-    iop = np.asarray(_floats(first.ImageOrientationPatient), dtype=np.float64)
+    iop = np.asarray(first.orientation, dtype=np.float64)
     row_cos, col_cos = iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
-    if "PixelSpacing" in first:
-        row_step, col_step = (float(v) for v in first.PixelSpacing)
+    if first.spacing is not None:
+        row_step, col_step = first.spacing
     else:
         row_step = col_step = 1.0
         warnings.append(f"{folder.name}: the images give no pixel spacing; assuming 1 mm pixels.")
     return row_cos, col_cos, row_step, col_step
-
-
-def _floats(values) -> list[float]:
-    return [round(float(v), 6) for v in values]
 
 
 def _one_volume(folder: Path, images: list[_Image], volume_index: int | None, warnings: list[str]) -> list[_Image]:
@@ -317,7 +405,7 @@ def _one_volume(folder: Path, images: list[_Image], volume_index: int | None, wa
 
 
 def _instance_order(image: _Image) -> tuple[int, str]:
-    return int(image.ds.get("InstanceNumber", 0) or 0), str(image.path)
+    return image.instance, str(image.path)
 
 
 def _slice_slots(
@@ -328,7 +416,7 @@ def _slice_slots(
     Missing slices keep their place, so every slice that is present keeps its true position.
     """
     if len(images) == 1:
-        return np.zeros(1, dtype=int), _single_slice_step(folder, images[0].ds, warnings)
+        return np.zeros(1, dtype=int), _single_slice_step(folder, images[0], warnings)
     along = np.array([image.along for image in images])
     steps = np.diff(along)
     step = float(np.median(steps))
@@ -337,6 +425,12 @@ def _slice_slots(
         raise VolumeError(
             f"{folder}: the slice spacing is irregular (steps from {steps.min():.2f} to {steps.max():.2f} mm); "
             "export the series with dcm2niix."
+        )
+    if slots[-1] + 1 > 2 * len(slots):  # also stops one damaged position from allocating a huge, empty volume
+        raise VolumeError(
+            f"{folder}: {len(slots)} slices spread over {slots[-1] + 1} positions {step:.2f} mm apart, more than "
+            "half of them blank; a slice's position is wrong or most of the series is missing. Copy the "
+            "series again or export it with dcm2niix."
         )
     off = float(np.abs(along - along[0] - slots * step).max())
     if off > 0.1 * step:
@@ -360,11 +454,11 @@ def _slice_slots(
     return slots, step
 
 
-def _single_slice_step(folder: Path, ds: pydicom.Dataset, warnings: list[str]) -> float:
+def _single_slice_step(folder: Path, image: _Image, warnings: list[str]) -> float:
     for keyword in ("SpacingBetweenSlices", "SliceThickness"):
-        value = ds.get(keyword)
-        if value not in (None, "") and float(value) > 0:
-            return float(value)
+        value = _numbers(image.path, image.ds, keyword, 1)
+        if value is not None and 0 < value[0] <= MAX_PIXEL_MM:
+            return value[0]
     warnings.append(f"{folder.name}: a single image with no slice thickness; assuming 1 mm.")
     return 1.0
 
@@ -396,10 +490,10 @@ def _pixels(image: _Image) -> np.ndarray:
             f"{image.path}: the pixel data ({name}) are damaged or incomplete ({_one_line(exc)}); "
             "copy the series again."
         ) from exc
-    if raw.shape != (int(ds.Rows), int(ds.Columns)):
+    if raw.shape != (image.rows, image.columns):
         raise VolumeError(f"{image.path}: pixel data of shape {raw.shape} do not match the header's image size.")
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    slope = (_numbers(image.path, ds, "RescaleSlope", 1) or [1.0])[0] or 1.0  # 0 means unset, as before
+    intercept = (_numbers(image.path, ds, "RescaleIntercept", 1) or [0.0])[0]
     return raw.astype(np.float32) * np.float32(slope) + np.float32(intercept)
 
 
