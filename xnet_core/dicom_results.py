@@ -23,7 +23,7 @@ import pydicom
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.sr.coding import Code
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, RLELossless, generate_uid
 
 from xnet_core import DISCLAIMER, __version__
 from xnet_core.atomic import atomic_path
@@ -294,7 +294,8 @@ def write_secondary_captures(images: list[np.ndarray], source: SourceSeries, fol
             patient_birth_date=first.get("PatientBirthDate"), patient_sex=first.get("PatientSex") or None,
             accession_number=first.get("AccessionNumber"), study_id=first.get("StudyID"),
             study_date=first.get("StudyDate") or None, study_time=first.get("StudyTime") or None,
-            referring_physician_name=first.get("ReferringPhysicianName"))
+            referring_physician_name=first.get("ReferringPhysicianName"),
+            transfer_syntax_uid=RLELossless)  # lossless, and a mostly white page shrinks about 8x
         sc.SeriesDescription = f"X-Net key slices - {RESEARCH}"
         sc.BurnedInAnnotation = "YES"
         sc.ImageComments = (comments[number - 1] + " " if comments else "") + DISCLAIMER
