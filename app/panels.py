@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QGridLayout, QWidget
 
@@ -69,7 +70,7 @@ class PanelGrid(QWidget):
         return [*self.panels.values(), self.side_panel]
 
     @property
-    def view_box(self):
+    def view_box(self) -> pg.ViewBox:
         """The first panel's view box; the others are linked to it."""
         return self.panels["segmentation"].view_box
 
