@@ -1,23 +1,28 @@
-"""Grad-CAM and Grad-CAM++ for X-Net's slice segmentation, both from one forward and one backward pass.
+"""Grad-CAM, Grad-CAM++ and HiResCAM for X-Net's slice segmentation, all from one forward and one
+backward pass.
 
-pytorch-grad-cam's ``GradCAM`` and ``GradCAMPlusPlus`` each run their own forward and backward pass,
-back-propagate into every weight of the network, and min-max normalise every slice on its own
-(so a weak slice looks as hot as the lesion slice). Here:
+pytorch-grad-cam's ``GradCAM``, ``GradCAMPlusPlus`` and ``HiResCAM`` each run their own forward and
+backward pass, back-propagate into every weight of the network, and min-max normalise every slice on
+its own (so a weak slice looks as hot as the lesion slice). Here:
 
-* the channel weights come from the library itself (``GradCAM.get_cam_weights`` and
-  ``GradCAMPlusPlus.get_cam_weights``), so the maps are the library's maps;
-* one forward and one backward per batch serve both methods: the graph starts at the target layer
+* the arithmetic comes from the library itself (``GradCAM.get_cam_weights``,
+  ``GradCAMPlusPlus.get_cam_weights``, ``HiResCAM.get_cam_image``), so the maps are the library's maps;
+* HiResCAM multiplies gradient and activation element by element before summing over channels,
+  where Grad-CAM first averages the gradient over the slice: for a target that is a sum of logits
+  the sum of its map is the first-order change of the score, so it cannot light a region the
+  score does not depend on (Draelos & Carin, arXiv:2011.08891);
+* one forward and one backward per batch serve all three methods: the graph starts at the target layer
   (weights need no gradients), so the backward runs only through the layers after it;
 * BatchNorm is folded into the convolutions (the same arithmetic in eval mode), fp32 throughout;
 * raw maps are kept: ReLU of the weighted activation sum, upsampled bilinearly to the slice, never
-  min-max normalised (DESIGN.md: one colour scale per method across slices).
+  min-max normalised (docs/design.md: one colour scale per method across slices).
 
 Target layers (names of ``XNet`` modules): ``fsm`` (1/16 resolution, 14x12 cells on a 224x192
 slice), ``decoders.0`` (1/8), ``decoders.1`` (1/4), ``decoders.2`` (1/2), ``decoders.3`` (full).
 The default is ``decoders.1``: a 4-voxel grid resolves lacunes that vanish in the FSM's 16-voxel
 cells, while two decoder stages still lie after it, so the map shows which features the decoder
 used rather than copying the prediction (the last decoder's map mostly repeats the mask; see the
-reference §3.1). ``fsm`` gives the coarse, most class-level view.
+docs/design.md, References: Explanations). ``fsm`` gives the coarse, most class-level view.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM
 from torch import nn
 
 from explain.methods import CAM_METHODS
@@ -39,8 +44,25 @@ from xnet_core.inference import fold_batchnorm
 LAYERS = ("fsm", "decoders.0", "decoders.1", "decoders.2", "decoders.3")
 DEFAULT_LAYER = "decoders.1"
 
-# The library's weight rules, called unbound: they read only their array arguments.
-_WEIGHT_RULES = {"gradcam": GradCAM.get_cam_weights, "gradcampp": GradCAMPlusPlus.get_cam_weights}
+
+
+def _channel_weighted(rule):
+    """A CAM from a per-channel weight rule: the activations summed over channels with those weights."""
+    def cam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+        weights = rule(None, None, None, None, activations, gradients)
+        return (weights[:, :, None, None] * activations).sum(axis=1)
+    return cam
+
+
+def _hirescam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    return HiResCAM.get_cam_image(None, None, None, None, activations, gradients, False)
+
+
+# The library's rules, called unbound: they read only their array arguments. Each gives the map
+# before its ReLU, [B, h, w] at the layer's resolution.
+_CAM_RULES = {"gradcam": _channel_weighted(GradCAM.get_cam_weights),
+              "gradcampp": _channel_weighted(GradCAMPlusPlus.get_cam_weights),
+              "hirescam": _hirescam}
 
 
 def check_layer(layer: str) -> str:
@@ -68,7 +90,7 @@ class CamMaps:
 
 
 class CamExplainer:
-    """Grad-CAM and Grad-CAM++ of ``model`` at ``layer`` for batches of model slices."""
+    """Grad-CAM, Grad-CAM++ and HiResCAM of ``model`` at ``layer`` for batches of model slices."""
 
     def __init__(self, model: nn.Module, device: torch.device | str = "cpu", layer: str = DEFAULT_LAYER,
                  prepared: bool = False) -> None:
@@ -89,8 +111,7 @@ class CamExplainer:
         # float64: Grad-CAM++'s grads**3 * sum(activations) overflows float32 on randomised models
         activations, gradients = activations.astype(np.float64), gradients.astype(np.float64)
         for method in methods:
-            weights = _WEIGHT_RULES[method](None, None, None, None, activations, gradients)
-            cam = np.maximum((weights[:, :, None, None] * activations).sum(axis=1), 0)
+            cam = np.maximum(_CAM_RULES[method](activations, gradients), 0)
             # float32's range: inf, and finite float64 values beyond it, become its largest value
             fmax = np.finfo(np.float32).max
             cam = np.minimum(np.nan_to_num(cam, posinf=fmax), fmax).astype(np.float32)

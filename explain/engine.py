@@ -20,6 +20,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -30,7 +31,7 @@ from explain import cam as cam_module
 from explain import lime_seg
 from explain.faithfulness import CASCADE, deletion_insertion, random_map, randomisation_test
 from explain.methods import CAM_METHODS, METHODS, check_methods
-from explain.targets import NO_LESION, Target, TargetSpec, resolve
+from explain.targets import Target, TargetSpec, resolve
 from xnet_core import __version__
 from xnet_core.assets import user_cache_dir
 from xnet_core.atomic import atomic_path
@@ -116,13 +117,14 @@ class DiskCache:
         try:
             with np.load(path) as stored:
                 value = stored["map"], json.loads(str(stored["meta"]))
-            os.utime(path)  # recently used
-            return value
         except FileNotFoundError:
             return None
         except Exception as error:  # a damaged entry is a miss, never an error for the user
             log.warning("ignoring damaged cache entry %s (%s)", path, error)
             return None
+        with suppress(OSError):  # recently used; a read-only cache, or an entry just evicted, still serves it
+            os.utime(path)
+        return value
 
     def put(self, key: str, array: np.ndarray, meta: dict) -> None:
         try:
@@ -152,7 +154,7 @@ class DiskCache:
 
 
 class ExplanationEngine:
-    """Grad-CAM, Grad-CAM++ and LIME for the axial slices of a scan, cached."""
+    """Grad-CAM, Grad-CAM++, HiResCAM and LIME for the axial slices of a scan, cached."""
 
     def __init__(self, checkpoint: Checkpoint, device: str = "auto", fp32: bool = False, threshold: float = 0.5,
                  use_cache: bool = True, cache_dir: str | os.PathLike | None = None,
@@ -197,20 +199,20 @@ class ExplanationEngine:
         should_cancel: Callable[[], bool] | None = None,
     ) -> list[SliceExplanation]:
         """Maps for ``slices`` x ``methods``, the cached ones first. Progress counts model passes:
-        one per Grad-CAM/Grad-CAM++ slice (both share it), ``lime_samples`` per LIME slice."""
+        one per CAM slice (Grad-CAM, Grad-CAM++ and HiResCAM share it), ``lime_samples`` per LIME slice."""
         methods = check_methods(methods)
         slices = list(dict.fromkeys(int(z) for z in slices))
         n_z = context.model_input.n_slices
         if any(not 0 <= z < n_z for z in slices):
             raise XNetError(f"slices must lie in 0..{n_z - 1} for {context.volume.name}.")
         # The predicted mask is frozen here: later threshold changes do not move the target.
-        targets = {z: resolve(target, context.model_input.geometry, context.segmentation.mask[:, :, z].copy())
+        targets = {z: resolve(target, context.model_input.geometry, context.segmentation.mask[:, :, z].copy(), z)
                    for z in slices}
         results: list[SliceExplanation] = []
         pending: dict[str, list[int]] = {m: [] for m in methods}
         for z in slices:
             for method in methods:
-                found = self._lookup(context, z, method, params, targets[z])
+                found = self._lookup(context, z, method, params, targets[z], target.kind)
                 if found is None:
                     pending[method].append(z)
                 else:
@@ -282,9 +284,8 @@ class ExplanationEngine:
         return self._cams[layer]
 
     @staticmethod
-    def _no_map(method: str, z: int, reason: Target | str, params: ExplainParams) -> SliceExplanation:
-        return SliceExplanation(method, z, str(reason), None, "predicted" if reason == NO_LESION else "roi", 0,
-                                params.for_method(method))
+    def _no_map(method: str, z: int, reason: str, kind: str, params: ExplainParams) -> SliceExplanation:
+        return SliceExplanation(method, z, reason, None, kind, 0, params.for_method(method))
 
     # -- cache ---------------------------------------------------------------------------------
     def _key(self, context: ScanContext, z: int, method: str, params: ExplainParams, target: Target) -> str:
@@ -296,9 +297,9 @@ class ExplanationEngine:
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
     def _lookup(self, context: ScanContext, z: int, method: str, params: ExplainParams,
-                target: Target | str) -> SliceExplanation | None:
+                target: Target | str, kind: str) -> SliceExplanation | None:
         if not isinstance(target, Target):
-            return self._no_map(method, z, target, params)
+            return self._no_map(method, z, target, kind, params)
         if not self.use_cache:
             return None
         key = self._key(context, z, method, params, target)
@@ -356,18 +357,18 @@ class ExplanationEngine:
 
     def randomisation(self, context: ScanContext, z: int, params: ExplainParams = ExplainParams(),
                       target: TargetSpec = TargetSpec(), stages: tuple[str, ...] = CASCADE) -> list[dict]:
-        """Adebayo et al.'s cascading randomisation for Grad-CAM and Grad-CAM++ on slice ``z``."""
-        frozen = resolve(target, context.model_input.geometry, context.segmentation.mask[:, :, z].copy())
+        """Adebayo et al.'s cascading randomisation for the CAM methods on slice ``z``."""
+        frozen = resolve(target, context.model_input.geometry, context.segmentation.mask[:, :, z].copy(), z)
         if not isinstance(frozen, Target):
             return []
         image = context.model_input.slices[z:z + 1]
 
-        def both_maps(model) -> dict[str, np.ndarray]:
+        def cam_maps(model) -> dict[str, np.ndarray]:
             explainer = cam_module.CamExplainer(model, self.device, params.layer)
             return {m: v[0] for m, v in explainer(image, [frozen]).maps.items()}
 
         with self._lock:
-            steps = randomisation_test(self._model, both_maps, self._model_brain(context, z), stages, params.seed)
+            steps = randomisation_test(self._model, cam_maps, self._model_brain(context, z), stages, params.seed)
         return [step.as_dict() for step in steps]
 
 

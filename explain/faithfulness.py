@@ -119,7 +119,7 @@ def randomisation_test(model: nn.Module, explain: Callable[[nn.Module], dict[str
                        brain: np.ndarray, stages: tuple[str, ...] = CASCADE,
                        seed: int = 0) -> list[RandomisationStep]:
     """Cascading randomisation. ``explain(model) -> {method: map [H, W]}`` is recomputed after each
-    stage (one call can serve several methods, as Grad-CAM and Grad-CAM++ share a pass)."""
+    stage (one call can serve several methods, as the CAM methods share a pass)."""
     original = explain(model)
     randomised = copy.deepcopy(model).float().eval()
     generator = torch.Generator().manual_seed(seed)

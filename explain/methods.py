@@ -6,9 +6,9 @@ from typing import Iterable
 
 from xnet_core.errors import XNetError
 
-METHODS = ("gradcam", "gradcampp", "lime")
-CAM_METHODS = ("gradcam", "gradcampp")  # both from one forward and backward pass
-METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "lime": "LIME"}
+METHODS = ("gradcam", "gradcampp", "hirescam", "lime")
+CAM_METHODS = ("gradcam", "gradcampp", "hirescam")  # all three from one forward and backward pass
+METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "hirescam": "HiResCAM", "lime": "LIME"}
 
 
 def check_methods(methods: Iterable[str]) -> tuple[str, ...]:

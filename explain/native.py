@@ -14,7 +14,8 @@ import numpy as np
 
 from explain.engine import ExplainParams, ExplanationEngine, ScanContext, SliceExplanation
 from explain.methods import check_methods
-from explain.targets import NO_LESION, TargetSpec
+from explain.targets import LESION_ABSENT, NO_LESION, TargetSpec
+from xnet_core.metrics import Lesion, lesion_mask
 from xnet_core.native import PlacedScan
 
 
@@ -28,29 +29,32 @@ def explain_slices(
     on_progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     native_mask: np.ndarray | None = None,
+    target: TargetSpec = TargetSpec(),
 ) -> list[SliceExplanation]:
     """Maps of native ``slices`` x ``methods`` on the scan's own grid.
 
-    ``native_mask``: the predicted mask on the scan's grid; a native slice without lesion of its own
-    gets no map (as on the template grid) even when a template slice it crosses has one, and the
-    target's size is counted in the scan's own voxels.
+    ``native_mask``: the predicted mask on the scan's grid (for a lesion target, that lesion's); a
+    native slice without lesion of its own gets no map (as on the template grid) even when a template
+    slice it crosses has one, and the target's size is counted in the scan's own voxels. ``target``
+    is on the grid the model reads (``lesion_target`` makes a lesion's).
     """
     methods = check_methods(methods)
     slices = [int(z) for z in dict.fromkeys(slices)]
     if scan.registration is None:
-        return engine.explain(template_context, slices, methods, params, TargetSpec(),
+        return engine.explain(template_context, slices, methods, params, target,
                               on_progress=on_progress, should_cancel=should_cancel)
     own_lesion = {z: native_mask is None or bool(native_mask[:, :, z].any()) for z in slices}
     per_native = {z: scan.template_slices([z]) if own_lesion[z] else [] for z in slices}
     needed = sorted(set(t for ts in per_native.values() for t in ts))
-    results = engine.explain(template_context, needed, methods, params, TargetSpec(),
+    results = engine.explain(template_context, needed, methods, params, target,
                              on_progress=on_progress, should_cancel=should_cancel)
     by_key = {(r.method, r.z): r for r in results}
+    absent = LESION_ABSENT if target.kind == "lesion" else NO_LESION
     out = []
     for z in slices:
         for method in methods:
             if not own_lesion[z]:
-                out.append(SliceExplanation(method, z, NO_LESION, None, "none", 0,
+                out.append(SliceExplanation(method, z, absent, None, target.kind, 0,
                                             {**params.for_method(method), "template_slices": []}))
                 continue
             result = _native_result(scan, z, method, [by_key[(method, t)] for t in per_native[z]], params)
@@ -58,6 +62,21 @@ def explain_slices(
                 result.target_area = int(native_mask[:, :, z].sum())  # the scan's own voxels
             out.append(result)
     return out
+
+
+def lesion_target(scan: PlacedScan, native_mask: np.ndarray, number: int) -> tuple[TargetSpec, np.ndarray, Lesion]:
+    """Lesion ``number`` of the lesion table (1 = largest) of the predicted mask on the scan's grid:
+    (its target on the grid the model reads, its own voxels on the scan's grid, its record).
+
+    On a registered scan the lesion is moved onto the template grid (nearest neighbour, or linear
+    and half-covered voxels for a lesion too small to keep a voxel that way)."""
+    own, lesion = lesion_mask(native_mask, number)
+    if scan.registration is None:
+        return TargetSpec("lesion", mask=own, lesion=number), own, lesion
+    moved = scan.registration.to_template(own, order=0) > 0
+    if not moved.any():
+        moved = scan.registration.to_template(own.astype(np.float32), order=1) >= 0.25
+    return TargetSpec("lesion", mask=moved.astype(np.uint8), lesion=number), own, lesion
 
 
 def _native_result(scan: PlacedScan, z: int, method: str, parts: list[SliceExplanation],
@@ -126,9 +145,10 @@ class SliceModel:
 
     def explain(self, zs: list[int], methods: Iterable[str], params: ExplainParams, native_mask: np.ndarray,
                 threshold: float, on_progress: Callable[[int, int], None] | None = None,
-                should_cancel: Callable[[], bool] | None = None) -> list[SliceExplanation]:
+                should_cancel: Callable[[], bool] | None = None, lesion: int | None = None) -> list[SliceExplanation]:
         """Maps of native slices; the target is the predicted mask at ``threshold`` (``native_mask`` on
-        the template grid; on a registered scan, the template probabilities at that threshold)."""
+        the template grid; on a registered scan, the template probabilities at that threshold), or with
+        ``lesion`` only that lesion of ``native_mask``'s lesion table (1 = largest)."""
         volume = self.scan.model_volume
         vx, vy, _ = volume.voxel_sizes
         mask = native_mask if self.scan.registration is None else (
@@ -137,6 +157,9 @@ class SliceModel:
         if self._context is None:
             self._context = self.engine.context(volume, segmentation, self.model_input)
         self._context.segmentation = segmentation
+        target, gate = TargetSpec(), native_mask
+        if lesion is not None:
+            target, gate, _ = lesion_target(self.scan, native_mask, lesion)
         return explain_slices(self.engine, self.scan, self._context, zs, methods, params,
                               on_progress=on_progress, should_cancel=should_cancel,
-                              native_mask=None if self.scan.registration is None else native_mask)
+                              native_mask=None if self.scan.registration is None else gate, target=target)

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM
 from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
 from app.cli import main
@@ -17,10 +17,13 @@ from explain.cam import DEFAULT_LAYER, CamExplainer, library_view
 from explain.engine import DiskCache, ExplainParams, ExplanationEngine
 from explain.faithfulness import rank_correlation
 from explain.lime_seg import explain_slice
-from explain.targets import EMPTY_ROI, NO_LESION, TargetSpec, resolve
+from explain.native import lesion_target
+from explain.targets import EMPTY_ROI, LESION_ABSENT, NO_LESION, TargetSpec, resolve
 from tests.conftest import write_nifti
 from xnet_core.assets import DEMO_LESION, asset_path, demo_scan_path
-from xnet_core.errors import Cancelled, VolumeError
+from xnet_core.errors import Cancelled, VolumeError, XNetError
+from xnet_core.metrics import label_lesions, lesions
+from xnet_core.native import PlacedScan
 from xnet_core.reader_mask import load_reader_mask
 from xnet_core.volume import load_volume
 
@@ -65,7 +68,7 @@ def test_cam_equals_pytorch_grad_cam(demo_checkpoint, context, lesion_slice) -> 
     target = resolve(TargetSpec(), context.model_input.geometry, context.segmentation.mask[:, :, lesion_slice])
     ours = CamExplainer(model, "cpu", DEFAULT_LAYER)(image, [target])
     layer = model.get_submodule(DEFAULT_LAYER)
-    for method, library in (("gradcam", GradCAM), ("gradcampp", GradCAMPlusPlus)):
+    for method, library in (("gradcam", GradCAM), ("gradcampp", GradCAMPlusPlus), ("hirescam", HiResCAM)):
         with library(model, [layer]) as cam:
             theirs = cam(torch.from_numpy(image)[:, None], [SemanticSegmentationTarget(0, target.weights)])
         assert np.abs(library_view(ours.layer_maps[method], image.shape[-2:]) - theirs).max() <= 1e-4
@@ -73,7 +76,7 @@ def test_cam_equals_pytorch_grad_cam(demo_checkpoint, context, lesion_slice) -> 
 
 
 def test_every_method_gives_a_map_on_the_lesion_slice(explained, lesion_slice, demo_volume) -> None:
-    for method in ("gradcam", "gradcampp", "lime"):
+    for method in ("gradcam", "gradcampp", "hirescam", "lime"):
         result = explained[method]
         assert result.ok and result.z == lesion_slice
         assert result.map.shape == demo_volume.shape[:2] and np.isfinite(result.map).all()
@@ -83,7 +86,7 @@ def test_every_method_gives_a_map_on_the_lesion_slice(explained, lesion_slice, d
 
 def test_slice_without_predicted_lesion(engine, context) -> None:
     results = engine.explain(context, [5], params=ExplainParams(lime_samples=LIME_SAMPLES))
-    assert {r.method for r in results} == {"gradcam", "gradcampp", "lime"}
+    assert {r.method for r in results} == {"gradcam", "gradcampp", "hirescam", "lime"}
     assert all(r.status == NO_LESION and r.map is None for r in results)
 
 
@@ -163,6 +166,64 @@ def test_roi_and_pixel_targets(engine, context, lesion_slice) -> None:
     assert resolve(TargetSpec("pixel", point=(0, 0)), geometry, mask) == EMPTY_ROI  # outside the window
     results = engine.explain(context, [lesion_slice], ["gradcam"], target=TargetSpec("pixel", point=(xs[0], ys[0])))
     assert results[0].ok and results[0].target_kind == "pixel"
+
+
+@pytest.fixture(scope="module")
+def two_lesions(context, lesion_slice):
+    """The demo's predicted mask plus a second, made-up lesion on the lesion slice, away from the first
+    (inside the brain, in the other hemisphere): a slice with two lesions, the larger one first."""
+    mask = context.segmentation.mask.copy()
+    brain = context.model_input.brain_mask[:, :, lesion_slice] > 0
+    xs, ys = np.nonzero(mask[:, :, lesion_slice])
+    x = int(mask.shape[0] - 1 - xs.mean())  # mirrored across the midline
+    y = int(ys.mean())
+    mask[x - 3:x + 4, y - 3:y + 4, lesion_slice - 1:lesion_slice + 2] = 1
+    assert brain[x, y] and not context.segmentation.mask[x - 4:x + 5, y - 4:y + 5, lesion_slice].any()
+    assert label_lesions(mask[:, :, lesion_slice - 1:lesion_slice + 2])[1] >= 2
+    return mask
+
+
+def _numbers_on(mask: np.ndarray, z: int) -> list[int]:
+    """The lesion-table numbers (1 = largest) of the lesions that reach slice ``z``."""
+    return [n for n, lesion in enumerate(lesions(mask, 0.001), start=1) if z in lesion.slices]
+
+
+def test_a_lesion_target_holds_that_lesion_alone(engine, context, lesion_slice, two_lesions) -> None:
+    scan, z, geometry = PlacedScan(context.volume, None), lesion_slice, context.model_input.geometry
+    labels, _ = label_lesions(two_lesions)
+    numbers = _numbers_on(two_lesions, z)
+    assert len(numbers) >= 2
+    targets = {}
+    for number in numbers:
+        spec, own, lesion = lesion_target(scan, two_lesions, number)
+        assert set(np.unique(labels[own > 0])) == {lesion.label}  # one component, all of it
+        assert (labels == lesion.label).sum() == own.sum() == lesion.n_voxels
+        targets[number] = resolve(spec, geometry, two_lesions[:, :, z], z)
+        np.testing.assert_array_equal(targets[number].weights, geometry.to_model(own[:, :, z]).astype(np.float32))
+        assert resolve(spec, geometry, two_lesions[:, :, 5], 5) == LESION_ABSENT
+    assert len({t.key for t in targets.values()}) == len(numbers)
+    union = sum(t.weights for t in targets.values())
+    np.testing.assert_array_equal(union, resolve(TargetSpec(), geometry, two_lesions[:, :, z], z).weights)
+    with pytest.raises(XNetError, match="no lesion 999"):
+        lesion_target(scan, two_lesions, 999)
+
+
+def test_each_lesion_on_a_slice_has_its_own_map_cached(engine, context, lesion_slice, two_lesions) -> None:
+    scan, z = PlacedScan(context.volume, None), lesion_slice
+    maps, own = {}, {}
+    for number in _numbers_on(two_lesions, z)[:2]:
+        spec, mask, _ = lesion_target(scan, two_lesions, number)
+        (result,) = engine.explain(context, [z], ["hirescam"], target=spec)
+        assert result.ok and result.target_kind == "lesion" and result.source == "computed"
+        maps[number], own[number] = result.map, mask[:, :, z] > 0
+        (again,) = engine.explain(context, [z], ["hirescam"], target=spec)
+        assert again.source == "memory"
+        np.testing.assert_array_equal(again.map, result.map)
+    first, second = maps
+    assert not np.allclose(maps[first], maps[second])
+    # each map puts a larger share of its energy on its own lesion than the other lesion's map does
+    share = lambda n, m: maps[n][own[m]].sum() / maps[n].sum()  # noqa: E731
+    assert share(first, first) > share(second, first) and share(second, second) > share(first, second)
 
 
 def test_maps_line_up_after_an_lps_flip(engine, demo_volume, context, lesion_slice, explained, tmp_path) -> None:
@@ -258,3 +319,4 @@ def test_cli_explain_bad_input(tmp_path, capsys) -> None:
     assert main(["explain", str(demo_scan_path()), "--out-dir", str(tmp_path), "--methods", "gradcam,shap"]) == 2
     assert "choose from" in capsys.readouterr().err
     assert main(["explain", str(demo_scan_path()), "--out-dir", str(tmp_path), "--layer", "encoders.9"]) == 2
+    assert main(["explain", str(demo_scan_path()), "--out-dir", str(tmp_path), "--lesion", "0"]) == 2

@@ -12,3 +12,6 @@ DISCLAIMER = (
 
 # The compute devices ``inference.choose_device`` accepts; here, without torch, so that a parser can offer them.
 DEVICES = ("auto", "cuda", "mps", "cpu")
+
+# What the lesion table and the report list as a finding (ml); here, without numpy, for parsers and the viewer.
+DEFAULT_MIN_LESION_ML = 0.1

@@ -14,9 +14,8 @@ Test-time mirroring (on by default, ``mirror=False`` / ``--no-mirror`` turns it 
 probability is the mean of the network's answer on the slice and on its left-right mirror image,
 flipped back, as nnU-Net does. The network was trained with left-right flips, so both answers are
 in its training distribution; where they disagree (mostly small false-positive specks) the mean falls
-below the threshold. Measured on 20 validation cases of the demo model (seeds 900000-900019):
-Dice 0.677 -> 0.705, precision 0.73 -> 0.81, lesion-wise F1 0.29 -> 0.44; two more passes on the
-window shifted by 8 pixels changed nothing (0.704). Both images go through the network as one batch.
+below the threshold (what it did for the demo model, and why one mirrored pass and not more shifted
+ones: docs/model.md, "What it scores"). Both images go through the network as one batch.
 """
 
 from __future__ import annotations
@@ -31,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
-from xnet_core import DEVICES  # ("auto", "cuda", "mps", "cpu"): defined without torch, for parsers
 
+from xnet_core import DEVICES  # ("auto", "cuda", "mps", "cpu"): defined without torch, for parsers
 from xnet_core.errors import Cancelled, DeviceError, XNetError
 from xnet_core.image import Volume
 from xnet_core.metrics import Lesion, lesions
@@ -113,7 +112,7 @@ class Segmentation:
     probabilities: np.ndarray  # float32 [x, y, z], 0 where not computed
     mask: np.ndarray  # uint8 [x, y, z]
     threshold: float
-    lesions: list[Lesion]
+    lesions: list[Lesion]  # every component, largest first, with the model's mean and maximum probability
     slice_area_mm2: np.ndarray  # float [z]: lesion area of each axial slice
     computed_slices: list[int]  # slices the model ran on (brain inside the window)
     requested_slices: list[int]
@@ -303,7 +302,7 @@ class Segmenter:
             probabilities=probabilities,
             mask=mask,
             threshold=self.threshold,
-            lesions=lesions(mask, volume.voxel_volume_ml),
+            lesions=lesions(mask, volume.voxel_volume_ml, probabilities),
             slice_area_mm2=mask.sum(axis=(0, 1)).astype(np.float64) * vx * vy,
             computed_slices=sorted(computed),
             requested_slices=requested,

@@ -16,7 +16,8 @@ from pathlib import Path
 from xnet_core import DEVICES, DISCLAIMER, __version__
 
 EXIT_BAD_INPUT = 2
-ALL_METHODS = "gradcam,gradcampp,lime"
+ALL_METHODS = "gradcam,gradcampp,hirescam,lime"
+CAM_METHODS = "gradcam,gradcampp,hirescam"  # one forward and backward pass serves all three
 FEW_LIME_SLICES = 3  # beyond this, say how long LIME will take before starting
 
 # A library error names the argument at fault in ``XNetError.parameter``; the CLI names its flag.
@@ -24,6 +25,7 @@ FLAGS = {
     "weights": "--weights", "device": "--device", "threshold": "--threshold", "slices": "--slices",
     "methods": "--methods", "series": "--series", "volume": "--volume", "transform": "--save-transform",
     "layer": "--layer", "data": "--data", "fold": "--fold", "split": "--split",
+    "lesion": "--lesion", "min_lesion_ml": "--min-lesion-ml",
 }
 
 
@@ -53,9 +55,18 @@ def add_common(parser: argparse.ArgumentParser, slices: bool = True, slices_defa
         parser.add_argument("--slices", default=slices_default, metavar="lesion|all|A:B|z,z,...",
                             help=f"0-based axial slices of the RAS volume; A:B is inclusive (default {slices_default})")
     if methods:
-        parser.add_argument("--methods", default=methods_default, metavar="gradcam,gradcampp,lime",
+        parser.add_argument("--methods", default=methods_default, metavar="gradcam,gradcampp,hirescam,lime",
                             help=f"explanation methods (default {methods_default})")
     parser.add_argument("--json", metavar="OUT", required=json_required, help="write a JSON summary here")
+
+
+def add_min_lesion(parser: argparse.ArgumentParser) -> None:
+    """``--min-lesion-ml X``: what the lesion table and the report list as findings (docs/design.md)."""
+    from xnet_core import DEFAULT_MIN_LESION_ML
+
+    parser.add_argument("--min-lesion-ml", type=float, default=DEFAULT_MIN_LESION_ML, metavar="X",
+                        help="list components of at least X ml as findings, the rest in one line "
+                             f"(default {DEFAULT_MIN_LESION_ML}; masks and metrics keep every component)")
 
 
 def add_scan(parser: argparse.ArgumentParser) -> None:
@@ -131,7 +142,7 @@ def load_model(args: argparse.Namespace, explain: bool = False):
 
 
 def parse_methods(args: argparse.Namespace) -> tuple[str, ...]:
-    """``--methods gradcam,gradcampp,lime``: the distinct methods asked for, in order."""
+    """``--methods gradcam,gradcampp,hirescam,lime``: the distinct methods asked for, in order."""
     from explain.methods import check_methods
 
     return check_methods(m.strip() for m in args.methods.split(",") if m.strip())

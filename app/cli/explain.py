@@ -10,7 +10,7 @@ from app.cli._common import (ProgressBar, add_common, add_scan, announce_lime, c
                              parse_methods, placed_scan, provenance, write_json)
 from xnet_core import DISCLAIMER
 
-HELP = "Grad-CAM, Grad-CAM++ and LIME maps of the model's lesion score"
+HELP = "Grad-CAM, Grad-CAM++, HiResCAM and LIME maps of the model's lesion score"
 FAITHFULNESS_KEYS = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")
 
 
@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="LIME superpixel size: quickshift kernel (default 6, about 11 superpixels; 4: about 26)")
     parser.add_argument("--seed", type=int, default=0, help="LIME's segmentation and sampling seed")
     parser.add_argument("--reader", metavar="MASK", help="the reader's lesion mask: attention-vs-reader figures")
+    parser.add_argument("--lesion", type=int, default=None, metavar="K",
+                        help="explain lesion K of the lesion table alone (1 = the largest) on its slices; "
+                             "maps go to <stem>_lesion<K>_<method>.nii.gz")
     parser.add_argument("--faithfulness", action="store_true",
                         help="deletion/insertion AUCs per map and the model-randomisation sanity check")
     add_common(parser, slices_default="lesion", methods=True)
@@ -34,11 +37,15 @@ def run(args: argparse.Namespace) -> int:
     from xnet_core.reader_mask import load_reader_mask
     from xnet_core.slices import LESION, parse_slices
 
+    from xnet_core.errors import XNetError
+
     methods = parse_methods(args)
     params = _params(args)
+    if args.lesion is not None and args.lesion < 1:
+        raise XNetError(f"--lesion counts from 1 (the largest lesion), not {args.lesion}.")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = scan_stem(args)
+    stem = scan_stem(args) + (f"_lesion{args.lesion}" if args.lesion is not None else "")
     outputs = {m: out_dir / f"{stem}_{m}.nii.gz" for m in methods}
     json_path = out_dir / f"{stem}_explain.json"
     for out in [*outputs.values(), json_path, *filter(None, [args.json])]:
@@ -50,20 +57,26 @@ def run(args: argparse.Namespace) -> int:
     volume = scan.volume
     reader = load_reader_mask(args.reader, volume) if args.reader else None
     chosen = parse_slices(args.slices, volume.shape[2])
-    segmentation, on_template = segment(engine.segmenter, scan, slices=None if chosen == LESION else chosen,
+    whole = chosen == LESION or args.lesion is not None  # the lesion table needs every slice
+    segmentation, on_template = segment(engine.segmenter, scan, slices=None if whole else chosen,
                                         on_progress=ProgressBar(f"segmenting {volume.name}"))
     context = engine.context(scan.model_volume, on_template)
-    slices = segmentation.lesion_slices if chosen == LESION else chosen
+    target, gate = _target(args, scan, segmentation)
+    slices = _slices_to_explain(args, chosen, segmentation)
     if not slices:
         print(f"{volume.name}: no lesion predicted on any slice; nothing to explain (use --slices to choose).")
     if "lime" in methods:
         announce_lime(engine, scan, context, slices, params.lime_samples)
-    results = _explain(engine, scan, context, slices, methods, params, segmentation)
+    results = _explain(engine, scan, context, slices, methods, params, gate, target)
     maps, per_slice = _collect(args, engine, context, volume, results, slices, methods, reader,
                                registered=scan.registration is not None)
     _save_maps(maps, outputs, volume, checkpoint)
     explained = {m: sorted(r.z for r in results if r.method == m and r.ok) for m in methods}
     summary = _summary(args, engine, scan, segmentation, methods, params, slices, outputs, maps, explained)
+    if args.lesion is not None:
+        summary["lesion"] = {"number": args.lesion, **segmentation.lesions[args.lesion - 1].as_dict()}
+        summary["target"] = (f"lesion logit summed over lesion {args.lesion}'s voxels alone (the lesion table's "
+                             "order, 1 = largest) on each of its slices")
     if reader is not None:
         _add_reader(summary, args, reader, volume, maps, explained, methods)
     _add_faithfulness(summary, args, engine, context, segmentation, params, methods, per_slice, explained,
@@ -98,12 +111,35 @@ def _params(args: argparse.Namespace):
     return params
 
 
-def _explain(engine, scan, context, slices, methods, params, segmentation) -> list:
+def _target(args: argparse.Namespace, scan, segmentation) -> tuple:
+    """(the target on the grid the model reads, the native mask that says which slices have one):
+    the predicted mask, or with ``--lesion K`` lesion K alone."""
+    from explain.native import lesion_target
+    from explain.targets import TargetSpec
+
+    if args.lesion is None:
+        return TargetSpec(), segmentation.mask
+    target, own, _ = lesion_target(scan, segmentation.mask, args.lesion)
+    return target, own
+
+
+def _slices_to_explain(args: argparse.Namespace, chosen, segmentation) -> list[int]:
+    """``--slices`` as given; its default (lesion): the predicted lesion's slices, or lesion K's."""
+    from xnet_core.slices import LESION
+
+    if chosen != LESION:
+        return chosen
+    if args.lesion is not None:
+        return segmentation.lesions[args.lesion - 1].slices
+    return segmentation.lesion_slices
+
+
+def _explain(engine, scan, context, slices, methods, params, native_mask, target) -> list:
     from explain.native import explain_slices
 
     return explain_slices(engine, scan, context, slices, methods, params,
                           on_progress=ProgressBar(f"explaining {scan.volume.name}", unit="model passes"),
-                          native_mask=segmentation.mask)
+                          native_mask=native_mask, target=target)
 
 
 def _collect(args, engine, context, volume, results, slices, methods, reader, registered: bool) -> tuple[dict, dict]:
@@ -149,7 +185,7 @@ def _summary(args, engine, scan, segmentation, methods, params, slices, outputs,
         "threshold": args.threshold,
         "mirror": engine.segmenter.mirror,  # of the segmentation; the maps explain the single pass
         "device": str(engine.device),
-        "precision": {"gradcam": "fp32", "gradcampp": "fp32", "lime": engine.segmenter.precision},
+        "precision": {m: engine.segmenter.precision if m == "lime" else "fp32" for m in methods},
         "lesion_volume_ml": round(segmentation.lesion_volume_ml, 4),
         "registration": scan.registration_summary(),
         "volume": {m: {"map_max": float(maps[m].max()), "map_min": float(maps[m].min())} for m in methods},
@@ -198,8 +234,10 @@ def _randomisation(engine, context, segmentation, params, methods) -> dict:
     """The sanity check on the slice with the largest predicted lesion area (Grad-CAM methods)."""
     import numpy as np
 
-    if not {"gradcam", "gradcampp"} & set(methods) or not segmentation.lesion_slices:
-        return {"status": "not run (needs Grad-CAM or Grad-CAM++ and a predicted lesion)"}
+    from explain.methods import CAM_METHODS
+
+    if not set(CAM_METHODS) & set(methods) or not segmentation.lesion_slices:
+        return {"status": "not run (needs a CAM method and a predicted lesion)"}
     z = int(np.argmax(segmentation.slice_area_mm2))
     steps = engine.randomisation(context, z, params)
     return {"z": z, "layer": params.layer, "cascade": [

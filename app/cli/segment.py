@@ -6,8 +6,8 @@ import argparse
 import sys
 import time
 
-from app.cli._common import (ProgressBar, add_common, add_scan, check_output, load_model, placed_scan,
-                             provenance, write_json)
+from app.cli._common import (ProgressBar, add_common, add_min_lesion, add_scan, check_output, load_model,
+                             placed_scan, provenance, write_json)
 from xnet_core import DISCLAIMER
 
 HELP = "segment a scan slice by slice"
@@ -20,12 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seg", metavar="OUT.dcm", help="DICOM input: also write the mask as a DICOM SEG that "
                                                         "references the source series (docs/pacs.md)")
     parser.add_argument("--reader", metavar="MASK", help="with --seg: the reader's mask, as the SEG's second segment")
+    add_min_lesion(parser)
     add_common(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from xnet_core.metrics import split_findings
     from xnet_core.native import segment
     from xnet_core.slices import LESION, parse_slices
     from xnet_core.volume import save_like
@@ -33,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from app.cli._dicom_out import check_seg_args, write_seg_from_args
 
     check_seg_args(args)
+    split_findings([], args.min_lesion_ml)  # a bad --min-lesion-ml fails before the model runs
     for out in filter(None, (args.output, args.prob, args.json, args.seg)):
         check_output(out, [args.input, args.weights or "", args.reader or ""])
     started = time.perf_counter()
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.prob:
         save_like(result.probabilities, volume, args.prob, checkpoint.nifti_descrip, np.float32)
     write_s = time.perf_counter() - started
+    findings = split_findings(result.lesions, args.min_lesion_ml)
     summary = {
         "input": str(args.input),
         "mask": args.output,
@@ -59,7 +63,10 @@ def run(args: argparse.Namespace) -> int:
         "lesion_volume_ml": round(result.lesion_volume_ml, 4),
         "n_lesions": result.n_lesions,
         "lesion_slices": result.lesion_slices,
-        "lesions": [lesion.as_dict() for lesion in result.lesions],
+        # every component, largest first; "finding" says which the lesion table and the report list
+        "lesions": [{**lesion.as_dict(), "finding": lesion.volume_ml >= args.min_lesion_ml}
+                    for lesion in result.lesions],
+        **findings.summary(),
         "slices_requested": len(result.requested_slices),
         "slices_computed": len(result.computed_slices),
         "threshold": result.threshold,
@@ -79,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, summary)
     for warning in scan.warnings():
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{volume.name}: {result.n_lesions} lesion(s), {result.lesion_volume_ml:.2f} ml "
-          f"on {len(result.lesion_slices)} slice(s); written to "
+    smaller = f" ({findings.smaller_line()})" if findings.smaller else ""
+    print(f"{volume.name}: {len(findings.findings)} finding(s) of at least {args.min_lesion_ml:g} ml{smaller}, "
+          f"{result.lesion_volume_ml:.2f} ml on {len(result.lesion_slices)} slice(s); written to "
           f"{' and '.join(filter(None, (args.output, args.seg)))}. {DISCLAIMER}")
     return 0
