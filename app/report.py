@@ -1,4 +1,5 @@
-"""The PDF report: a summary page, then one page per exported slice with the four panels.
+"""The PDF report: a summary page, one page per exported slice with the four panels, then one page per
+requested finding whose maps explain that lesion alone.
 
 Drawn with Qt's own ``QPdfWriter`` + ``QPainter``: text and lines are vectors; panel images are
 embedded losslessly (Flate, not JPEG), upscaled with nearest neighbour so voxels stay crisp. The
@@ -29,10 +30,11 @@ from app.drawing import (MODEL_COLOUR, PANEL_ORDER, READER_COLOUR, axial_image, 
 from app.slice_panel import lookup_table
 from app.study import Study
 from explain.methods import CAM_METHODS, METHOD_NAMES, METHODS
-from xnet_core import DISCLAIMER, __version__
+from xnet_core import DEFAULT_MIN_LESION_ML, DISCLAIMER, __version__
 from xnet_core.atomic import atomic_path
 from xnet_core.errors import Cancelled, XNetError
 from xnet_core.image import Volume
+from xnet_core.metrics import split_findings
 
 PAGE_W, PAGE_H = 595.0, 842.0  # A4 in points; the painter is scaled so one unit is one point
 MARGIN = 36.0
@@ -44,6 +46,29 @@ PANEL_UPSCALE = 3
 MAX_LESION_ROWS = 18
 STATEMENT = ("This is a research / second-opinion output, not a diagnosis. The segmentation and the "
              "explanation maps come from a machine-learning model and must be checked by a qualified reader.")
+
+
+@dataclass
+class FindingPage:
+    """One finding explained alone: its lesion-table row, the slice of its largest cross-section, its own
+    voxels there and each method's map of the lesion logit summed over those voxels (or why none)."""
+
+    number: int  # in the lesion table's order, 1 = largest (``xnet explain --lesion K``)
+    row: dict  # ``Study.lesion_rows()`` entry
+    z: int
+    mask: np.ndarray  # uint8 [x, y]: the lesion alone on slice z
+    maps: dict[str, np.ndarray]  # method -> [x, y] raw map
+    status: dict[str, str]  # method -> "ok" or why there is no map
+    details: dict[str, dict] = field(default_factory=dict)  # method -> SliceExplanation.summary()
+
+    def scale(self, method: str):
+        """The finding's own colour scale per method: its target differs from the slice pages'."""
+        from app.study import SCALE_PERCENTILE, ColourScale
+
+        values = self.maps[method]
+        positive = values[values > 0]
+        high = float(np.percentile(positive, SCALE_PERCENTILE)) if positive.size else 1.0
+        return ColourScale(0.0, max(high, 1e-12), False)
 
 
 @dataclass
@@ -67,6 +92,8 @@ class ReportInputs:
     identifiers: dict[str, str] | None = None  # patient identifiers, only when the user asked
     registration: dict | None = None  # PlacedScan.registration_summary(); None: not known
     background: Volume | None = None  # another sequence shown under the overlays (on the study's grid)
+    min_lesion_ml: float = DEFAULT_MIN_LESION_ML  # what the lesion table lists as findings
+    findings: list[FindingPage] = field(default_factory=list)  # per-finding pages, after the slice pages
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M"))
 
 
@@ -103,21 +130,32 @@ def report_precision(engine) -> str:
     segmentation may average each slice with its mirror image; the maps explain the single pass."""
     segmenter = engine.segmenter
     mirrored = " (mean with the left-right mirror image)" if segmenter.mirror else ""
-    return f"segmentation {segmenter.precision}{mirrored}, LIME {segmenter.precision}, Grad-CAM/Grad-CAM++ fp32"
+    return f"segmentation {segmenter.precision}{mirrored}, LIME {segmenter.precision}, Grad-CAM/Grad-CAM++/HiResCAM fp32"
 
 
 # -- panel images (numpy) -------------------------------------------------------------------
-def panel_image(inputs: ReportInputs, name: str, z: int) -> np.ndarray:
-    """RGB uint8 ``[rows, columns, 3]`` of one panel on axial slice ``z``."""
+def _map_of(inputs: ReportInputs, name: str, z: int, finding: FindingPage | None):
+    """(status, raw map [x, y], colour scale) of a method on slice ``z``: the slice's, or the finding's own."""
+    if finding is not None:
+        status = finding.status.get(name) or "not computed"
+        return status, finding.maps.get(name), finding.scale(name) if status == "ok" else None
+    study = inputs.study
+    status = study.status(name, z)
+    return status, study.maps[name][:, :, z], study.scale(name) if status == "ok" else None
+
+
+def panel_image(inputs: ReportInputs, name: str, z: int, finding: FindingPage | None = None) -> np.ndarray:
+    """RGB uint8 ``[rows, columns, 3]`` of one panel on axial slice ``z`` (a finding's page: that lesion
+    alone, with its own maps)."""
     study = inputs.study
     rgb = windowed_grey((inputs.background or study.volume).data[:, :, z], inputs.levels)
-    model = study.mask_slice(z) if study.segmented[z] else None
+    model = finding.mask if finding is not None else study.mask_slice(z) if study.segmented[z] else None
     if name == "segmentation":
         if model is not None:
             rgb = blend(rgb, MODEL_COLOUR, model * inputs.mask_opacity)
-    elif name in inputs.methods and study.status(name, z) == "ok":
-        scale = study.scale(name)
-        lut = coloured(study.maps[name][:, :, z], scale.low, scale.high, lookup_table(inputs.colour_map))
+    elif name in inputs.methods and (shown := _map_of(inputs, name, z, finding))[0] == "ok":
+        _, values, scale = shown
+        lut = coloured(values, scale.low, scale.high, lookup_table(inputs.colour_map))
         rgb = blend(rgb, lut[..., :3], lut[..., 3] / 255.0 * inputs.opacity)
     if model is not None and name != "segmentation":
         rgb[outline(model)] = MODEL_COLOUR
@@ -206,13 +244,18 @@ def _figure(value, digits: int = 3) -> str:
 
 
 # -- pages ----------------------------------------------------------------------------------
-def _params_lines(inputs: ReportInputs, z: int | None = None) -> list[str]:
+def _params_lines(inputs: ReportInputs, z: int | None = None, finding: FindingPage | None = None) -> list[str]:
     study, lines = inputs.study, []
     for method in METHODS:
         if method not in inputs.methods:
             lines.append(f"{METHOD_NAMES[method]}: left out of this report")
             continue
-        details = study.details[method].get(z) if z is not None else next(iter(study.details[method].values()), None)
+        if finding is not None:
+            details = finding.details.get(method)
+        elif z is not None:
+            details = study.details[method].get(z)
+        else:
+            details = next(iter(study.details[method].values()), None)
         if not details:
             lines.append(f"{METHOD_NAMES[method]}: not computed")
             continue
@@ -222,7 +265,9 @@ def _params_lines(inputs: ReportInputs, z: int | None = None) -> list[str]:
                    f"quickshift kernel {details.get('kernel_size')}"
         else:
             text = f"layer {details.get('layer')}"
-        target = "the model's predicted lesion mask" if details.get("target") == "predicted" else details.get("target")
+        target = {"predicted": "the model's predicted lesion mask",
+                  "lesion": f"finding {finding.number if finding else ''} alone"}.get(details.get("target"),
+                                                                                    details.get("target"))
         lines.append(f"{METHOD_NAMES[method]}: {text}; target: {target}")
     return lines
 
@@ -251,24 +296,42 @@ def _summary_page(pen: _Pen, inputs: ReportInputs, reader_figures: dict | None) 
     for text in _params_lines(inputs):
         pen.line(text, 8, gap=1)
     pen.y += 6
-    lesions = study.lesion_rows()
-    pen.line(f"Model: {study.lesion_volume_ml():.2f} ml of lesion in {len(lesions)} lesion(s) "
-             f"(6-connected, threshold {study.threshold:.2f})", 11, True)
-    rows = [[str(i + 1), f"{r['volume_ml']:.2f}", "({:.0f}, {:.0f}, {:.0f})".format(*r["centroid_mm"]),
-             r["hemisphere"], f"{r['slices'][0]}–{r['slices'][1]}"] for i, r in enumerate(lesions[:MAX_LESION_ROWS])]
-    pen.table(["#", "Volume (ml)", "Centroid (world mm, RAS)", "Side", "Slices z"], rows, [25, 70, 170, 40, 80])
-    if len(lesions) > MAX_LESION_ROWS:
-        rest = sum(r["volume_ml"] for r in lesions[MAX_LESION_ROWS:])
-        pen.line(f"… and {len(lesions) - MAX_LESION_ROWS} smaller lesion(s), {rest:.2f} ml together.", 8)
+    _lesion_table(pen, inputs)
     if reader_figures is not None:
         _reader_summary(pen, inputs, reader_figures)
     if inputs.notes.study.strip():
         pen.line("Reader's note on the study", 10, True, gap=1)
         pen.line(inputs.notes.study, 9)
     pen.line(f"Exported slices (z): {', '.join(str(z) for z in inputs.slices)}", 9, True)
-    left_out = [METHOD_NAMES[m] for m in METHODS if m not in inputs.methods]
-    if left_out:
-        pen.line(f"Left out to save time: {', '.join(left_out)}.", 9)
+    if inputs.findings:
+        pen.line(f"Findings explained alone: {', '.join(str(f.number) for f in inputs.findings)} "
+                 "(one page each, after the slice pages).", 9)
+    if "lime" not in inputs.methods:  # about a minute a slice on a CPU
+        pen.line("Left out to save time: LIME.", 9)
+    others = [METHOD_NAMES[m] for m in METHODS if m not in inputs.methods and m != "lime"]
+    if others:
+        pen.line(f"Not included: {', '.join(others)}.", 9)
+
+
+def _lesion_table(pen: _Pen, inputs: ReportInputs) -> None:
+    """The findings (components of at least the minimum finding size), then the rest in one line; the
+    total volume counts every component."""
+    study = inputs.study
+    split = split_findings(study.lesion_rows(), inputs.min_lesion_ml)
+    listed = split.findings[:MAX_LESION_ROWS]
+    pen.line(f"Model: {study.lesion_volume_ml():.2f} ml of lesion; {len(split.findings)} finding(s) of at least "
+             f"{inputs.min_lesion_ml:g} ml (6-connected, threshold {study.threshold:.2f})", 11, True)
+    probability = lambda value: "–" if value is None else f"{value:.2f}"  # noqa: E731
+    rows = [[str(r["number"]), f"{r['volume_ml']:.2f}", probability(r.get("mean_probability")),
+             probability(r.get("max_probability")), "({:.0f}, {:.0f}, {:.0f})".format(*r["centroid_mm"]),
+             r["hemisphere"], f"{r['slices'][0]}–{r['slices'][1]}"] for r in listed]
+    pen.table(["#", "Volume (ml)", "Mean p", "Max p", "Centroid (world mm, RAS)", "Side", "Slices z"], rows,
+              [25, 60, 45, 45, 150, 35, 70])
+    if len(split.findings) > MAX_LESION_ROWS:
+        rest = split.findings[MAX_LESION_ROWS:]
+        pen.line(f"… and {len(rest)} more finding(s), {sum(r['volume_ml'] for r in rest):.2f} ml together.", 8)
+    if split.smaller:
+        pen.line(split.smaller_line() + " (below the minimum finding size; in the mask and every figure).", 8)
 
 
 def _reader_summary(pen: _Pen, inputs: ReportInputs, figures: dict) -> None:
@@ -288,38 +351,66 @@ def _reader_summary(pen: _Pen, inputs: ReportInputs, figures: dict) -> None:
     pen.y += 4
 
 
-def _slice_page(painter: QPainter, pen: _Pen, inputs: ReportInputs, z: int) -> None:
+def report_panels(inputs: ReportInputs) -> list[str]:
+    """The panels of a slice page: the segmentation and the maps of the report's methods (the viewer's
+    order); with fewer than three methods the viewer's default three keep their places, marked left out."""
+    methods = [m for m in METHODS if m in inputs.methods]
+    return ["segmentation", *(methods if len(methods) >= 3 else PANEL_ORDER[1:])]
+
+
+def _slice_page(painter: QPainter, pen: _Pen, inputs: ReportInputs, z: int,
+                finding: FindingPage | None = None) -> None:
     study, volume = inputs.study, inputs.study.volume
     centre = volume.affine @ [volume.shape[0] / 2, volume.shape[1] / 2, z, 1.0]
-    pen.line(f"Slice z {z} (axial) · {centre[2]:.1f} mm · {volume.name}", 13, True, gap=2)
+    if finding is None:
+        pen.line(f"Slice z {z} (axial) · {centre[2]:.1f} mm · {volume.name}", 13, True, gap=2)
+    else:
+        _finding_header(pen, finding, z, centre[2])
     shown = inputs.background or volume
     pen.line(f"Background: {shown.name} ({shown.sequence}) · model input: {volume.name} ({volume.sequence})", 8,
              gap=1)
     pen.line(f"Window {inputs.levels[0]:.4g} – {inputs.levels[1]:.4g} · threshold {study.threshold:.2f} · "
              f"{'radiological' if inputs.radiological else 'neurological'} display · model outline vermilion, "
              f"reader outline sky blue", 8)
+    panels = report_panels(inputs)
+    rows = (len(panels) + 1) // 2
     vx, vy, _ = volume.voxel_sizes
     aspect = (volume.shape[1] * vy) / (volume.shape[0] * vx)  # height / width in mm
     cell_w = (PAGE_W - 2 * MARGIN - 12) / 2
     image_w = cell_w - 24
-    image_h = min(image_w * aspect, 250.0)
+    image_h = min(image_w * aspect, 250.0 if rows <= 2 else 160.0)
     image_w = image_h / aspect
     top = pen.y
-    for index, name in enumerate(PANEL_ORDER):
+    for index, name in enumerate(panels):
         x = MARGIN + (index % 2) * (cell_w + 12)
         y = top + (index // 2) * (image_h + 58)
-        _panel(painter, inputs, name, z, QRectF(x + 12, y + 26, image_w, image_h))
-    pen.y = top + 2 * (image_h + 58) + 4
-    _slice_figures(pen, inputs, z)
+        _panel(painter, inputs, name, z, QRectF(x + 12, y + 26, image_w, image_h), finding)
+    pen.y = top + rows * (image_h + 58) + 4
+    if finding is None:
+        _slice_figures(pen, inputs, z)
+        return
+    for text in _params_lines(inputs, z, finding):
+        pen.line(text, 7, gap=0)
 
 
-def _panel(painter: QPainter, inputs: ReportInputs, name: str, z: int, rect: QRectF) -> None:
+def _finding_header(pen: _Pen, finding: FindingPage, z: int, height_mm: float) -> None:
+    row = finding.row
+    sure = "" if row.get("mean_probability") is None else (
+        f", mean probability {row['mean_probability']:.2f} (max {row['max_probability']:.2f})")
+    pen.line(f"Finding {finding.number}: {row['volume_ml']:.2f} ml{sure}", 13, True, gap=2)
+    pen.line(f"Side {row['hemisphere']} · slices {row['slices'][0]}–{row['slices'][1]} · shown on slice z {z} "
+             f"({height_mm:.1f} mm), its largest cross-section. Each map explains this lesion alone: the lesion "
+             "logit summed over its voxels on this slice; colour scales are this page's own.", 8, gap=2)
+
+
+def _panel(painter: QPainter, inputs: ReportInputs, name: str, z: int, rect: QRectF,
+           finding: FindingPage | None = None) -> None:
     study = inputs.study
     painter.setFont(_font(9, True))
     title = "Segmentation" if name == "segmentation" else METHOD_NAMES[name]
     painter.drawText(QRectF(rect.left(), rect.top() - 24, rect.width(), 12), Qt.AlignmentFlag.AlignLeft, title)
     painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
-    pixels = panel_image(inputs, name, z).repeat(PANEL_UPSCALE, axis=0).repeat(PANEL_UPSCALE, axis=1)
+    pixels = panel_image(inputs, name, z, finding).repeat(PANEL_UPSCALE, axis=0).repeat(PANEL_UPSCALE, axis=1)
     painter.drawImage(rect, _qimage(np.ascontiguousarray(pixels)))
     painter.setFont(_font(8, True))
     painter.setPen(QColor(200, 120, 0))
@@ -332,18 +423,19 @@ def _panel(painter: QPainter, inputs: ReportInputs, name: str, z: int, rect: QRe
     painter.setFont(_font(7))
     below = QRectF(rect.left(), rect.bottom() + 11, rect.width(), 20)
     if name == "segmentation":
-        area = study.lesion_area_per_slice_mm2()[z]
-        painter.drawText(below, Qt.TextFlag.TextWordWrap, f"lesion on this slice: {area:.0f} mm² "
+        vx, vy, _ = study.volume.voxel_sizes
+        area = float(finding.mask.sum()) * vx * vy if finding is not None else study.lesion_area_per_slice_mm2()[z]
+        what = f"finding {finding.number}" if finding is not None else "lesion"
+        painter.drawText(below, Qt.TextFlag.TextWordWrap, f"{what} on this slice: {area:.0f} mm² "
                                                           f"(threshold {study.threshold:.2f})")
         return
     if name not in inputs.methods:
         painter.drawText(below, Qt.TextFlag.TextWordWrap, "left out of this report (not requested)")
         return
-    status = study.status(name, z)
+    status, _, scale = _map_of(inputs, name, z, finding)
     if status != "ok":
         painter.drawText(below, Qt.TextFlag.TextWordWrap, status or "not computed")
         return
-    scale = study.scale(name)
     lut = lookup_table(inputs.colour_map)
     strip = np.ascontiguousarray(np.repeat(lut[None, :, :3], 4, axis=0).astype(np.uint8))
     bar = QRectF(rect.left() + rect.width() * 0.36, rect.top() - 21, rect.width() * 0.28, 5)  # beside the title
@@ -396,7 +488,7 @@ def write_report(inputs: ReportInputs, path: str | os.PathLike,
         explained = {m: [z for z, s in inputs.study.explained[m].items() if s == "ok"] for m in inputs.methods}
         reader_figures = volume_comparison(inputs.study.volume, inputs.study.mask(), inputs.reader_mask,
                                            {m: inputs.study.maps[m] for m in inputs.methods}, explained)
-    pages = 1 + len(inputs.slices)
+    pages = 1 + len(inputs.slices) + len(inputs.findings)
     with atomic_path(path) as tmp:
         writer = QPdfWriter(str(tmp))
         writer.setResolution(RESOLUTION)
@@ -419,8 +511,11 @@ def write_report(inputs: ReportInputs, path: str | os.PathLike,
                 pen = _Pen(painter)
                 if page == 0:
                     _summary_page(pen, inputs, reader_figures)
-                else:
+                elif page <= len(inputs.slices):
                     _slice_page(painter, pen, inputs, inputs.slices[page - 1])
+                else:
+                    finding = inputs.findings[page - 1 - len(inputs.slices)]
+                    _slice_page(painter, pen, inputs, finding.z, finding)
                 _footer(painter, page + 1, pages, inputs)
                 if on_progress is not None:
                     on_progress(page + 1, pages)

@@ -11,7 +11,7 @@ import pytest
 from pypdf import PdfReader
 
 from app.reader import Notes
-from app.report import ReportInputs, maps_needed, panel_image, write_report
+from app.report import FindingPage, ReportInputs, maps_needed, panel_image, write_report
 from app.study import Study, grey_window
 from tests.conftest import write_nifti
 from xnet_core import DISCLAIMER
@@ -91,7 +91,7 @@ def test_report_pages_text_and_figures(study, tmp_path) -> None:
     first = pages[0]
     assert DISCLAIMER in first and "ab" * 32 in first and "xnet-test.pt" in first
     assert "Model status: INTERIM: held-out mean Dice 0.5 is below the bar" in first
-    assert "1 lesion(s)" in first and "0.40 ml" in first  # 10 x 10 x 4 voxels of 1 mm
+    assert "1 finding(s) of at least 0.1 ml" in first and "0.40 ml" in first  # 10 x 10 x 4 voxels of 1 mm
     assert "Dice" in first and "mine.nii.gz" in first and "Chronic infarct, left." in first
     assert "Exported slices (z): 5, 9" in first
     slice_page = pages[1]
@@ -148,3 +148,31 @@ def test_failed_or_cancelled_export_leaves_the_old_file(study, tmp_path) -> None
 def test_pages_are_small(study, tmp_path) -> None:
     path = write_report(_inputs(study, list(range(4, 8))), tmp_path / "size.pdf")
     assert path.stat().st_size / 5 < 1_000_000
+
+
+def test_minimum_finding_size_changes_the_report_not_the_mask(study, tmp_path) -> None:
+    speckled = Study(study.volume, study.model_input)
+    probabilities = study.probabilities.copy()
+    probabilities[40, 60, 2] = 0.7  # a one-voxel speck, 0.001 ml
+    for z in range(SHAPE[2]):
+        speckled.set_probabilities(z, probabilities[:, :, z])
+    mask_before = speckled.mask().copy()
+    rows = speckled.lesion_rows()
+    assert [r["number"] for r in rows] == [1, 2] and rows[0]["mean_probability"] == pytest.approx(0.9)
+    heat = np.zeros(SHAPE[:2], np.float32)
+    heat[12:18, 32:38] = 3.0
+    finding = FindingPage(1, rows[0], 5, (speckled.mask_slice(5) > 0).astype(np.uint8), {"gradcam": heat},
+                          {"gradcam": "ok", "gradcampp": "the chosen lesion does not reach this slice"},
+                          {"gradcam": {"layer": "decoders.1", "target": "lesion"}})
+    texts = {}
+    for limit in (0.1, 0.0):
+        path = write_report(_inputs(speckled, [5], min_lesion_ml=limit, findings=[finding]),
+                            tmp_path / f"findings{limit}.pdf")
+        texts[limit] = _text(path)
+    default, everything = texts[0.1], texts[0.0]
+    assert "1 finding(s) of at least 0.1 ml" in default[0] and "+ 1 smaller component, 0.00 ml in all" in default[0]
+    assert "2 finding(s) of at least 0 ml" in everything[0] and "smaller component" not in everything[0]
+    assert "0.40 ml of lesion" in default[0] and "0.40 ml of lesion" in everything[0]  # the total counts all
+    np.testing.assert_array_equal(speckled.mask(), mask_before)
+    assert len(default) == 3 and "Finding 1: 0.40 ml, mean probability 0.90" in default[2]
+    assert "target: finding 1 alone" in default[2] and "does not reach this slice" in default[2]

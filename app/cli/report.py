@@ -7,8 +7,8 @@ import os
 import sys
 import time
 
-from app.cli._common import (ProgressBar, add_common, add_scan, announce_lime, check_output, load_model,
-                             parse_methods, placed_scan, provenance, write_json)
+from app.cli._common import (ProgressBar, add_common, add_min_lesion, add_scan, announce_lime, check_output,
+                             load_model, parse_methods, placed_scan, provenance, write_json)
 from xnet_core import DISCLAIMER
 
 HELP = "PDF report: summary page and the four panels of each slice"
@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DICOM input: also write the PDF as a DICOM Encapsulated PDF in the source study")
     parser.add_argument("--dicom-sc", metavar="DIR",
                         help="DICOM input: also write each slice page as a DICOM Secondary Capture into DIR")
+    parser.add_argument("--lesion", metavar="K[,K...]", default="",
+                        help="add a page per finding K (1 = the largest) whose maps explain that lesion alone")
+    add_min_lesion(parser)
     add_common(parser, slices_default="lesion", methods=True)
 
 
@@ -41,7 +44,11 @@ def run(args: argparse.Namespace) -> int:
 
     from app.cli._dicom_out import check_report_args, write_report_objects
 
+    from xnet_core.metrics import split_findings
+
     methods = parse_methods(args)
+    numbers = _finding_numbers(args.lesion)
+    split_findings([], args.min_lesion_ml)  # a bad --min-lesion-ml fails before the model runs
     check_report_args(args)
     for out in filter(None, (args.pdf, args.json)):
         check_output(out, [args.input, args.reader or "", args.notes or "", args.weights or ""])
@@ -64,22 +71,26 @@ def run(args: argparse.Namespace) -> int:
     if not slices:
         print(f"{volume.name}: no lesion predicted on any slice; the report has its summary page only "
               "(use --slices to choose slices).")
-    _explain(engine, scan, engine.context(scan.model_volume, on_template), study, slices, methods, segmentation)
+    context = engine.context(scan.model_volume, on_template)
+    _explain(engine, scan, context, study, slices, methods, segmentation)
+    findings = [_finding_page(engine, scan, context, study, segmentation, methods, k) for k in numbers]
     application = QGuiApplication.instance() or QGuiApplication([sys.argv[0]])  # fonts and painting need one
     inputs = ReportInputs(
         study=study, slices=slices, methods=methods, levels=grey_window(volume.data),
         model=model_summary(checkpoint), device=str(engine.device), precision=report_precision(engine),
         reader_mask=reader.mask if reader else None, reader_name=os.path.basename(args.reader or ""), notes=notes,
         registration=scan.registration_summary(),
-        identifiers=volume.identifiers if args.identify else None)
+        identifiers=volume.identifiers if args.identify else None, min_lesion_ml=args.min_lesion_ml,
+        findings=findings)
     path = write_report(inputs, args.pdf, on_progress=ProgressBar("writing the report", unit="pages"))
     dicom_objects = write_report_objects(args, volume, inputs, path) if args.dicom_pdf or args.dicom_sc else []
     application.processEvents()
     if args.json:
-        write_json(args.json, {"pdf": str(path), "pages": 1 + len(slices), "slices": slices, "methods": methods,
+        write_json(args.json, {"pdf": str(path), "pages": 1 + len(slices) + len(findings), "slices": slices,
+                               "findings_explained": numbers, "methods": methods, "min_lesion_ml": args.min_lesion_ml,
                                "registration": scan.registration_summary(), "warnings": scan.warnings(),
                                "wall_s": round(time.perf_counter() - started, 2), **provenance(checkpoint)})
-    print(f"{volume.name}: report of {1 + len(slices)} page(s) written to {path}"
+    print(f"{volume.name}: report of {1 + len(slices) + len(findings)} page(s) written to {path}"
           f"{f' (and {len(dicom_objects)} DICOM object(s))' if dicom_objects else ''}. {DISCLAIMER}")
     return 0
 
@@ -93,10 +104,40 @@ def _explain(engine, scan, context, study, slices: list[int], methods, segmentat
     needed = maps_needed(study, slices, methods)
     if "lime" in methods:
         announce_lime(engine, scan, context, slices, ExplainParams().lime_samples,
-                      hint="; --methods gradcam,gradcampp leaves LIME out")
+                      hint="; --methods gradcam,gradcampp,hirescam leaves LIME out")
     for group in ([m for m in methods if m != "lime"], [m for m in methods if m == "lime"]):
         if group:
             for result in explain_slices(engine, scan, context, needed[group[0]], group, ExplainParams(),
                                          on_progress=ProgressBar(f"explaining {scan.volume.name}", unit="model passes"),
                                          native_mask=segmentation.mask):
                 study.add_explanation(result)
+
+
+def _finding_numbers(text: str) -> list[int]:
+    """``--lesion 1,3``: the findings to explain alone, each once, in the order given."""
+    from xnet_core.errors import XNetError
+
+    try:
+        numbers = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise XNetError(f"--lesion takes lesion numbers such as 1 or 1,3 (1 = the largest), not {text!r}.") from None
+    if any(k < 1 for k in numbers):
+        raise XNetError(f"--lesion counts from 1 (the largest lesion): {text!r}.")
+    return list(dict.fromkeys(numbers))
+
+
+def _finding_page(engine, scan, context, study, segmentation, methods, number: int):
+    """Lesion ``number`` explained alone on the slice of its largest cross-section."""
+    import numpy as np
+
+    from app.report import FindingPage
+    from explain.engine import ExplainParams
+    from explain.native import explain_slices, lesion_target
+
+    target, own, _ = lesion_target(scan, segmentation.mask, number)
+    z = int(np.argmax(own.sum(axis=(0, 1))))
+    results = explain_slices(engine, scan, context, [z], methods, ExplainParams(), native_mask=own, target=target,
+                             on_progress=ProgressBar(f"explaining finding {number}", unit="model passes"))
+    return FindingPage(number, study.lesion_rows()[number - 1], z, own[:, :, z],
+                       {r.method: r.map for r in results if r.ok}, {r.method: r.status for r in results},
+                       {r.method: r.summary() for r in results})
