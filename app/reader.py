@@ -282,29 +282,43 @@ def scan_key(volume: Volume) -> str:
 class RecoveryStore:
     """Autosaved copies of unsaved reads, one per scan, in the application's data folder.
 
-    The mask goes first, the JSON describing it last (both renamed atomically into place): a crash
-    at any moment leaves either the previous complete copy or the new one, never half of one.
+    Each snapshot's mask goes to a new file, then the JSON that names it replaces the previous JSON,
+    then older masks are removed: a crash or a full disk at any moment leaves the previous complete
+    copy (mask and notes together) or the new one, never the new mask with the old notes.
     """
 
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
 
     def _paths(self, volume: Volume) -> tuple[Path, Path]:
+        """The mask of the first format (one name per scan, still read) and the JSON."""
         key = scan_key(volume)
         return self.directory / f"{key}.nii.gz", self.directory / f"{key}.json"
+
+    def _masks(self, volume: Volume) -> list[Path]:
+        return sorted(self.directory.glob(f"{scan_key(volume)}*.nii.gz"))
 
     def write(self, volume: Volume, mask: np.ndarray, notes: dict, saved_path: Path | None) -> None:
         """Write a snapshot (call from a background thread with copies of the arrays)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        mask_path, meta_path = self._paths(volume)
+        _, meta_path = self._paths(volume)
+        mask_path = self.directory / f"{scan_key(volume)}-{time.time_ns():x}.nii.gz"
         save_like(mask, volume, mask_path, "xnet reader mask (recovery copy)", np.uint8)
-        write_json_atomic(meta_path, {"scan": str(volume.path or volume.name), "shape": list(volume.shape),
-                                      "saved_path": str(saved_path) if saved_path else None,
-                                      "notes": notes, "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")})
+        try:
+            write_json_atomic(meta_path, {"scan": str(volume.path or volume.name), "shape": list(volume.shape),
+                                          "saved_path": str(saved_path) if saved_path else None,
+                                          "notes": notes, "saved_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                          "mask_file": mask_path.name})
+        except OSError:
+            mask_path.unlink(missing_ok=True)  # the previous JSON still names the previous mask
+            raise
+        for old in self._masks(volume):
+            if old != mask_path:
+                old.unlink(missing_ok=True)
 
     def find(self, volume: Volume) -> Recovery | None:
-        mask_path, meta_path = self._paths(volume)
-        if not (mask_path.exists() and meta_path.exists()):
+        legacy_mask, meta_path = self._paths(volume)
+        if not meta_path.exists():
             return None
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -312,7 +326,10 @@ class RecoveryStore:
             return None
         if not isinstance(meta, dict) or meta.get("shape") != list(volume.shape):
             return None
-        return Recovery(mask_path, meta)
+        name = meta.get("mask_file")
+        own_file = isinstance(name, str) and name == Path(name).name and name.startswith(scan_key(volume))
+        mask_path = self.directory / name if own_file else legacy_mask
+        return Recovery(mask_path, meta) if mask_path.exists() else None
 
     def restore(self, recovery: Recovery, volume: Volume) -> ReaderRead:
         """The recovered read, marked unsaved (it is not in the user's file yet)."""
@@ -325,5 +342,6 @@ class RecoveryStore:
         return read
 
     def discard(self, volume: Volume) -> None:
-        for path in self._paths(volume):
+        self._paths(volume)[1].unlink(missing_ok=True)
+        for path in self._masks(volume):
             path.unlink(missing_ok=True)

@@ -32,7 +32,7 @@ from app.study import Study
 from explain.methods import CAM_METHODS, METHOD_NAMES, METHODS
 from xnet_core import DEFAULT_MIN_LESION_ML, DISCLAIMER, __version__
 from xnet_core.atomic import atomic_path
-from xnet_core.errors import Cancelled, XNetError
+from xnet_core.errors import Cancelled, SaveError, XNetError
 from xnet_core.image import Volume
 from xnet_core.metrics import split_findings
 
@@ -520,5 +520,19 @@ def write_report(inputs: ReportInputs, path: str | os.PathLike,
                 if on_progress is not None:
                     on_progress(page + 1, pages)
         finally:
-            painter.end()
+            ended = painter.end()
+        if not (ended and _pdf_is_whole(tmp)):
+            raise SaveError(f"{path}: the PDF could not be written whole (is the disk full?); any previous report "
+                            "of that name is unchanged. Free some space or choose another folder.")
     return path
+
+
+def _pdf_is_whole(path: Path) -> bool:
+    """Whether a written PDF ends with its end-of-file marker: Qt reports no write error, and a full
+    disk leaves a truncated file that would otherwise be renamed over the user's report."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 1024))
+            return b"%%EOF" in handle.read()
+    except OSError:
+        return False

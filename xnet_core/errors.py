@@ -42,6 +42,19 @@ class DatasetError(XNetError):
     """A dataset folder cannot be used (no known layout, a mask on another grid)."""
 
 
+class SaveError(XNetError, OSError):
+    """A file could not be written (full disk, read-only folder, no permission); the previous file under
+    that name is unchanged. Also an ``OSError`` with the system's ``errno``, so code that treats a failed
+    write as a lost cache entry (and catches ``OSError``) still does."""
+
+    def __init__(self, message: str, errno: int | None = None, parameter: str | None = None) -> None:
+        OSError.__init__(self, errno, message)
+        self.parameter = parameter
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 class SeriesChoiceError(VolumeError):
     """A DICOM folder holds several series and none was chosen; ``series`` lists them for a picker."""
 
