@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -13,6 +15,8 @@ from xnet_core.atomic import atomic_path
 from xnet_core.training.sampling import VolumeSlices
 from xnet_core.training.synthetic import VOLUME_QUANTILES_ML, sample_total_volume_ml
 from xnet_core.training.trainer import default_state_dir
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,15 +131,32 @@ def _cached_case(seed: int, augment: bool, cache_dir: Path | None, recipe: CaseR
     their seed and recipe)."""
     key = recipe.key() if recipe is not None else ""
     path = cache_dir / f"case-{seed}{'' if augment else '-plain'}{key}.npz" if cache_dir else None
-    if path is not None and path.is_file():
-        with np.load(path) as saved:
-            return VolumeSlices(saved["slices"], saved["masks"], saved["brain"])
+    cached = _read_cached_case(path) if path is not None and path.is_file() else None
+    if cached is not None:
+        return cached
     case = synthetic_volume_slices(seed, augment=augment, **({"recipe": recipe} if key else {}))
     if path is not None:
+        _write_cached_case(path, case)
+    return case
+
+
+def _read_cached_case(path: Path) -> VolumeSlices | None:
+    """A cached case, or None when the entry cannot be read (damaged on disk, or not a case): made again."""
+    try:
+        with np.load(path) as saved:
+            return VolumeSlices(saved["slices"], saved["masks"], saved["brain"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        log.warning("ignoring damaged training case %s (%s); it is made again", path, error)
+        return None
+
+
+def _write_cached_case(path: Path, case: VolumeSlices) -> None:
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, suffix=".npz") as tmp:  # the suffix stops numpy appending its own
             np.savez(tmp, slices=case.slices, masks=case.masks, brain=case.brain)
-    return case
+    except OSError as error:  # a full or read-only disk costs time (the case is made again), not the run
+        log.warning("training case not cached (%s)", error)
 
 
 def synthetic_pool(seeds: list[int], workers: int = 1, augment: bool = True,
