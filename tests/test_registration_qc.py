@@ -61,7 +61,7 @@ def test_the_known_registration_passes(made_up: Registration) -> None:
     assert {"applied", "method", "similarity", "seconds", "warning", "qc"} <= set(summary)
     assert summary["qc"]["passed"] is True and summary["qc"]["problems"] == []
     assert {"brain_volume_ml", "template_brain_covered", "brain_outside_template", "edge_alignment",
-            "score"} <= set(summary["qc"])
+            "outline_alignment", "score"} <= set(summary["qc"])
 
 
 @pytest.mark.parametrize("name, motion, words", [
