@@ -12,10 +12,12 @@ and caches whose values have the wrong type.
 from __future__ import annotations
 
 import copy
+import gzip
 import io
 import json
 import math
 import struct
+from functools import lru_cache
 
 import nibabel as nib
 import numpy as np
@@ -111,9 +113,17 @@ def nifti_field_edit(draw, raw: bytearray, version: int) -> str:
     return f"{name}[{index}]={value!r}"
 
 
+@lru_cache(maxsize=2)
+def gzip_bomb(version: int) -> bytes:
+    """The small seed image followed by 400 MB of zeros: under 2 MB compressed."""
+    return gzip.compress(nifti_bytes(version) + bytes(400 * 1024**2), compresslevel=1, mtime=0)
+
+
 @st.composite
 def nifti_case(draw) -> Case:
     version = draw(st.sampled_from([1, 1, 2]))
+    if draw(st.integers(0, 199)) == 0:
+        return Case("nifti", {SCAN + ".gz": gzip_bomb(version)}, [f"nifti{version} gzip bomb (400 MB of zeros after)"])
     four_d = draw(st.booleans())
     dtype = draw(st.sampled_from([np.int16, np.int16, np.float32, np.uint8, np.float64]))
     raw = bytearray(nifti_bytes(version, four_d, dtype))
@@ -296,7 +306,7 @@ def dicom_case(draw) -> Case:
             try:
                 _geometry_edit(datasets, edit, draw(st.integers(0, 3)))
                 what.append(edit)
-            except (AttributeError, ValueError, TypeError, KeyError):  # an earlier edit removed or spoilt the tag
+            except (AttributeError, ValueError, TypeError, KeyError, IndexError):  # an earlier edit spoilt the tag
                 what.append(f"{edit} skipped")
     files = {}
     for k, ds in enumerate(datasets):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.orientations import io_orientation
 
 from xnet_core.errors import VolumeError
 from xnet_core.image import (
@@ -28,6 +29,8 @@ from xnet_core.image import (
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+# pixdim outside this range (mm) is damage, not a scan: the fallback grid uses 1 mm instead.
+MIN_VOXEL_MM, MAX_VOXEL_MM = 1e-3, 1e3
 
 
 def file_stem(path: str | os.PathLike) -> str:
@@ -154,16 +157,29 @@ def _verified_dataobj(path: Path, image: nib.Nifti1Image):
     """
     if not path.name.lower().endswith(".gz"):
         return image.dataobj
+    proxy = image.dataobj  # the offset as read from the file (the image's own header copy resets it)
+    needed = int(proxy.offset) + int(np.prod(proxy.shape, dtype=np.float64) * proxy.dtype.itemsize)
+    needed = min(needed, 1100 * path.stat().st_size + 2**20)  # deflate expands at most ~1032-fold
     with gzip.open(path, "rb") as handle:
-        raw = handle.read()
+        raw = handle.read(needed)  # what the header describes; anything after it is only checked
+        while handle.read(1 << 20):  # a small image followed by gigabytes of zeros must not fill memory
+            pass
     return type(image).from_bytes(raw).dataobj
 
 
 def _usable_affine(path: Path, image: nib.Nifti1Image, warnings: list[str]) -> np.ndarray:
     affine = np.asarray(image.affine, dtype=np.float64)
-    linear = affine[:3, :3]
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(linear)) < 1e-12:
+    if not _is_usable(affine):
         warnings.append(f"{path.name}: the header's affine is unusable; assuming 1 mm voxels in RAS order.")
-        zooms = [z if z > 0 else 1.0 for z in image.header.get_zooms()[:3]]
+        zooms = [float(z) if np.isfinite(z) and MIN_VOXEL_MM <= z <= MAX_VOXEL_MM else 1.0
+                 for z in image.header.get_zooms()[:3]]
         affine = np.diag([*zooms, 1.0])
     return affine
+
+
+def _is_usable(affine: np.ndarray) -> bool:
+    """Finite, invertible, and with a nearest world axis for every voxel axis (reorienting to RAS needs
+    one; nibabel leaves an axis undetermined when the matrix is degenerate within its tolerance)."""
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        return False
+    return not np.isnan(io_orientation(affine)).any()
