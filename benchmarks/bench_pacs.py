@@ -87,10 +87,11 @@ def main() -> int:
             report = send(settings, [seg_path])
             send_s = time.perf_counter() - started
             assert not report.failed, report.summary()
+            seg_mb = seg_path.stat().st_size / 1e6
 
     result = {"n_slices": N_SLICES, "get_s": round(get_s, 2), "segment_s": round(segment_s, 1),
               "seg_write_s": round(seg_write_s, 2), "send_s": round(send_s, 2),
-              "round_trip_s": round(get_s + segment_s + send_s, 1), "seg_mb": round(seg_path.stat().st_size / 1e6, 2),
+              "round_trip_s": round(get_s + segment_s + send_s, 1), "seg_mb": round(seg_mb, 2),
               "seg_equals_mask": equal, "lesion_ml": round(float(mask.sum()) * volume.voxel_volume_ml, 2),
               "device": "cpu", "cpu_bf16": cpu_has_bf16(), "torch": torch.__version__}
     print(f"180-slice series: C-GET {get_s:.1f} s, xnet segment --seg {segment_s:.0f} s (SEG alone "
