@@ -103,5 +103,6 @@ def test_patient_split_keeps_a_patients_scans_together(tmp_path: Path) -> None:
     assert not {s.patient_id for s in train} & {s.patient_id for s in val}
     paper_train, paper_val = split(scans, 0, "paper")
     assert [s.scan_id for s in paper_val] == ["p0t0", "p0t1"] and len(paper_train) == 8
-    with pytest.raises(DatasetError, match="--fold"):
+    with pytest.raises(DatasetError, match="fold 5 must be 0..4") as raised:
         split(scans, 5)
+    assert raised.value.parameter == "fold", "the CLI names its --fold flag"

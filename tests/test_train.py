@@ -15,7 +15,6 @@ import torch
 from tests.conftest import blob_batch
 from xnet_core.checkpoint import load_checkpoint
 from xnet_core.model import XNet
-from xnet_core.training.cases import SMALL_LESION_ML, small_lesion_seeds
 from xnet_core.training.loss import xnet_loss
 from xnet_core.training.sampling import SlicePool, VolumeSlices
 from xnet_core.training.trainer import TrainConfig, Trainer
@@ -244,17 +243,15 @@ def test_cli_train_starts_from_given_weights(tmp_path: Path, monkeypatch, random
     from app.cli import main
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(train, "synthetic_pool", lambda seeds, workers=1, augment=True, cache_dir=None:
+    monkeypatch.setattr(train, "synthetic_pool", lambda seeds, workers=1, augment=True, cache_dir=None, recipe=None:
                         tiny_cases(len(seeds)))
     code = main(["train", "--out", str(tmp_path / "run"), "--init", str(random_checkpoint.path),
                  "--train-cases", "1", "--val-cases", "1", "--steps-per-epoch", "1", "--epochs", "1",
                  "--crop", "32x32", "--batch", "2", "--lr", "2e-4", "--slice-dice", "0.5",
-                 "--size-balance", "0.25", "--small-cases", "2"])
+                 "--size-balance", "0.25"])
     assert code == 0, capsys.readouterr().err
     card = json.loads((tmp_path / "run" / "last.card.json").read_text())
-    small = small_lesion_seeds(1, 2)
-    assert f"1 synthetic chronic-stroke cases (seeds 0..0) and 2 more with under 1.17 ml of lesion (the seeds " \
-           f"from {small[0]} to {small[1]} " in card["training_data"]
+    assert "1 synthetic chronic-stroke cases (seeds 0..0) pasted into the MNI152 2009a template" in card["training_data"]
     assert random_checkpoint.sha256 in card["initialised_from"]
     assert card["recipe"]["lr"] == 2e-4 and card["recipe"]["optimiser"].startswith("Adam lr 0.0002 ")
     assert [h["epoch"] for h in card["history"]] == [0, 1], "the --init weights are validated first"
@@ -264,21 +261,8 @@ def test_cli_train_starts_from_given_weights(tmp_path: Path, monkeypatch, random
     assert main(["train", "--out", str(tmp_path / "run"), "--crop", "30x30"]) == 2
     assert main(["train", "--out", str(tmp_path / "run"), "--slice-dice", "-1"]) == 2
     assert main(["train", "--out", str(tmp_path / "run"), "--size-balance", "-0.5"]) == 2
-    assert main(["train", "--out", str(tmp_path / "run"), "--small-cases", "-1"]) == 2
-    assert main(["train", "--out", str(tmp_path / "run"), "--small-cases", "5", "--data", str(tmp_path)]) == 2
-
-
-def test_small_lesion_seeds_are_the_cases_that_draw_little_lesion() -> None:
-    from xnet_core.training.synthetic import VOLUME_QUANTILES_ML, make_case, sample_total_volume_ml
-
-    assert SMALL_LESION_ML == dict(VOLUME_QUANTILES_ML)[0.25], "the ATLAS lower quartile"
-    seeds = small_lesion_seeds(100, 5)
-    assert len(seeds) == 5 and seeds == sorted(set(seeds)) and seeds[0] >= 100
-    drawn = {seed: sample_total_volume_ml(np.random.default_rng(seed)) for seed in range(100, seeds[-1] + 1)}
-    assert [seed for seed, volume in drawn.items() if volume < SMALL_LESION_ML] == seeds, "none skipped"
-    assert len(drawn) > 5, "larger cases lie between them (three in four ATLAS subjects)"
-    # The choice reads make_case's own first draw: the case made from a chosen seed aims that small.
-    assert make_case(seeds[0], augment=False).meta["target_volume_ml"] == round(drawn[seeds[0]], 4)
+    assert main(["train", "--out", str(tmp_path / "run"), "--negative-share", "1.5"]) == 2
+    assert main(["train", "--out", str(tmp_path / "run"), "--backgrounds", str(tmp_path / "missing")]) == 2
 
 
 def test_case_stream_grows_in_seed_order_and_stops_when_closed(monkeypatch) -> None:
@@ -389,7 +373,7 @@ def test_keep_epochs_and_xnet_average(tmp_path: Path, monkeypatch, capsys) -> No
     assert all(p.is_file() for p in epochs) and load_checkpoint(epochs[1]).card["steps"] == 6
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(train, "synthetic_pool", lambda seeds, workers=1, augment=True, cache_dir=None:
+    monkeypatch.setattr(train, "synthetic_pool", lambda seeds, workers=1, augment=True, cache_dir=None, recipe=None:
                         tiny_cases(len(seeds)))
     out = tmp_path / "swa.pt"
     assert main(["average", *map(str, epochs), "--out", str(out), "--precise-bn", "2", "--batch", "2",

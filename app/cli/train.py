@@ -20,9 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fold", type=int, default=0, help="validation fold of --data (0-4)")
     parser.add_argument("--split", choices=("paper", "patient"), default="paper")
     parser.add_argument("--train-cases", type=int, default=200, help="synthetic training cases in the pool")
-    parser.add_argument("--small-cases", type=int, default=0, metavar="N",
-                        help="add N synthetic training cases with under 1.17 ml of lesion (the ATLAS lower "
-                             "quartile), from the seeds after --train-cases (default 0: ATLAS sizes only)")
     parser.add_argument("--val-cases", type=int, default=3, help="synthetic validation cases")
     parser.add_argument("--steps-per-epoch", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=100)
@@ -41,6 +38,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment", action="store_true",
                         help="draw a new rotation, scale, gamma, contrast, blur and noise for every training "
                              "slice (default: left-right flips only; the paper has none)")
+    parser.add_argument("--backgrounds", metavar="DIR",
+                        help="a folder of real lesion-free T1s to paste synthetic lesions into, besides the template; "
+                             "its training people train, its validation people validate (the split is fixed in "
+                             "xnet_core.training.backgrounds); each is registered once and cached")
+    parser.add_argument("--template-share", type=float, default=0.25, metavar="P",
+                        help="with --backgrounds: share of cases on the template (default 0.25)")
+    parser.add_argument("--negative-share", type=float, default=0.0, metavar="P",
+                        help="share of lesion-free training cases (default 0)")
+    parser.add_argument("--variety", action="store_true",
+                        help="unlabelled atrophy (wider sulci, larger ventricles) and a random tissue contrast "
+                             "in every training case")
     parser.add_argument("--workers", type=int, default=1, help="processes preparing synthetic cases")
     parser.add_argument("--start-after", type=int, default=0, metavar="N",
                         help="start once N synthetic training cases are ready; the rest join the pool as "
@@ -86,6 +94,40 @@ def _distributed_device(name: str):
     return device
 
 
+def _share(flag: str, value: float) -> float:
+    from xnet_core.errors import XNetError
+
+    if not 0.0 <= value <= 1.0:
+        raise XNetError(f"{flag} {value:g}: expected a share between 0 and 1.")
+    return value
+
+
+def case_recipes(args: argparse.Namespace):
+    """(training recipe, validation recipe): which brains the synthetic cases are pasted into."""
+    from xnet_core.assets import user_cache_dir
+    from xnet_core.errors import XNetError
+    from xnet_core.training.backgrounds import find_background_scans, prepare_backgrounds, split_backgrounds
+    from xnet_core.training.cases import CaseRecipe
+
+    negatives = _share("--negative-share", args.negative_share)
+    if not args.backgrounds:
+        return CaseRecipe(negative_share=negatives, variety=args.variety), CaseRecipe()
+    if args.data:
+        raise XNetError("--backgrounds makes synthetic cases; leave it out with --data.")
+    template_share = _share("--template-share", args.template_share)
+    training, validation = split_backgrounds(find_background_scans(args.backgrounds))
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    from xnet_core.inference import choose_device
+
+    cache, device = user_cache_dir("backgrounds"), choose_device(args.device).type  # deepbet runs there too
+    train_files = tuple(str(p) for p in prepare_backgrounds(training, cache, device, on_log=log))
+    val_files = tuple(str(p) for p in prepare_backgrounds(validation, cache, device, on_log=log))
+    if not train_files:
+        raise XNetError(f"{args.backgrounds}: none of its training people could be prepared as a background.")
+    return (CaseRecipe(train_files, template_share, negatives, args.variety),
+            CaseRecipe(val_files, template_share) if val_files else CaseRecipe())
+
+
 def _atlas_cases(args: argparse.Namespace) -> tuple[list, list, str]:
     """ATLAS scans of --data split by --split/--fold, prepared for training (held in memory)."""
     from xnet_core.training.datasets import find_scans, split
@@ -103,17 +145,12 @@ def run(args: argparse.Namespace) -> int:
     from xnet_core.training.augment import SliceAugmentation
     from xnet_core.errors import XNetError
     from xnet_core.training.synthetic import SEED_RANGES
-    from xnet_core.training.cases import (SMALL_LESION_ML, CaseStream, small_lesion_seeds, synthetic_case_cache,
-                                          synthetic_pool)
+    from xnet_core.training.cases import CaseStream, synthetic_case_cache, synthetic_pool
     from xnet_core.training.sampling import SlicePool
     from xnet_core.training.trainer import TrainConfig, default_state_dir
 
-    if args.small_cases < 0:
-        raise XNetError(f"--small-cases {args.small_cases}: expected a number of cases >= 0.")
-    if args.small_cases and args.data:
-        raise XNetError("--small-cases adds synthetic cases; leave it out with --data.")
-    regular_seeds = list(range(args.seed, args.seed + args.train_cases))
-    small_seeds = small_lesion_seeds(args.seed + args.train_cases, args.small_cases)
+    train_recipe, val_recipe = case_recipes(args)
+    train_seeds = list(range(args.seed, args.seed + args.train_cases))
     device = _distributed_device(args.device)
     out = Path(args.out)
     config = TrainConfig(
@@ -125,9 +162,8 @@ def run(args: argparse.Namespace) -> int:
         augment=SliceAugmentation() if args.augment else None,
         data_description=(
             f"{args.train_cases} synthetic chronic-stroke cases (seeds {args.seed}..{args.seed + args.train_cases - 1})"
-            + (f" and {len(small_seeds)} more with under {SMALL_LESION_ML} ml of lesion (the seeds from "
-               f"{small_seeds[0]} to {small_seeds[-1]} that draw so little)" if small_seeds else "")
-            + f" on the MNI152 2009a template; validation seeds {SEED_RANGES['validation']}..+{args.val_cases - 1}"),
+            + f" pasted into {train_recipe.describe()}; validation seeds {SEED_RANGES['validation']}..+{args.val_cases - 1}"
+            + f" pasted into {val_recipe.describe()}"),
     )
     if args.start_after < 0:
         raise XNetError(f"--start-after {args.start_after}: expected a number of cases >= 0.")
@@ -141,18 +177,18 @@ def run(args: argparse.Namespace) -> int:
         if args.data:
             train_cases, val_cases, config.data_description = _atlas_cases(args)
         else:
-            train_seeds = regular_seeds + small_seeds
             print(f"preparing {len(train_seeds)} training and {args.val_cases} validation cases "
                   f"with {args.workers} worker(s)...", file=sys.stderr)
             cache = synthetic_case_cache()  # cases are pure functions of their seeds (and the code)
             val_seeds = list(range(SEED_RANGES["validation"], SEED_RANGES["validation"] + args.val_cases))
             if args.start_after > 0:
-                stream = CaseStream(train_seeds, args.workers, cache_dir=cache)
-                val_cases = synthetic_pool(val_seeds, min(args.workers, len(val_seeds)), cache_dir=cache)
+                stream = CaseStream(train_seeds, args.workers, cache_dir=cache, recipe=train_recipe)
+                val_cases = synthetic_pool(val_seeds, min(args.workers, len(val_seeds)), cache_dir=cache,
+                                           recipe=val_recipe)
                 train_cases = stream.wait_for(args.start_after)  # the list keeps growing during training
             else:
-                train_cases = synthetic_pool(train_seeds, args.workers, cache_dir=cache)
-                val_cases = synthetic_pool(val_seeds, args.workers, cache_dir=cache)
+                train_cases = synthetic_pool(train_seeds, args.workers, cache_dir=cache, recipe=train_recipe)
+                val_cases = synthetic_pool(val_seeds, args.workers, cache_dir=cache, recipe=val_recipe)
         if not train_cases or not val_cases:
             raise XNetError("training needs at least one training and one validation scan.")
         print(f"{len(train_cases)} training and {len(val_cases)} validation cases ready in "

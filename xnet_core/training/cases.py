@@ -13,7 +13,6 @@ import numpy as np
 
 from xnet_core.atomic import atomic_path
 from xnet_core.training.sampling import VolumeSlices
-from xnet_core.training.synthetic import VOLUME_QUANTILES_ML, sample_total_volume_ml
 from xnet_core.training.trainer import default_state_dir
 
 log = logging.getLogger(__name__)
@@ -105,25 +104,6 @@ def atlas_volume_slices(scan, normalisation: str = "robust") -> VolumeSlices:
     prepared = prepare(volume, normalisation)
     masks = prepared.geometry.to_model(load_lesion_mask(scan, volume))
     return VolumeSlices(prepared.slices.astype(np.float16), masks.astype(np.uint8), prepared.brain_slices)
-
-
-# A quarter of ATLAS R2.0 subjects have less lesion than this (the generator's lower quartile): the
-# size a model trained on ATLAS-like sizes finds least often (docs/model.md, "Where it errs").
-SMALL_LESION_ML = dict(VOLUME_QUANTILES_ML)[0.25]
-
-
-def small_lesion_seeds(start: int, n: int, below_ml: float = SMALL_LESION_ML) -> list[int]:
-    """The first ``n`` synthetic seeds from ``start`` whose cases draw under ``below_ml`` of lesion.
-
-    A choice of training seeds, not a change to the generator: validation and held-out cases stay
-    what they were. The total volume is make_case's first draw, so no case is made to choose.
-    """
-    seeds, seed = [], start
-    while len(seeds) < n:
-        if sample_total_volume_ml(np.random.default_rng(seed)) < below_ml:
-            seeds.append(seed)
-        seed += 1
-    return seeds
 
 
 def _cached_case(seed: int, augment: bool, cache_dir: Path | None, recipe: CaseRecipe | None = None) -> VolumeSlices:

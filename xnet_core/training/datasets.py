@@ -76,7 +76,7 @@ def find_scans(data: str | Path, require_mask: bool = True) -> list[Scan]:
     """Every ATLAS scan at or below ``data``; scans without a mask are skipped with a warning."""
     root = Path(data)
     if not root.is_dir():
-        raise DatasetError(f"{root}: not a folder; give the folder that holds your ATLAS copy.")
+        raise DatasetError(f"{root}: not a folder; give the folder that holds your ATLAS copy.", parameter="data")
     scans = _r20(root)
     scans += _r11_order(root, _r1(root, "*_t1w_deface_stx.nii.gz", "R1.1", re.compile(r"(\d+)")))
     r12 = _r1(root, "*_t1w_stx.nii.gz", "R1.2", re.compile(r"(c\d+s\d+)t\d+"))
@@ -126,12 +126,12 @@ def split(scans: list[Scan], fold: int, method: str = "paper", n_folds: int = 5)
     """(train, validation). ``paper``: 5-fold over scan rows, no shuffle, as the official code.
     ``patient``: the same folds over patients, so that scans of one patient never straddle them."""
     if not 0 <= fold < n_folds:
-        raise DatasetError(f"--fold {fold}: must be 0..{n_folds - 1}.")
+        raise DatasetError(f"the validation fold {fold} must be 0..{n_folds - 1}.", parameter="fold")
     if method == "paper":
         held = set(kfold_blocks(len(scans), n_folds)[fold])
         return [s for i, s in enumerate(scans) if i not in held], [s for i, s in enumerate(scans) if i in held]
     if method != "patient":
-        raise DatasetError(f"--split {method}: expected paper or patient.")
+        raise DatasetError(f"the split {method!r} is unknown; expected paper or patient.", parameter="split")
     patients = list(dict.fromkeys(s.patient_id for s in scans))
     held_patients = {patients[i] for i in kfold_blocks(len(patients), n_folds)[fold]}
     return ([s for s in scans if s.patient_id not in held_patients], [s for s in scans if s.patient_id in held_patients])
