@@ -59,6 +59,7 @@ def load_nifti(
     image = _open_nifti(path)
     shape = tuple(int(s) for s in image.header.get_data_shape())
     _check_shape(path, shape)
+    _check_dtype(path, image)
     if is_mask and any(s > 1 for s in shape[3:]):
         raise VolumeError(f"{path}: a lesion mask must be 3D; this file has shape {shape}.")
     check_memory(path, shape)
@@ -118,6 +119,17 @@ def _check_shape(path: Path, shape: tuple[int, ...]) -> None:
         raise VolumeError(f"{path}: has an empty axis, shape {shape}; the file holds no image.")
     if len(shape) == 3 and min(shape) < 2:
         raise VolumeError(f"{path}: shape {shape} is a single slice, not a 3D volume.")
+
+
+def _check_dtype(path: Path, image: nib.Nifti1Image) -> None:
+    """Grey values only: RGB(A) voxels do not convert to intensities, and complex ones would lose their
+    imaginary part without a word."""
+    dtype = image.get_data_dtype()
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        what = ("colour (RGB) values" if dtype.fields is not None
+                else "complex numbers" if dtype.kind == "c" else str(dtype))
+        raise VolumeError(f"{path}: the voxels hold {what}, not grey-scale intensities; convert the scan to a "
+                          "grey-scale NIfTI.")
 
 
 def _read_data(
