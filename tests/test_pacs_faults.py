@@ -8,6 +8,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydicom import dcmread
 
@@ -184,3 +185,18 @@ def test_c_get_refused_without_a_receive_port_says_what_to_set(series: dict, tmp
     finally:
         server.shutdown()
     assert not (tmp_path / series["study_uid"] / series["series_uid"]).exists()
+
+
+def test_a_compressed_file_goes_uncompressed_where_the_pacs_takes_only_that(series: dict, tmp_path: Path) -> None:
+    from pydicom.uid import SecondaryCaptureImageStorage
+
+    from xnet_core.dicom_results import source_series, write_secondary_captures
+    from xnet_core.volume import load_volume
+
+    page = np.zeros((30, 20, 3), np.uint8)
+    page[5:9, 2:7] = (200, 10, 40)
+    [capture] = write_secondary_captures([page], source_series(load_volume(series["paths"][0].parent)), tmp_path)
+    assert dcmread(capture).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5"  # RLE lossless
+    with running_fake(FakePacs(storage_classes=(SecondaryCaptureImageStorage,))) as pacs:
+        report = send(_settings(pacs.port), [capture])
+    assert not report.failed and len(pacs.stored) == 1

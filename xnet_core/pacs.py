@@ -466,16 +466,19 @@ def dicom_files(paths: Iterable[str | Path]) -> list[tuple[Path, Dataset]]:
 
 
 def _store_contexts(files: list[tuple[Path, Dataset]]) -> list[tuple[str, list[str]]]:
-    syntaxes: dict[str, list[str]] = {}
+    """One uncompressed context per SOP class, and one per compressed transfer syntax the files use: a
+    PACS given the choice in one context may pick uncompressed, and a compressed file then has no home."""
+    contexts: dict[tuple[str, str], list[str]] = {}
     for _, ds in files:
+        sop_class = str(ds.SOPClassUID)
+        contexts.setdefault((sop_class, ""), list(UNCOMPRESSED))
         syntax = str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian))
-        wanted = syntaxes.setdefault(str(ds.SOPClassUID), list(UNCOMPRESSED))
-        if syntax not in wanted:
-            wanted.insert(0, syntax)
-    if len(syntaxes) > MAX_CONTEXTS:
-        raise PacsError(f"{len(syntaxes)} kinds of DICOM object in one send, more than one association can "
+        if syntax not in UNCOMPRESSED:
+            contexts.setdefault((sop_class, syntax), [syntax])
+    if len(contexts) > MAX_CONTEXTS:
+        raise PacsError(f"{len(contexts)} kinds of DICOM object in one send, more than one association can "
                         f"carry ({MAX_CONTEXTS}); send them in parts.")
-    return list(syntaxes.items())
+    return [(sop_class, syntaxes) for (sop_class, _), syntaxes in contexts.items()]
 
 
 def send(settings: PacsSettings, paths: Iterable[str | Path],
@@ -508,12 +511,24 @@ def _status(path: Path, header: Dataset, ok: bool, message: str) -> InstanceStat
                           sop_class=sop_class.name or str(sop_class), ok=ok, message=message)
 
 
+def _as_accepted(assoc: Association, path: Path, header: Dataset) -> Path | Dataset:
+    """The file itself, or decompressed when the PACS accepted its SOP class only uncompressed."""
+    syntax = str(header.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian))
+    accepted = {str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
+                if str(cx.abstract_syntax) == str(header.SOPClassUID)}
+    if syntax in accepted or not accepted & set(UNCOMPRESSED) or syntax in UNCOMPRESSED:
+        return path
+    ds = dcmread(path)
+    ds.decompress()  # lossless: the PACS gets the same pixels, uncompressed
+    return ds
+
+
 def _store_one(assoc: Association, path: Path, header: Dataset, accepted: set[str]) -> InstanceStatus:
     sop_class = str(header.SOPClassUID)
     if sop_class not in accepted:
         return _status(path, header, False, f"the PACS refuses {UID(sop_class).name or sop_class} objects")
     try:
-        status = assoc.send_c_store(path)
+        status = assoc.send_c_store(_as_accepted(assoc, path, header))
     except (ValueError, RuntimeError, OSError) as exc:  # no context for its transfer syntax, unreadable file
         return _status(path, header, False, f"not sent: {' '.join(str(exc).split())[:160]}")
     if status is None or "Status" not in status:
