@@ -66,6 +66,7 @@ def seed_array(shape: tuple[int, ...] = (12, 10, 8)) -> np.ndarray:
 SEED_AFFINE = np.array([[-1.2, 0.05, 0, 7.0], [0, 1.1, 0.1, -12.0], [0, 0, 2.0, 3.0], [0, 0, 0, 1]])
 
 
+@lru_cache(maxsize=64)  # seeds are made once: bytes are immutable
 def nifti_bytes(version: int = 1, four_d: bool = False, dtype=np.int16, mask: bool = False) -> bytes:
     """A complete single-file NIfTI image (``version`` 1 or 2) on the seed grid."""
     data = seed_array((12, 10, 8, 2) if four_d else (12, 10, 8))
@@ -129,6 +130,11 @@ def notes_payload() -> dict:
 
 
 def recovery_files() -> dict[str, bytes]:
+    return dict(_recovery_files())
+
+
+@lru_cache(maxsize=1)
+def _recovery_files() -> dict[str, bytes]:
     from app.reader import scan_key
 
     key = scan_key(seed_volume())
@@ -139,6 +145,11 @@ def recovery_files() -> dict[str, bytes]:
 
 
 def registration_cache_files() -> dict[str, bytes]:
+    return dict(_registration_cache_files())
+
+
+@lru_cache(maxsize=1)
+def _registration_cache_files() -> dict[str, bytes]:
     from xnet_core import registration
 
     key = registration.scan_key(seed_volume())
@@ -156,6 +167,11 @@ EXPLAIN_KEY = "0" * 64
 
 
 def explain_cache_files() -> dict[str, bytes]:
+    return dict(_explain_cache_files())
+
+
+@lru_cache(maxsize=1)
+def _explain_cache_files() -> dict[str, bytes]:
     buffer = io.BytesIO()
     meta = {"status": "ok", "target_kind": "lesion", "target_area": 12, "params": {"layer": "x"}}
     np.savez_compressed(buffer, map=np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8),
@@ -287,9 +303,14 @@ def run_case(case: Case, folder: Path) -> str:
     return "ok"
 
 
+@lru_cache(maxsize=1)
+def seed_weights() -> bytes:
+    return torch_bytes(checkpoint_seed()[0])
+
+
 def seed_files() -> dict[str, bytes]:
     """Seed files a saved case names instead of storing (the 230 kB checkpoint)."""
-    return {WEIGHTS: torch_bytes(checkpoint_seed()[0])}
+    return {WEIGHTS: seed_weights()}
 
 
 def load_corpus_case(folder: Path) -> Case:

@@ -14,7 +14,7 @@ the machine), or a worker that dies. Each finding's files and traceback are writ
 
 Prints one line per finding, then one JSON line (last line): cases, findings, hangs, max_rss_mb,
 seconds, by_target, device, torch, cpu_bf16.
-Usage: python benchmarks/fuzz_inputs.py [--cases 20000] [--timeout 10] [--memory-mb 300] [--seed 0]
+Usage: python benchmarks/fuzz_inputs.py [--cases 20000] [--workers 2] [--timeout 10] [--memory-mb 100] [--seed 0]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import resource
 import shutil
@@ -32,6 +33,7 @@ import time
 import traceback
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,59 +103,84 @@ def _worker(conn, memory_mb: int) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-class Runner:
-    """One worker process at a time; a case that hangs or kills it is recorded and the worker replaced."""
+@dataclass
+class _Worker:
+    process: multiprocessing.Process
+    conn: object
+    case: Case | None = None  # the case it is running, None when idle
+    since: float = 0.0
 
-    def __init__(self, timeout: float, memory_mb: int, findings: Path) -> None:
+
+class Runner:
+    """``workers`` worker processes fed round the clock; a case that hangs or kills its worker is recorded
+    and the worker replaced."""
+
+    def __init__(self, timeout: float, memory_mb: int, findings: Path, workers: int = 1) -> None:
         self.timeout, self.memory_mb, self.findings_dir = timeout, memory_mb, findings
         self.context = multiprocessing.get_context("fork")
-        self.process = self.conn = None
+        self.pool = [self._start() for _ in range(workers)]
         self.cases = self.hangs = 0
         self.findings: list[dict] = []
         self.by_target: Counter = Counter()
         self.outcomes: Counter = Counter()
         self.max_rss_mb = 0.0
 
-    def _start(self) -> None:
+    def _start(self) -> _Worker:
         parent, child = self.context.Pipe()
-        self.process = self.context.Process(target=_worker, args=(child, self.memory_mb), daemon=True)
-        self.process.start()
+        process = self.context.Process(target=_worker, args=(child, self.memory_mb), daemon=True)
+        process.start()
         child.close()
-        self.conn = parent
         if not parent.poll(300) or parent.recv() != "ready":
-            raise RuntimeError("the fuzz worker did not start within 5 minutes")
+            raise RuntimeError("a fuzz worker did not start within 5 minutes")
+        return _Worker(process, parent)
 
-    def _stop(self, kill: bool) -> None:
-        if self.process is None:
-            return
-        if kill:
-            self.process.kill()
-        else:
-            self.conn.send(None)
-        self.process.join(10)
-        self.process = self.conn = None
+    def _replace(self, worker: _Worker) -> None:
+        worker.process.kill()
+        worker.process.join(10)
+        self.pool[self.pool.index(worker)] = self._start()
 
     def run(self, case: Case) -> None:
-        if self.process is None:
-            self._start()
+        """Hand ``case`` to an idle worker (waiting for one to finish when all are busy)."""
+        while not any(w.case is None for w in self.pool):
+            self._collect()
+        worker = next(w for w in self.pool if w.case is None)
         self.cases += 1
         self.by_target[case.target] += 1
-        self.conn.send(case)
-        if not self.conn.poll(self.timeout):
-            self._stop(kill=True)
-            self.hangs += 1
-            return self._finding(case, "hang", f"no answer within {self.timeout:g} s")
-        try:
-            outcome, detail, growth, rss = self.conn.recv()
-        except EOFError:
-            self.process.join(5)
-            code = self.process.exitcode
-            self._stop(kill=True)
-            return self._finding(case, "crash", f"the worker died (exit code {code})")
-        self.max_rss_mb = max(self.max_rss_mb, rss)
-        self.outcomes["ok" if outcome == "ok" and detail == "ok" else "refused" if outcome == "ok" else outcome] += 1
-        if outcome != "ok":
-            self._finding(case, outcome, detail)
+        worker.conn.send(case)
+        worker.case, worker.since = case, time.perf_counter()
+
+    def drain(self) -> None:
+        while any(w.case is not None for w in self.pool):
+            self._collect()
+        for worker in self.pool:
+            worker.conn.send(None)
+            worker.process.join(10)
+
+    def _collect(self) -> None:
+        """Wait for the first busy worker to answer or run out of time, and record what it did."""
+        busy = [w for w in self.pool if w.case is not None]
+        deadline = min(w.since for w in busy) + self.timeout
+        ready = multiprocessing.connection.wait([w.conn for w in busy], max(0.0, deadline - time.perf_counter()))
+        for worker in busy:
+            case = worker.case
+            if worker.conn in ready:
+                try:
+                    outcome, detail, growth, rss = worker.conn.recv()
+                except EOFError:
+                    worker.process.join(5)
+                    code = worker.process.exitcode
+                    self._replace(worker)
+                    self._finding(case, "crash", f"the worker died (exit code {code})")
+                    continue
+                worker.case = None
+                self.max_rss_mb = max(self.max_rss_mb, rss)
+                self.outcomes["ok" if detail == "ok" else "refused" if outcome == "ok" else outcome] += 1
+                if outcome != "ok":
+                    self._finding(case, outcome, detail)
+            elif time.perf_counter() - worker.since >= self.timeout:
+                self._replace(worker)
+                self.hangs += 1
+                self._finding(case, "hang", f"no answer within {self.timeout:g} s")
 
     def _finding(self, case: Case, kind: str, detail: str) -> None:
         number = len(self.findings) + 1
@@ -169,15 +196,16 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=20_000)
     parser.add_argument("--max-seconds", type=float, default=900.0, help="stop after this long (15 minutes)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per case before it counts as a hang")
-    parser.add_argument("--memory-mb", type=int, default=300, help="peak memory growth per case that is a finding")
+    parser.add_argument("--memory-mb", type=int, default=100, help="peak memory growth per case that is a finding")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2, help="cases run at once, one process each")
     parser.add_argument("--targets", nargs="*", help="only these targets (default: all)")
     parser.add_argument("--findings", type=Path, default=ROOT / "benchmarks" / "results" / "fuzz-findings")
     args = parser.parse_args()
     shutil.rmtree(args.findings, ignore_errors=True)
     logging.disable(logging.CRITICAL)
     warnings.simplefilter("ignore")
-    runner = Runner(args.timeout, args.memory_mb, args.findings)
+    runner = Runner(args.timeout, args.memory_mb, args.findings, args.workers)
     started = time.perf_counter()
     strategy = any_case(args.targets)
     chunk = 0
@@ -194,7 +222,7 @@ def main() -> None:
 
         one_chunk()
         chunk += 1
-    runner._stop(kill=False)
+    runner.drain()
     seconds = time.perf_counter() - started
     import torch
 
