@@ -217,8 +217,9 @@ def main() -> None:
                   suppress_health_check=list(HealthCheck))
         @given(st.data())
         def one_chunk(data) -> None:
+            case = data.draw(strategy)  # drawn even when time is up: hypothesis checks that draws replay alike
             if time.perf_counter() - started < args.max_seconds:
-                runner.run(data.draw(strategy))
+                runner.run(case)
 
         one_chunk()
         chunk += 1

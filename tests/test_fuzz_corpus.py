@@ -17,6 +17,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+import app.reader  # noqa: F401 - the targets' modules, imported before any case's time limit starts
+import explain.engine  # noqa: F401
+import xnet_core.checkpoint  # noqa: F401
+import xnet_core.registration  # noqa: F401
 from benchmarks.fuzz_cases import SCAN, Case, load_corpus_case, nifti_bytes, run_case
 from benchmarks.fuzz_mutations import any_case
 

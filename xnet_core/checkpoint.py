@@ -112,8 +112,9 @@ def _read_weights(path: Path) -> Any:
             f"{path}: holds Python objects, not plain weights; it is not an X-Net checkpoint "
             "(loading refuses to run code from a file)."
         ) from exc
-    except (EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError, IndexError) as exc:
-        # IndexError: torch's weights-only unpickler pops an empty stack on a damaged data.pkl
+    except (EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError, IndexError, KeyError) as exc:
+        # IndexError, KeyError: torch's weights-only unpickler on a damaged data.pkl (an empty stack, a memo
+        # or storage key that is not there)
         raise CheckpointError(f"{path}: truncated or not a PyTorch weights file ({exc}); copy it again.") from exc
 
 

@@ -479,9 +479,8 @@ def _pixels(image: _Image) -> np.ndarray:
     try:
         raw = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for missing decoders and damaged data
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = syntax.name if syntax is not None else "an unknown transfer syntax"
-        if syntax is not None and syntax.is_compressed:
+        name, compressed = _transfer_syntax(ds)
+        if compressed:
             raise VolumeError(
                 f"{image.path}: the pixels are compressed as {name}, which cannot be decoded here "
                 f"({_one_line(exc)}); {_CONVERT_HINT}."
@@ -495,6 +494,17 @@ def _pixels(image: _Image) -> np.ndarray:
     slope = (_numbers(image.path, ds, "RescaleSlope", 1) or [1.0])[0] or 1.0  # 0 means unset, as before
     intercept = (_numbers(image.path, ds, "RescaleIntercept", 1) or [0.0])[0]
     return raw.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def _transfer_syntax(ds: pydicom.Dataset) -> tuple[str, bool]:
+    """The transfer syntax's name and whether it is compressed; a damaged UID is named as it is."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None:
+        return "an unknown transfer syntax", False
+    try:
+        return syntax.name, bool(syntax.is_compressed)
+    except ValueError:  # pydicom: "UID is not a transfer syntax"
+        return f"an unknown transfer syntax ({str(syntax)[:64]!r})", False
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
