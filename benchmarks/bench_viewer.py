@@ -118,7 +118,7 @@ def flair_like(volume):
 
 
 def step_times(app: QApplication, window: ViewerWindow, band: list[int], steps: int) -> list[float]:
-    views = [panel.graphics_view.viewport() for panel in window.all_panels() if panel.isVisible()]
+    views = [panel.graphics_view.viewport() for panel in window.grid.all_panels() if panel.isVisible()]
     times, direction = [], 1
     window.set_slice(band[0])
     for _ in range(steps):
@@ -144,7 +144,7 @@ def measure_multiseq(app: QApplication, window: ViewerWindow, steps: int) -> dic
     add_s = time.perf_counter() - started
     window.controls.background_box.setCurrentIndex(1)
     stepping = step_times(app, window, band, steps)
-    views = [panel.graphics_view.viewport() for panel in window.all_panels() if panel.isVisible()]
+    views = [panel.graphics_view.viewport() for panel in window.grid.all_panels() if panel.isVisible()]
     switches = []
     for index in range(60):
         started = time.perf_counter()
