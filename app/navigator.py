@@ -1,25 +1,69 @@
-"""The lesion navigator: a table of lesions and of slices with lesion, a plot of lesion area per
-slice with the current slice marked; a click jumps to the slice."""
+"""The lesion navigator: a table of findings and of slices with lesion, a plot of lesion area per
+slice with the current slice marked; a click jumps to the slice.
+
+The table lists the components of at least the minimum finding size (the view state's
+``min_lesion_ml``), sorted by size or by the model's mean probability; the smaller ones are counted in
+one line and listed on request. Only the listing changes: masks, volumes and metrics keep them all."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QListWidget, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QHeaderView, QLabel,
+                               QListWidget, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from app.study import Study
+from xnet_core import DEFAULT_MIN_LESION_ML
 
-COLUMNS = ("volume (ml)", "centroid RAS (mm)", "side", "slices")
+COLUMNS = ("#", "volume (ml)", "mean p", "max p", "centroid RAS (mm)", "side", "slices")
+SORTS = {"size": "volume_ml", "probability": "mean_probability"}
+
+
+def listed_rows(rows: list[dict], min_ml: float, sort: str = "size", show_smaller: bool = False) -> tuple[list[dict], str]:
+    """(the rows the table shows, the line that counts the smaller components): findings of at least
+    ``min_ml`` sorted by ``sort`` (largest or surest first), then the smaller ones when asked."""
+    key = SORTS[sort]
+    order = lambda row: (-(row.get(key) or 0.0), row["number"])  # noqa: E731
+    findings = sorted([r for r in rows if r["volume_ml"] >= min_ml], key=order)
+    smaller = sorted([r for r in rows if r["volume_ml"] < min_ml], key=order)
+    line = ""
+    if smaller:
+        n, ml = len(smaller), sum(r["volume_ml"] for r in smaller)
+        line = f"+ {n} smaller component{'s' if n != 1 else ''}, {ml:.2f} ml in all"
+    return findings + (smaller if show_smaller else []), line
 
 
 class LesionNavigator(QWidget):
+    """``jump``: a slice to show; ``minLesionChanged``: the minimum finding size the user set (ml)."""
+
     jump = Signal(int)
+    minLesionChanged = Signal(float)
 
     def __init__(self) -> None:
         super().__init__()
         self.summary = QLabel("lesions appear when the segmentation is complete")
         self.summary.setWordWrap(True)
+        self.min_size = QDoubleSpinBox()
+        self.min_size.setRange(0.0, 1000.0)
+        self.min_size.setDecimals(2)
+        self.min_size.setSingleStep(0.05)
+        self.min_size.setPrefix("findings ≥ ")
+        self.min_size.setSuffix(" ml")
+        self.min_size.setValue(DEFAULT_MIN_LESION_ML)
+        self.min_size.setToolTip("Minimum finding size: smaller components are counted in one line, not listed "
+                                 "(the mask, the volume and every figure keep them)")
+        self.min_size.valueChanged.connect(self.minLesionChanged)
+        self.min_size.valueChanged.connect(lambda _value: self._fill())
+        self.sort = QComboBox()
+        for name in SORTS:
+            self.sort.addItem(f"sort by {name}", name)
+        self.sort.setToolTip("Sort the findings by size (largest first) or by the model's mean probability")
+        self.sort.currentIndexChanged.connect(lambda _index: self._fill())
+        self.show_smaller = QCheckBox("show smaller")
+        self.show_smaller.toggled.connect(lambda _on: self._fill())
+        self.smaller_line = QLabel("")
+        self.smaller_line.setWordWrap(True)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -41,11 +85,16 @@ class LesionNavigator(QWidget):
         self.plot.scene().sigMouseClicked.connect(self._on_plot_click)
         column = QVBoxLayout(self)
         column.addWidget(self.summary)
+        column.addWidget(self.min_size)  # one control a row: the dock stays as narrow as before
+        column.addWidget(self.sort)
         column.addWidget(self.table, 1)
+        column.addWidget(self.smaller_line)
+        column.addWidget(self.show_smaller)
         column.addWidget(QLabel("Slices with lesion"))
         column.addWidget(self.slice_list)
         column.addWidget(self.plot)
-        self._rows: list[dict] = []
+        self._rows: list[dict] = []  # every component, largest first (Study.lesion_rows)
+        self._shown: list[dict] = []  # what the table shows, in its order
 
     def show_areas(self, study: Study) -> None:
         areas = study.lesion_area_per_slice_mm2()
@@ -55,31 +104,55 @@ class LesionNavigator(QWidget):
             self.slice_list.addItem(f"z {z} · {areas[z]:.0f} mm²")
             self.slice_list.item(self.slice_list.count() - 1).setData(Qt.ItemDataRole.UserRole, int(z))
 
+    def follow(self, state) -> None:
+        """The minimum finding size lives in the view state (``min_lesion_ml``): set there, shown here."""
+        self.minLesionChanged.connect(lambda value: setattr(state, "min_lesion_ml", value))
+        state.events.min_lesion_ml.connect(lambda event: self.set_min_lesion_ml(event.value))
+        self.set_min_lesion_ml(state.min_lesion_ml)
+
+    def set_min_lesion_ml(self, value: float) -> None:
+        """The view state's minimum finding size (e.g. restored settings), without echoing it back."""
+        if abs(self.min_size.value() - value) > 1e-9:
+            self.min_size.blockSignals(True)
+            self.min_size.setValue(value)
+            self.min_size.blockSignals(False)
+            self._fill()
+
     def show_lesions(self, study: Study, rows: list[dict]) -> None:
         """``rows`` from ``Study.lesion_rows`` at the study's threshold (computed off the UI thread)."""
         self.show_areas(study)
         self._rows = rows
-        self.table.setRowCount(len(self._rows))
-        for r, row in enumerate(self._rows):
+        self._fill()
+        lesion_slices = study.lesion_slices
+        findings = sum(r["volume_ml"] >= self.min_size.value() for r in rows)
+        self.summary.setText(
+            f"{findings} finding(s) of {len(rows)} component(s), {study.lesion_volume_ml():.2f} ml in all at "
+            f"threshold {study.threshold:.2f}; {len(lesion_slices)} slice(s) with lesion"
+            + (f" ({lesion_slices[0]}–{lesion_slices[-1]})" if lesion_slices else ""))
+
+    def _fill(self) -> None:
+        self._shown, line = listed_rows(self._rows, self.min_size.value(), self.sort.currentData(),
+                                        self.show_smaller.isChecked())
+        self.smaller_line.setText(line)
+        self.show_smaller.setVisible(bool(line))
+        self.table.setRowCount(len(self._shown))
+        probability = lambda value: "–" if value is None else f"{value:.2f}"  # noqa: E731
+        for r, row in enumerate(self._shown):
             x, y, z = row["centroid_mm"]
-            cells = (f"{row['volume_ml']:.2f}", f"({x:.0f}, {y:.0f}, {z:.0f})", row["hemisphere"],
+            cells = (str(row["number"]), f"{row['volume_ml']:.2f}", probability(row.get("mean_probability")),
+                     probability(row.get("max_probability")), f"({x:.0f}, {y:.0f}, {z:.0f})", row["hemisphere"],
                      f"{row['slices'][0]}–{row['slices'][1]}")
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
                 self.table.setItem(r, c, item)
-        lesion_slices = study.lesion_slices
-        self.summary.setText(
-            f"{len(self._rows)} lesion(s), {study.lesion_volume_ml():.2f} ml at threshold {study.threshold:.2f}; "
-            f"{len(lesion_slices)} slice(s) with lesion"
-            + (f" ({lesion_slices[0]}–{lesion_slices[-1]})" if lesion_slices else ""))
 
     def set_current(self, z: int) -> None:
         self.current_line.setPos(z)
 
     def _on_click(self, row: int, _column: int) -> None:
-        if 0 <= row < len(self._rows):
-            self.jump.emit(self._rows[row]["z"])
+        if 0 <= row < len(self._shown):
+            self.jump.emit(self._shown[row]["z"])
 
     def _on_plot_click(self, event) -> None:
         point = self.plot.getPlotItem().vb.mapSceneToView(event.scenePos())

@@ -1,6 +1,12 @@
-"""The grid of linked panels: segmentation, Grad-CAM, Grad-CAM++ and LIME on one section, plus the
-side-by-side mode's second sequence. One zoom and pan for all; ``draw`` paints what a ``ViewState``
-and a ``Study`` say, and shares one displayed copy of the scan and of each outline between panels."""
+"""The grid of linked panels: segmentation and three or four maps (Grad-CAM and LIME, Grad-CAM++ and
+HiResCAM by choice) on one section, plus the side-by-side mode's second sequence. One zoom and pan for
+all; ``draw`` paints what a ``ViewState`` and a ``Study`` say, and shares one displayed copy of the
+scan and of each outline between panels.
+
+A map is drawn only inside the brain the model's input holds (the template's brain on its grid, the
+scan's own brain mask on a registered scan): the model saw nothing beyond its 224x192 window, and
+drawing its edge would show a hard rectangle that means nothing. Where a visible share of a map's
+energy lies outside, the panel says how much."""
 
 from __future__ import annotations
 
@@ -17,8 +23,10 @@ from app.drawing import (MODEL_COLOUR, PANEL_ORDER, TEMPLATE_COLOUR, displayed, 
 from app.slice_panel import SlicePanel, lookup_table
 from app.study import Study
 from app.view_state import Event, ViewState
-from explain.methods import METHOD_NAMES
+from explain.methods import METHOD_NAMES, METHODS
 from xnet_core.image import Volume
+
+OUTSIDE_SAID = 0.10  # a map with at least this share of its energy outside the brain says so
 
 
 @dataclass
@@ -46,16 +54,16 @@ class PanelGrid(QWidget):
         super().__init__()
         self.painting = painting
         self.panels = {name: SlicePanel("Segmentation" if name == "segmentation" else METHOD_NAMES[name],
-                                        voxel_sizes) for name in PANEL_ORDER}
+                                        voxel_sizes) for name in ("segmentation", *METHODS)}
         self.side_panel = SlicePanel("Second sequence", voxel_sizes)
         self.set_orientation(radiological, "axial")  # the saved display convention
         self.side_panel.setVisible(False)
-        grid = QGridLayout(self)
-        grid.setContentsMargins(0, 0, 0, 0)
-        grid.setSpacing(3)
-        for index, name in enumerate(PANEL_ORDER):
-            grid.addWidget(self.panels[name], index // 2, index % 2)
-        grid.addWidget(self.side_panel, 0, 1)  # shown instead of the heatmap panels, side by side
+        self._grid = QGridLayout(self)
+        self._grid.setContentsMargins(0, 0, 0, 0)
+        self._grid.setSpacing(3)
+        self.shown: tuple[str, ...] = ()
+        self.arrange(PANEL_ORDER[1:])
+        self._grid.addWidget(self.side_panel, 0, 1)  # shown instead of the heatmap panels, side by side
         first = self.panels["segmentation"]
         for panel in self.all_panels():
             if panel is not first:
@@ -65,8 +73,19 @@ class PanelGrid(QWidget):
             panel.hovered.connect(self.hovered)
             self._install_mouse(panel)
 
+    def arrange(self, methods: tuple[str, ...]) -> None:
+        """The segmentation and the chosen methods' panels: two columns for up to four, else three."""
+        self.shown = ("segmentation", *methods)
+        columns = 2 if len(self.shown) <= 4 else 3
+        for name, panel in self.panels.items():
+            if name not in self.shown:
+                self._grid.removeWidget(panel)
+                panel.hide()
+        for index, name in enumerate(self.shown):  # adding again moves a panel to its new cell
+            self._grid.addWidget(self.panels[name], index // columns, index % columns)
+
     def all_panels(self) -> list[SlicePanel]:
-        """The four panels and the side-by-side mode's second-sequence panel."""
+        """The segmentation and map panels and the side-by-side mode's second-sequence panel."""
         return [*self.panels.values(), self.side_panel]
 
     @property
@@ -113,6 +132,9 @@ class PanelGrid(QWidget):
         state.events.radiological.connect(lambda event: self.set_orientation(event.value, state.plane))
         for name in ("single_panel", "side_by_side"):
             getattr(state.events, name).connect(lambda _event: self.apply_mode(state.single_panel, state.side_by_side))
+        for name in ("panel_gradcampp", "panel_hirescam"):
+            getattr(state.events, name).connect(lambda _event: self._choose(state))
+        self._choose(state)
         state.events.zoom.connect(self._show_zoom)
         self.view_box.sigRangeChanged.connect(
             lambda _box, view_range, *_changed: setattr(state, "zoom", (tuple(view_range[0]), tuple(view_range[1]))))
@@ -131,10 +153,15 @@ class PanelGrid(QWidget):
         for panel in self.all_panels():
             panel.set_voxel_sizes(voxel_sizes)
 
+    def _choose(self, state: ViewState) -> None:
+        if ("segmentation", *state.heatmap_methods) != self.shown:
+            self.arrange(state.heatmap_methods)
+            self.apply_mode(state.single_panel, state.side_by_side)
+
     def apply_mode(self, single: bool, side_by_side: bool) -> None:
-        """Four panels, the segmentation alone, or two sequences next to each other."""
+        """Every chosen panel, the segmentation alone, or two sequences next to each other."""
         for name, panel in self.panels.items():
-            panel.setVisible(name == "segmentation" or not (single or side_by_side))
+            panel.setVisible(name == "segmentation" or (name in self.shown and not (single or side_by_side)))
         self.side_panel.setVisible(side_by_side and not single)
 
     def set_crosshair(self, xy: tuple[int, int] | None) -> None:
@@ -145,6 +172,14 @@ class PanelGrid(QWidget):
         """Off while painting: no panning under the brush."""
         for panel in self.all_panels():
             panel.view_box.setMouseEnabled(x=on, y=on)
+
+    def show_attention_guide(self) -> None:
+        """Help → What each map shows: the measured attention shares and a reading guide per method."""
+        from PySide6.QtWidgets import QMessageBox
+
+        from app.attention_guide import guide_html
+
+        QMessageBox.information(self, "What each map shows", guide_html())
 
     def fit(self) -> None:
         self.view_box.autoRange(padding=0.02)
@@ -181,7 +216,10 @@ class PanelGrid(QWidget):
                 outlines[key] = outline_image(outline_mask, MODEL_COLOUR, flip, background.shape, rows)
             return outlines[key]
 
+        brain = section(study.model_input.brain_mask) > 0
         for name, panel in self.panels.items():
+            if name not in self.shown:
+                continue
             panel.show_scan_image(scan_image, state.levels, background.shape)
             panel.show_image(panel.template_item, template_image)
             outlined = state.show_segmentation and (state.outline_mode or name != "segmentation")
@@ -192,7 +230,7 @@ class PanelGrid(QWidget):
             else:
                 hatched = None if axial else study.unexplained_slices(name)
                 panel.show_image(panel.model_outline_item, model_outline(outline_mask, hatched))
-                self._draw_heatmap(panel, name, state, study, scene.has_model, lut, section)
+                self._draw_heatmap(panel, name, state, study, scene.has_model, lut, section, brain)
         if state.side_by_side:
             self._draw_side(scene, section, mask if state.show_segmentation else None, pending_rows, template)
 
@@ -216,7 +254,7 @@ class PanelGrid(QWidget):
 
     @staticmethod
     def _draw_heatmap(panel: SlicePanel, method: str, state: ViewState, study: Study, has_model: bool,
-                      lut: np.ndarray, section: Callable[[np.ndarray], np.ndarray]) -> None:
+                      lut: np.ndarray, section: Callable[[np.ndarray], np.ndarray], brain: np.ndarray) -> None:
         scale = study.scale(method)
         panel.show_scale(lut, scale.low, scale.high, scale.provisional)
         z = state.slice
@@ -230,11 +268,14 @@ class PanelGrid(QWidget):
             panel.show_status(waiting)
             panel.overlay_item.clear()
             return
-        panel.show_status("" if status == "ok" else status)
         if status != "ok" or not state.show_heatmaps:
+            panel.show_status("" if status == "ok" else status)
             panel.overlay_item.clear()
             return
-        panel.show_overlay(section(study.maps[method]), lut, (scale.low, scale.high), state.opacity)
+        values, outside = inside_brain(section(study.maps[method]), brain)
+        panel.show_status(f"{outside:.0%} of this map lies outside the brain (not drawn)"
+                          if outside >= OUTSIDE_SAID else "")
+        panel.show_overlay(values, lut, (scale.low, scale.high), state.opacity)
 
     def _draw_side(self, scene: Scene, section, mask, pending_rows, template) -> None:
         panel, other = self.side_panel, scene.side
@@ -248,3 +289,13 @@ class PanelGrid(QWidget):
         panel.show_outline(panel.model_outline_item, mask, MODEL_COLOUR, pending_rows)
         panel.show_outline(panel.template_item, template, TEMPLATE_COLOUR)
         panel.show_status("")
+
+
+def inside_brain(values: np.ndarray, brain: np.ndarray) -> tuple[np.ndarray, float]:
+    """(the map drawn inside the brain only, the share of its positive energy outside the brain)."""
+    positive = np.maximum(values, 0)
+    total = float(positive.sum())
+    if not brain.any():
+        return values, 0.0
+    outside = float(positive[~brain].sum()) / total if total > 0 else 0.0
+    return np.where(brain, values, 0.0).astype(np.float32), outside

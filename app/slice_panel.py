@@ -17,6 +17,7 @@ from app.drawing import PLANE_AXES, PLANE_LETTERS, displayed, flips_columns, out
 WHEEL_NOTCH = 120  # angle delta of one mouse-wheel notch (1/8 degree units)
 LETTER_STYLE = "color: #ffd54f; font-weight: bold; font-size: 14px; padding: 1px;"
 TITLE_STYLE = "color: white; font-weight: bold; padding: 2px;"
+CAPTION_STYLE = "color: #ffd54f; padding: 1px 3px;"
 _JET = pg.ColorMap(np.linspace(0, 1, 5), [(0, 0, 143), (0, 127, 255), (127, 255, 127), (255, 127, 0), (127, 0, 0)])
 
 
@@ -70,6 +71,26 @@ class ColourBar(QLabel):
         self.setPixmap(QPixmap.fromImage(image.copy()).scaled(140, 10))
 
 
+class Caption(QLabel):
+    """A panel's caption under the image: it wraps at the panel's width, never clips, and keeps its
+    full text as a tooltip (a narrow panel may still shorten a single long word)."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+        self.setWordWrap(True)
+        self.setStyleSheet(CAPTION_STYLE)
+        self.setMinimumWidth(1)  # wraps rather than widening the panel
+        self.setVisible(False)
+
+    def show_text(self, text: str) -> None:
+        self.setText(text)
+        self.setToolTip(text)
+        self.setVisible(bool(text))
+
+    def toPlainText(self) -> str:  # noqa: N802 (the name pyqtgraph's TextItem had, which callers use)
+        return self.text()
+
+
 class SlicePanel(QFrame):
     """The scan plus one overlay, with letters, title and colour bar; views are linked by the window."""
 
@@ -90,12 +111,11 @@ class SlicePanel(QFrame):
         self.model_outline_item = pg.ImageItem(axisOrder="col-major")
         self.reader_item = pg.ImageItem(axisOrder="col-major")
         self.template_item = pg.ImageItem(axisOrder="col-major")
-        self.status_text = pg.TextItem("", color=(255, 213, 79), anchor=(0, 0))
+        self.status_text = Caption()
         self.image_items = (self.scan_item, self.overlay_item, self.template_item, self.model_outline_item,
                             self.reader_item)
         for item in self.image_items:
             self.view_box.addItem(item)
-        self.view_box.addItem(self.status_text)
         self.cross_v = pg.InfiniteLine(angle=90, pen=pg.mkPen((0, 255, 0, 120), width=1), movable=False)
         self.cross_h = pg.InfiniteLine(angle=0, pen=pg.mkPen((0, 255, 0, 120), width=1), movable=False)
         self.view_box.addItem(self.cross_v)
@@ -143,6 +163,7 @@ class SlicePanel(QFrame):
         grid.addWidget(self.letters["L"], 1, 2)
         grid.addWidget(self.letters["P"], 2, 1)
         column.addLayout(grid, 1)
+        column.addWidget(self.status_text)
 
     def set_orientation(self, radiological_view: bool, plane: str = "axial") -> None:
         """Display convention and plane; the letters keys name their edge in the axial view."""
@@ -200,8 +221,7 @@ class SlicePanel(QFrame):
             self.range_label.setText(f" {low:.3g} – {high:.3g}{' (provisional)' if provisional else ''}")
 
     def show_status(self, text: str) -> None:
-        self.status_text.setText(text)
-        self.status_text.setPos(2, self.shape_xy[1] * self.voxel_sizes[1] - 2)
+        self.status_text.show_text(text)
 
     def set_crosshair(self, xy: tuple[int, int] | None) -> None:
         """Crosshair at section coordinates (column axis, row axis), e.g. RAS (x, y) on an axial panel."""

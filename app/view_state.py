@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from app.drawing import PLANE_AXES, PLANES
+from xnet_core import DEFAULT_MIN_LESION_ML
 
 Levels = tuple[float, float]
 
@@ -107,7 +108,9 @@ class ViewState:
     single_panel: bool = False
     side_by_side: bool = False
     bookmarks: frozenset[int] = frozenset()  # axial slices marked for the report
-    min_lesion_ml: float = 0.1  # the smallest finding worth showing (stored; nothing filters by it yet)
+    min_lesion_ml: float = DEFAULT_MIN_LESION_ML  # the lesion table's smallest finding; masks keep every component
+    panel_gradcampp: bool = True  # the map panels: Grad-CAM and LIME always, Grad-CAM++ and HiResCAM by choice
+    panel_hirescam: bool = False
     levels_by_background: dict[str, tuple[Levels, Levels]] = field(default_factory=dict)  # (current, initial)
 
     def __post_init__(self) -> None:
@@ -135,7 +138,15 @@ class ViewState:
             return float(min(max(value, 0.0), 1.0))
         if name == "bookmarks":
             return frozenset(int(z) for z in value)
+        if name == "min_lesion_ml":
+            return max(float(value), 0.0)
         return value
+
+    @property
+    def heatmap_methods(self) -> tuple[str, ...]:
+        """The methods whose map panels are shown, in the panels' order."""
+        chosen = {"gradcampp": self.panel_gradcampp, "hirescam": self.panel_hirescam}
+        return tuple(m for m in ("gradcam", "gradcampp", "hirescam", "lime") if chosen.get(m, True))
 
     # -- slices ------------------------------------------------------------------------------
     @property

@@ -111,6 +111,7 @@ class ViewerWindow(QMainWindow):
         controls.mask_opacity_box.valueChanged.connect(self.set_mask_opacity)
         controls.background_box.currentTextChanged.connect(self.set_background)
         self.navigator.jump.connect(self.set_slice)
+        self.navigator.follow(self.state)
         self._threshold_timer.timeout.connect(self._threshold_settled)
         self.grid.wheelSteps.connect(self.step_slice)
         self.grid.hovered.connect(self._on_hover)

@@ -3,9 +3,9 @@
 On the demo case's slice with the largest predicted lesion area, target = lesion logit summed over
 the predicted mask (the same frozen target for both sides):
 
-* Grad-CAM + Grad-CAM++: ``explain.cam.CamExplainer`` (one forward and one backward for both maps)
-  vs pytorch-grad-cam's ``GradCAM`` then ``GradCAMPlusPlus`` on the same fp32 model, layer and
-  target. ``cam_max_abs_diff`` compares the two after the library's own ReLU, per-image min-max and
+* Grad-CAM + Grad-CAM++ + HiResCAM: ``explain.cam.CamExplainer`` (one forward and one backward for
+  all three maps) vs pytorch-grad-cam's ``GradCAM``, ``GradCAMPlusPlus`` and ``HiResCAM`` one after
+  the other on the same fp32 model, layer and target. ``cam_max_abs_diff`` compares the two after the library's own ReLU, per-image min-max and
   resize (``explain.cam.library_view``).
 * LIME: ``explain.lime_seg.explain_slice`` with its defaults vs
   ``lime_image.LimeImageExplainer().explain_instance`` with lime's defaults (quickshift,
@@ -18,6 +18,7 @@ the predicted mask (the same frozen target for both sides):
 
 Prints a human summary, then one JSON line (last line) with the keys the issue names.
 Usage: python benchmarks/bench_explain.py [--weights CKPT] [--device auto] [--cam-repeats 3] [--study 4x600]
+       [--skip-baseline-lime] [--skip-lime] [--slices band]
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from explain.cam import DEFAULT_LAYER, CamExplainer, library_view  # noqa: E402
 from explain.faithfulness import rank_correlation  # noqa: E402
 from explain.lime_seg import DEFAULT_SAMPLES, KERNEL_SIZE, explain_slice  # noqa: E402
 from explain.targets import TargetSpec, resolve  # noqa: E402
-from xnet_core.assets import demo_scan_path, demo_weights_path  # noqa: E402
+from xnet_core.assets import DEMO_LESION, asset_path, demo_scan_path, demo_weights_path  # noqa: E402
 from xnet_core.checkpoint import load_checkpoint  # noqa: E402
 from xnet_core.inference import Segmenter, choose_device, cpu_has_bf16  # noqa: E402
 from xnet_core.preprocess import prepare  # noqa: E402
@@ -52,12 +53,12 @@ def timed(function, *args, **kwargs):
 
 
 def library_cams(model, layer, image, target, device):
-    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM
     from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
     x = torch.from_numpy(image)[:, None].to(device)
     out = {}
-    for name, method in (("gradcam", GradCAM), ("gradcampp", GradCAMPlusPlus)):
+    for name, method in (("gradcam", GradCAM), ("gradcampp", GradCAMPlusPlus), ("hirescam", HiResCAM)):
         with method(model, [model.get_submodule(layer)]) as cam:
             out[name] = cam(x, [SemanticSegmentationTarget(0, target.weights)])
     return out
@@ -88,6 +89,9 @@ def main() -> None:
     parser.add_argument("--cam-repeats", type=int, default=3)
     parser.add_argument("--study", default="", help="comma-separated KERNELxSAMPLES for the stability study")
     parser.add_argument("--skip-baseline-lime", action="store_true", help="smoke runs only (no lime_speedup)")
+    parser.add_argument("--skip-lime", action="store_true", help="the CAM methods only (no LIME at all)")
+    parser.add_argument("--slices", choices=("all", "band"), default="all",
+                        help="band: segment 13 slices around the ground-truth lesion instead of the whole volume")
     args = parser.parse_args()
 
     device = choose_device(args.device)
@@ -98,7 +102,11 @@ def main() -> None:
     # LIME explains the network's single pass, as in the shipped engine (ExplanationEngine.network_predict)
     segmenter = Segmenter(checkpoint.build_model(), device=device, normalisation=checkpoint.normalisation,
                           mirror=False)
-    segmentation = segmenter.segment(volume, prepared=prepared)
+    band = None
+    if args.slices == "band":  # the slice with the largest predicted area lies near the true lesion's centre
+        centre = int(np.argmax(load_volume(asset_path(DEMO_LESION)).data.sum(axis=(0, 1))))
+        band = range(centre - 6, centre + 7)
+    segmentation = segmenter.segment(volume, slices=band, prepared=prepared)
     z = int(np.argmax(segmentation.slice_area_mm2))
     geometry = prepared.geometry
     target = resolve(TargetSpec(), geometry, segmentation.mask[:, :, z])
@@ -107,7 +115,7 @@ def main() -> None:
     print(f"demo case {volume.name}, slice z={z}: predicted lesion {target.area} voxels; device {device}, "
           f"Segmenter precision {segmenter.precision}, torch threads {torch.get_num_threads()}")
 
-    # -- Grad-CAM + Grad-CAM++ ------------------------------------------------------------------
+    # -- Grad-CAM + Grad-CAM++ + HiResCAM --------------------------------------------------------
     ours = CamExplainer(checkpoint.build_model(), device, DEFAULT_LAYER)
     ours(image[None], [target])  # warm-up, both sides
     library_cams(model, DEFAULT_LAYER, image[None], target, device)
@@ -118,21 +126,36 @@ def main() -> None:
         theirs, seconds = timed(library_cams, model, DEFAULT_LAYER, image[None], target, device)
         lib_times.append(seconds)
     diff = max(float(np.abs(library_view(mine.layer_maps[m], image.shape) - theirs[m]).max())
-               for m in ("gradcam", "gradcampp"))
+               for m in ("gradcam", "gradcampp", "hirescam"))
+    per_method = {m: float(np.abs(library_view(mine.layer_maps[m], image.shape) - theirs[m]).max())
+                  for m in ("gradcam", "gradcampp", "hirescam")}
     cam_ours, cam_lib = statistics.median(our_times), statistics.median(lib_times)
-    print(f"Grad-CAM + Grad-CAM++ ({DEFAULT_LAYER}): pytorch-grad-cam {cam_lib:.2f} s/slice, shipped "
-          f"{cam_ours:.2f} s/slice -> {cam_lib / cam_ours:.2f}x; max |difference| {diff:.2e}")
+    print(f"Grad-CAM + Grad-CAM++ + HiResCAM ({DEFAULT_LAYER}): pytorch-grad-cam {cam_lib:.2f} s/slice, shipped "
+          f"{cam_ours:.2f} s/slice -> {cam_lib / cam_ours:.2f}x; max |difference| "
+          + ", ".join(f"{m} {d:.2e}" for m, d in per_method.items()))
 
-    # -- LIME ------------------------------------------------------------------------------------
+    result = {"cam_speedup": round(cam_lib / cam_ours, 3), "cam_max_abs_diff": diff,
+              "cam_max_abs_diff_per_method": per_method, "cam_methods": ["gradcam", "gradcampp", "hirescam"],
+              "cam_shipped_s": round(cam_ours, 3), "cam_library_s": round(cam_lib, 3)}
+    if not args.skip_lime:
+        result.update(lime_figures(args, image, brain, target, segmenter, model, device))
+    if device.type == "cuda" and not args.skip_lime:
+        _, seconds = timed(explain_slice, image, brain, target, segmenter.predict, num_samples=1000, seed=0)
+        result["lime_gpu_1000_s"] = round(seconds, 3)
+        print(f"LIME, 1000 samples on {torch.cuda.get_device_name()}: {seconds:.2f} s/slice")
+    result.update(device=str(device), cpu_bf16=cpu_has_bf16(), torch=torch.__version__)
+    print(json.dumps(result), flush=True)
+
+
+def lime_figures(args, image, brain, target, segmenter, model, device) -> dict:
+    """The shipped LIME's time and stability, lime's defaults beside it, and the stability study."""
     runs = [timed(explain_slice, image, brain, target, segmenter.predict, seed=seed) for seed in (0, 1)]
     lime_ours = statistics.median(seconds for _, seconds in runs)
     stability = rank_correlation(runs[0][0].weights, runs[1][0].weights, brain)
     print(f"LIME shipped: {DEFAULT_SAMPLES} samples, {runs[0][0].n_segments} superpixels in the brain "
           f"(quickshift kernel {KERNEL_SIZE}), {lime_ours:.1f} s/slice, stability (Spearman, seeds 0 vs 1) {stability:.3f}, "
           f"local R^2 {runs[0][0].score:.3f}")
-    result = {"cam_speedup": round(cam_lib / cam_ours, 3), "cam_max_abs_diff": diff,
-              "cam_shipped_s": round(cam_ours, 3), "cam_library_s": round(cam_lib, 3),
-              "lime_shipped_s": round(lime_ours, 2), "lime_stability": round(stability, 4),
+    result = {"lime_shipped_s": round(lime_ours, 2), "lime_stability": round(stability, 4),
               "lime_samples": DEFAULT_SAMPLES}
     if not args.skip_baseline_lime:
         base = [timed(baseline_lime, model, image, target, device, seed) for seed in (0, 1)]
@@ -150,12 +173,7 @@ def main() -> None:
         print(f"  study: kernel {kernel:g} ({pair[0][0].n_segments} superpixels) x {int(samples):5d} samples -> stability {rho:.3f}, "
               f"{statistics.median(t for _, t in pair):.1f} s/slice")
         result.setdefault("study", {})[case] = round(rho, 4)
-    if device.type == "cuda":
-        _, seconds = timed(explain_slice, image, brain, target, segmenter.predict, num_samples=1000, seed=0)
-        result["lime_gpu_1000_s"] = round(seconds, 3)
-        print(f"LIME, 1000 samples on {torch.cuda.get_device_name()}: {seconds:.2f} s/slice")
-    result.update(device=str(device), cpu_bf16=cpu_has_bf16(), torch=torch.__version__)
-    print(json.dumps(result), flush=True)
+    return result
 
 
 if __name__ == "__main__":

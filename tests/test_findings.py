@@ -99,3 +99,26 @@ def test_min_lesion_ml_changes_the_listing_not_the_mask(tmp_path: Path, random_c
     assert "1 finding(s) of at least 0.1 ml (+ 1 smaller component, 0.00 ml in all)" in loose_out
     assert main(["segment", str(scan), "-o", str(tmp_path / "m.nii.gz"), "--min-lesion-ml", "-2"]) == 2
     assert "--min-lesion-ml" in capsys.readouterr().err
+
+
+def test_the_viewer_table_lists_findings_sorted_and_the_rest_on_request() -> None:
+    from app.navigator import listed_rows
+
+    rows = [{"number": 1, "volume_ml": 2.0, "mean_probability": 0.6}, {"number": 2, "volume_ml": 0.5,
+             "mean_probability": 0.9}, {"number": 3, "volume_ml": 0.02, "mean_probability": 0.99}]
+    shown, line = listed_rows(rows, 0.1)
+    assert [r["number"] for r in shown] == [1, 2] and line == "+ 1 smaller component, 0.02 ml in all"
+    assert [r["number"] for r in listed_rows(rows, 0.1, "probability")[0]] == [2, 1]
+    assert [r["number"] for r in listed_rows(rows, 0.1, "size", show_smaller=True)[0]] == [1, 2, 3]
+    assert listed_rows(rows, 0.0) == (rows, "")
+
+
+def test_a_map_is_drawn_inside_the_brain_only_and_says_what_lies_outside() -> None:
+    from app.panels import inside_brain
+
+    brain = np.zeros((10, 10), bool)
+    brain[2:8, 2:8] = True
+    values = np.ones((10, 10), np.float32)  # 36 of 100 inside
+    drawn, outside = inside_brain(values, brain)
+    assert drawn[~brain].max() == 0 and drawn[brain].min() == 1 and outside == pytest.approx(0.64)
+    assert inside_brain(np.zeros((10, 10), np.float32), brain)[1] == 0.0

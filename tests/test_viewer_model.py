@@ -149,7 +149,18 @@ def test_lesion_navigator_lists_lesions_and_slices_and_jumps(window, qtbot) -> N
     qtbot.waitUntil(lambda: window.study.segmentation_complete, timeout=120_000)
     qtbot.waitUntil(lambda: window.navigator.table.rowCount() > 0, timeout=30_000)
     navigator = window.navigator
-    assert navigator.table.rowCount() == len(window.study.lesions())
+    found = window.study.lesions()
+    findings = [lesion for lesion in found if lesion.volume_ml >= window.state.min_lesion_ml]
+    assert navigator.table.rowCount() == len(findings)  # the smaller components: one line, on request
+    if len(findings) < len(found):
+        assert navigator.smaller_line.text().startswith(f"+ {len(found) - len(findings)} smaller component")
+        navigator.show_smaller.setChecked(True)
+        assert navigator.table.rowCount() == len(found)
+        navigator.show_smaller.setChecked(False)
+    window.state.min_lesion_ml = 0.0  # set in the view state, shown by the control and the table
+    assert navigator.min_size.value() == 0.0 and navigator.table.rowCount() == len(found)
+    navigator.min_size.setValue(0.1)
+    assert window.state.min_lesion_ml == pytest.approx(0.1)
     areas = window.study.lesion_area_per_slice_mm2()
     assert navigator.slice_list.count() == int((areas > 0).sum())
     navigator.table.cellClicked.emit(0, 0)  # the largest lesion
