@@ -167,16 +167,27 @@ def _verified_dataobj(path: Path, image: nib.Nifti1Image):
     nibabel reads only the bytes it needs, so a corrupt block in a stored (incompressible)
     region or a bad checksum would pass silently; a scan with wrong voxels must not.
     """
-    if not path.name.lower().endswith(".gz"):
-        return image.dataobj
     proxy = image.dataobj  # the offset as read from the file (the image's own header copy resets it)
     needed = int(proxy.offset) + int(np.prod(proxy.shape, dtype=np.float64) * proxy.dtype.itemsize)
-    needed = min(needed, 1100 * path.stat().st_size + 2**20)  # deflate expands at most ~1032-fold
+    if not path.name.lower().endswith(".gz"):
+        _check_length(path, needed, path.stat().st_size)
+        return proxy
     with gzip.open(path, "rb") as handle:
-        raw = handle.read(needed)  # what the header describes; anything after it is only checked
-        while handle.read(1 << 20):  # a small image followed by gigabytes of zeros must not fill memory
+        # What the header describes, at most what deflate can expand to (~1032-fold): anything after it
+        # is only read to check the CRC, so a small image followed by gigabytes of zeros never fills memory.
+        raw = handle.read(min(needed, 1100 * path.stat().st_size + 2**20))
+        while handle.read(1 << 20):
             pass
+    _check_length(path, needed, len(raw))
     return type(image).from_bytes(raw).dataobj
+
+
+def _check_length(path: Path, needed: int, available: int) -> None:
+    """Refuse data shorter than the header says before nibabel allocates what the header claims (a
+    damaged dimension in a 2 kB file asked for 400 MB)."""
+    if available < needed:
+        raise VolumeError(f"{path}: the image data are truncated or unreadable (the header describes {needed} bytes, "
+                          f"the file holds {available}); copy it again.")
 
 
 def _usable_affine(path: Path, image: nib.Nifti1Image, warnings: list[str]) -> np.ndarray:
