@@ -13,7 +13,6 @@ import pytest
 from app.cli import main
 from tests.conftest import BrightIsLesion, write_nifti
 from xnet_core import DEFAULT_MIN_LESION_ML
-from xnet_core.checkpoint import default_card, save_checkpoint
 from xnet_core.errors import XNetError
 from xnet_core.metrics import Lesion, lesion_mask, lesions, sort_lesions, split_findings
 
@@ -84,7 +83,7 @@ def test_min_lesion_ml_changes_the_listing_not_the_mask(tmp_path: Path, random_c
         assert main(args) == 0
         runs[limit] = (json.loads((out / "s.json").read_text()), np.asarray(nib.load(out / "mask.nii.gz").dataobj),
                        capsys.readouterr().out)
-    (loose, loose_mask, loose_out), (strict, strict_mask, strict_out) = runs["0.1"], runs["1"]
+    (loose, loose_mask, loose_out), (strict, strict_mask, _) = runs["0.1"], runs["1"]
     np.testing.assert_array_equal(loose_mask, strict_mask)  # the saved mask keeps every component
     assert loose["n_lesions"] == strict["n_lesions"] == 2 and loose["lesion_volume_ml"] == strict["lesion_volume_ml"]
     strip = lambda records: [{k: v for k, v in r.items() if k != "finding"} for r in records]  # noqa: E731
