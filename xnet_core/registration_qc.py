@@ -62,7 +62,7 @@ LIMITS = {
     "outline_alignment": Limit(0.65, True, 0.043),
 }
 COVERED_AT_MOST = 0.90
-BRAIN_VOLUME_ML = (800.0, 2400.0)  # an adult brain with deepbet's 2 mm margin; real scans: 1100-1900
+BRAIN_VOLUME_ML = (800.0, 2400.0)  # an adult brain with deepbet's 2 mm margin; real scans: 1260-1890
 BRAIN_VOLUME_SPREAD_ML = 200.0
 
 # Reorientations tried when the edges do not line up, each as (description, 3x3 in template world).
