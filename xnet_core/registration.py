@@ -428,10 +428,13 @@ def _load_cached(key: str, volume: Volume) -> dict | None:
             bits = stored["brain_mask"]
         size = int(np.prod(volume.shape))
         brain = np.unpackbits(bits, count=size).reshape(volume.shape)
-        return {"template_to_native": np.array(meta["template_to_native"], dtype=np.float64),
-                "brain_mask": brain, "similarity": float(meta.get("similarity", np.nan))}
+        matrix = np.array(meta["template_to_native"], dtype=np.float64)
+        similarity = float(meta.get("similarity", np.nan))
     except Exception:  # noqa: BLE001 - no entry, or a damaged one (truncated zip, bad JSON): register again
         return None
+    if matrix.shape != (4, 4) or not np.isfinite(matrix).all() or abs(np.linalg.det(matrix[:3, :3])) < 1e-9:
+        return None  # valid JSON holding no usable transform is a damaged entry too
+    return {"template_to_native": matrix, "brain_mask": brain, "similarity": similarity}
 
 
 def _store_cached(key: str, registration: Registration) -> None:
