@@ -7,7 +7,7 @@ anterior), columns along increasing RAS x (towards the patient's right). A scan 
 that was not registered (``xnet_core.registration`` normally puts every scan on the template grid)
 gets a crop/pad of the same size centred on its brain, with a warning.
 
-Normalisation (DESIGN.md): ``robust`` clips to the p0.5-p99.5 of brain voxels, scales to [0, 1]
+Normalisation (docs/design.md, Contracts): ``robust`` clips to the p0.5-p99.5 of brain voxels, scales to [0, 1]
 and zeroes everything outside the brain mask; ``div100`` is the paper's ``/100`` for reproducing
 X-Net on ATLAS R1.1.
 """
