@@ -50,8 +50,8 @@ from xnet_core.errors import XNetError
 from xnet_core.image import Volume
 from xnet_core.inference import cpu_has_bf16
 from xnet_core.registration import Registration, cached_registration, register
-from xnet_core.registration_qc import (BRAIN_VOLUME_ML, LIMITS, _template_on_qc_grid, assess, calibrate, measure,
-                                       problems, qc_grid, qc_scores)
+from xnet_core.registration_qc import (BRAIN_VOLUME_ML, LIMITS, REPORTED_ONLY, _template_on_qc_grid, assess, calibrate,
+                                       measure, problems, qc_grid, qc_scores)
 from xnet_core.training.native_cases import rotation
 from xnet_core.volume import load_volume
 
@@ -221,9 +221,10 @@ def describe(values: list[float]) -> str:
 
 
 def print_distributions(groups: dict[str, dict]) -> None:
-    names = ["brain_volume_ml", *LIMITS, "brain_dice", "score"]
+    names = ["brain_volume_ml", *LIMITS, *REPORTED_ONLY, "score"]
     for name in names:
-        print(f"\n{name} (min p5 median p95 max); flagged below/above the limit" if name != "score" else
+        judged = "flagged below/above the limit" if name in LIMITS or name == "brain_volume_ml" else "reported only"
+        print(f"\n{name} (min p5 median p95 max); {judged}" if name != "score" else
               "\nscore: worst measure's distance from its limit in spreads (min p5 median p95 max); < 0 fails")
         for group, scans in groups.items():
             values = [score(m) if name == "score" else m[name] for m in scans.values()]
@@ -242,10 +243,13 @@ def main() -> None:
     parser.add_argument("--cached-only", action="store_true", help="skip real scans not registered yet")
     parser.add_argument("--skip-not-brains", action="store_true", help="no registrations of made-up volumes")
     parser.add_argument("--sheets", type=Path, default=None, help="write each real registration's slices here")
+    parser.add_argument("--measures", type=Path, default=None, help="write every measure here (JSON)")
     args = parser.parse_args()
     started = time.perf_counter()
     real, broken, probes = measure_real(args.limit, args.cached_only, args.sheets)
     other = {} if args.skip_not_brains else measure_not_brains()
+    if args.measures is not None:
+        args.measures.write_text(json.dumps({"real": real, "broken": broken, "not_a_brain": other}, indent=1))
     invisible = broken.pop("flip left-right (invisible)")
     good = {k: v for k, v in real.items() if k not in MISREGISTERED}
     wrong = {k: v for k, v in real.items() if k in MISREGISTERED}

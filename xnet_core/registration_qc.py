@@ -10,8 +10,8 @@ depend on the scan's contrast:
   template's intensity gradients, weighted by their strengths), in two places: inside the template's
   brain, 4 mm in from its outline (sulci, ventricles, grey/white matter), and on a band 4 mm either
   side of its outline. Edges line up whatever the contrast; a rotation, shift or flip breaks that, a
-  tilted or mis-scaled brain breaks the outline first, and a volume that is not a brain has no
-  sulci or ventricles to line up;
+  volume that is not a brain has no sulci or ventricles to line up. Only the interior is judged: the
+  outline's edges fade under a strong bias field;
 - the volume of the scan's brain mask, which an adult brain keeps within a known range.
 
 Everything is measured on a 2 mm copy of the template grid from the scan as stored (no N4), so the QC
@@ -59,8 +59,10 @@ LIMITS = {
     "template_brain_covered": Limit(0.90, True, 0.003),
     "brain_outside_template": Limit(0.19, False, 0.020),
     "edge_alignment": Limit(0.54, True, 0.025),
-    "outline_alignment": Limit(0.65, True, 0.043),
 }
+# Reported, not judged: the outline's edges fade under a strong bias field (the QC reads the scan without
+# N4), and a well-registered real scan with one scored 0.59, below the misregistered scans' 0.63-0.70.
+REPORTED_ONLY = ("brain_dice", "outline_alignment")
 COVERED_AT_MOST = 0.90
 BRAIN_VOLUME_ML = (800.0, 2400.0)  # an adult brain with deepbet's 2 mm margin; real scans: 1260-1890
 BRAIN_VOLUME_SPREAD_ML = 200.0
@@ -151,8 +153,7 @@ def assess(template_to_native: np.ndarray, native_affine: np.ndarray, native: np
     measures = measure(template_to_native, native_affine, native, brain_mask)
     qc = RegistrationQC(**measures)
     qc.problems = problems(measures)
-    scores = qc_scores(measures)
-    if min(scores["edge_alignment"], scores["outline_alignment"]) < 0:
+    if qc_scores(measures)["edge_alignment"] < 0:
         qc.reoriented = _lines_up_when(template_to_native, native_affine, native)
         if qc.reoriented:
             qc.problems.insert(0, f"its edges line up with the template's when the brain is turned "
@@ -204,11 +205,6 @@ def problems(measures: dict[str, float]) -> list[str]:
         out.append(f"the edges inside the brain (ventricles, sulci, grey/white matter) do not line up with the "
                    f"template's (alignment {measures['edge_alignment']:.2f}, real scans at least {edges.limit:.2f}): "
                    "the brain is rotated, shifted or mirrored against the template, or this is not a brain")
-    outline = LIMITS["outline_alignment"]
-    if measures["outline_alignment"] < outline.limit:
-        out.append(f"the brain's outline does not line up with the template's (alignment "
-                   f"{measures['outline_alignment']:.2f}, real scans at least {outline.limit:.2f}): the brain is "
-                   "tilted, shifted or scaled against the template")
     return out
 
 
