@@ -122,7 +122,7 @@ def test_the_viewer_and_report_words(made_up: Registration) -> None:
     assert registration_sentence(summary).startswith("registration QC passed: the scan's brain covers")
     broken = {**summary, "qc": _qc(made_up, _about_centre(np.diag([1.0, 1.0, -1.0]))).summary()}
     label, tooltip = registration_badge(broken)
-    assert "FAILED" in label and "upside down" in tooltip
+    assert "FAILED" in label and "if the scan were flipped top-to-bottom" in tooltip
     assert "QC FAILED" in registration_sentence(broken)
     old = {k: v for k, v in summary.items() if k != "qc"}  # a JSON written before the QC existed
     assert registration_badge(old)[0].startswith("registered · similarity")

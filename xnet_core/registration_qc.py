@@ -70,10 +70,10 @@ BRAIN_VOLUME_SPREAD_ML = 200.0
 # Reorientations tried when the edges do not line up, each as (description, 3x3 in template world).
 _REORIENTATIONS = (
     ("flipped front-to-back", np.diag([1.0, -1.0, 1.0])),
-    ("upside down (flipped top-to-bottom)", np.diag([1.0, 1.0, -1.0])),
-    ("with its left-right and front-back axes swapped", np.eye(3)[[1, 0, 2]]),
-    ("with its front-back and top-bottom axes swapped", np.eye(3)[[0, 2, 1]]),
-    ("with its left-right and top-bottom axes swapped", np.eye(3)[[2, 1, 0]]),
+    ("flipped top-to-bottom (upside down)", np.diag([1.0, 1.0, -1.0])),
+    ("read with its left-right and front-back axes swapped", np.eye(3)[[1, 0, 2]]),
+    ("read with its front-back and top-bottom axes swapped", np.eye(3)[[0, 2, 1]]),
+    ("read with its left-right and top-bottom axes swapped", np.eye(3)[[2, 1, 0]]),
 )
 
 
@@ -156,7 +156,7 @@ def assess(template_to_native: np.ndarray, native_affine: np.ndarray, native: np
     if qc_scores(measures)["edge_alignment"] < 0:
         qc.reoriented = _lines_up_when(template_to_native, native_affine, native)
         if qc.reoriented:
-            qc.problems.insert(0, f"its edges line up with the template's when the brain is turned "
+            qc.problems.insert(0, f"its edges would line up with the template's if the scan were "
                                   f"{qc.reoriented}: the orientation in the scan's header is probably wrong "
                                   "(check the conversion to NIfTI)")
     return qc
