@@ -55,14 +55,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _negative_scans(folder: str, people: str) -> list:
-    from xnet_core.training.backgrounds import find_background_scans, split_backgrounds
+    from xnet_core.errors import XNetError
+    from xnet_core.training.backgrounds import scans_of_people
 
-    paths = find_background_scans(folder)
-    if people != "all":
-        training, validation = split_backgrounds(paths)
-        paths = validation if people == "validation" else training
+    paths = scans_of_people(folder, people)
     if not paths:
-        from xnet_core.errors import XNetError
-
         raise XNetError(f"{folder}: no NIfTI scan (.nii, .nii.gz) of the {people} people found.")
     return paths

@@ -56,17 +56,14 @@ def run(args: argparse.Namespace) -> int:
 def _recipe(args: argparse.Namespace):
     from xnet_core.assets import user_cache_dir
     from xnet_core.errors import XNetError
-    from xnet_core.training.backgrounds import find_background_scans, prepare_backgrounds, split_backgrounds
+    from xnet_core.training.backgrounds import prepare_backgrounds, scans_of_people
     from xnet_core.training.cases import CaseRecipe
 
     if not args.backgrounds:
         return CaseRecipe()
     if not 0.0 <= args.template_share <= 1.0:
         raise XNetError(f"--template-share {args.template_share:g}: expected a share between 0 and 1.")
-    paths = find_background_scans(args.backgrounds)
-    if args.people != "all":
-        training, validation = split_backgrounds(paths)
-        paths = validation if args.people == "validation" else training
+    paths = scans_of_people(args.backgrounds, args.people)
     prepared = prepare_backgrounds(paths, user_cache_dir("backgrounds"),
                                    on_log=lambda line: print(line, file=sys.stderr, flush=True))
     if not prepared:

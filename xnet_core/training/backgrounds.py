@@ -27,15 +27,14 @@ import numpy as np
 
 from xnet_core.atomic import atomic_path
 from xnet_core.errors import XNetError
+from xnet_core.nifti import NIFTI_SUFFIXES, file_stem
+from xnet_core.training.synthetic import TEMPLATE_WM_LEVEL
 
 log = logging.getLogger(__name__)
 
 # Bump when what a prepared background holds changes: old files are then prepared again.
 PREPARATION = "bg-1"
 TEMPLATE_BACKGROUND = "template"
-# The template's tissue levels on its 0-255 scale (medians of CSF, grey >= 0.9, white >= 0.9).
-TEMPLATE_LEVELS = (69.0, 166.0, 222.0)
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 # The held-out people of the healthy-T1 collection (18 of 78): 12 of the 52 older IXI volunteers
 # (60-74 y, 2 mm), 4 of the 19 ds002748 people, the anisotropic OpenfMRI ds011 scan and the NiiVue
@@ -64,14 +63,6 @@ class BackgroundError(XNetError):
     """A background scan that cannot be loaded, registered or classified."""
 
 
-def scan_stem(path: str | Path) -> str:
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def person_of(stem: str) -> str:
     """The person a healthy-T1 file shows: the data set and subject, whatever the file's other parts
     (so that two scans of one person always land in the same set). Unknown names are their own person."""
@@ -86,13 +77,22 @@ def find_background_scans(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise BackgroundError(f"{folder}: no such folder of background scans; give a folder of NIfTI T1s.")
-    return sorted(p for p in folder.iterdir() if p.name.endswith(NIFTI_SUFFIXES))
+    return sorted(p for p in folder.iterdir() if p.name.lower().endswith(NIFTI_SUFFIXES))
+
+
+def scans_of_people(folder: str | Path, people: str) -> list[Path]:
+    """The folder's scans of ``people``: ``all``, or the ``training`` or ``validation`` side of the split."""
+    paths = find_background_scans(folder)
+    if people == "all":
+        return paths
+    training, validation = split_backgrounds(paths)
+    return validation if people == "validation" else training
 
 
 def split_backgrounds(paths: list[Path]) -> tuple[list[Path], list[Path]]:
     """(training, validation) by person: ``VALIDATION_PEOPLE`` validate, everyone else trains."""
-    training = [p for p in paths if person_of(scan_stem(p)) not in VALIDATION_PEOPLE]
-    validation = [p for p in paths if person_of(scan_stem(p)) in VALIDATION_PEOPLE]
+    training = [p for p in paths if person_of(file_stem(p)) not in VALIDATION_PEOPLE]
+    validation = [p for p in paths if person_of(file_stem(p)) in VALIDATION_PEOPLE]
     return training, validation
 
 
@@ -158,7 +158,7 @@ def _file_key(path: Path) -> str:
 
 
 def prepared_path(path: Path, cache_dir: Path) -> Path:
-    return cache_dir / f"{scan_stem(path)}-{_file_key(path)}.npz"
+    return cache_dir / f"{file_stem(path)}-{_file_key(path)}.npz"
 
 
 def prepare_background(path: str | Path, cache_dir: str | Path, device: str = "cpu") -> Path:
@@ -189,13 +189,13 @@ def prepare_background(path: str | Path, cache_dir: str | Path, device: str = "c
         gm, wm, levels = classify(image, brain)
     except BackgroundError as error:
         raise BackgroundError(f"{path.name}: {error}") from None
-    scale = TEMPLATE_LEVELS[2] / levels[2]
+    scale = TEMPLATE_WM_LEVEL / levels[2]
     cache_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, suffix=".npz") as tmp:
         np.savez_compressed(tmp, image=(np.clip(image * scale, 0, None) * support).astype(np.float16),
                             brain=np.packbits(brain.ravel()), gm=np.round(gm * 255).astype(np.uint8),
                             wm=np.round(wm * 255).astype(np.uint8),
-                            levels=np.array(levels) * scale, name=np.array(scan_stem(path)))
+                            levels=np.array(levels) * scale, name=np.array(file_stem(path)))
     return out
 
 
@@ -207,7 +207,7 @@ def prepare_backgrounds(paths: list[Path], cache_dir: str | Path, device: str = 
     for index, path in enumerate(paths, 1):
         try:
             prepared.append(prepare_background(path, cache_dir, device))
-            on_log(f"background {index}/{len(paths)} {scan_stem(path)}: ready")
+            on_log(f"background {index}/{len(paths)} {file_stem(path)}: ready")
         except XNetError as error:
             message = str(error) if Path(path).name in str(error) else f"{Path(path).name}: {error}"
             log.warning("skipping background %s", message)
