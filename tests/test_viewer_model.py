@@ -209,7 +209,7 @@ def test_report_from_the_viewer_matches_xnet_report(window, qtbot, lesion_z, tmp
     cache_home = window.model.engine.disk.folder.parent.parent
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))  # the CLI's Grad-CAMs come from the viewer's cache
     code = main(["report", str(demo_scan_path()), "--pdf", str(tmp_path / "cli.pdf"), "--slices", f"{first}:{last}",
-                 "--methods", "gradcam,gradcampp", "--reader", str(asset_path(DEMO_LESION)), "--device", "cpu"])
+                 "--methods", "gradcam,gradcampp,hirescam", "--reader", str(asset_path(DEMO_LESION)), "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
     viewer_pages, cli_pages = _pdf_text(tmp_path / "viewer.pdf"), _pdf_text(tmp_path / "cli.pdf")
     assert len(viewer_pages) == len(cli_pages) == 1 + 3
@@ -221,7 +221,7 @@ def test_report_from_the_viewer_matches_xnet_report(window, qtbot, lesion_z, tmp
     assert f"{window.study.lesion_volume_ml():.2f} ml" in summary
     assert f"Dice {metrics.dice(window.study.mask(), window.reader.read.mask):.3f}" in summary
     assert f"Slice z {lesion_z}" in slice_page and "(provisional)" not in slice_page  # final CAM scales
-    assert "LIME" in slice_page and "left out of this report" in slice_page
+    assert "HiResCAM" in slice_page and "LIME: left out of this report" in slice_page
 
 
 def _pdf_text(path) -> list[list[str]]:
