@@ -33,7 +33,7 @@ from xnet_core.training.synthetic import TEMPLATE_WM_LEVEL
 log = logging.getLogger(__name__)
 
 # Bump when what a prepared background holds changes: old files are then prepared again.
-PREPARATION = "bg-1"
+PREPARATION = "bg-2"  # bg-2: a background whose registration fails the QC is refused
 TEMPLATE_BACKGROUND = "template"
 
 # The held-out people of the healthy-T1 collection (18 of 78): 12 of the 52 older IXI volunteers
@@ -178,6 +178,9 @@ def prepare_background(path: str | Path, cache_dir: str | Path, device: str = "c
     placed = place(volume, device=device)
     if placed.registration is None and placed.not_registered:
         raise BackgroundError(f"{path.name}: not registered ({placed.not_registered})")
+    if placed.registration is not None and placed.registration.warning:
+        # A misregistered brain would teach the model that tissue off the template's outline is normal.
+        raise BackgroundError(f"{path.name}: its registration failed the QC ({placed.registration.warning})")
     support = template_brain_mask() > 0
     image = np.asarray(placed.model_volume.data, np.float32)
     if placed.registration is None:
