@@ -70,6 +70,25 @@ def test_a_background_that_fails_to_load_is_skipped_with_a_warning(tmp_path, cap
         prepared = prepare_backgrounds([broken], tmp_path / "cache", on_log=lines.append)
     assert prepared == []
     assert any("broken_scan.nii.gz" in line and "skipping" in line for line in lines)
+    with caplog.at_level(logging.WARNING):
+        assert prepare_backgrounds([broken], tmp_path / "cache") == []  # no on_log: the log says it, once
+    assert caplog.text.count("skipping background") == 1 and "broken_scan.nii.gz" in caplog.text
+
+
+def test_a_background_whose_registration_fails_the_qc_is_skipped(tmp_path, monkeypatch):
+    import nibabel as nib
+    from types import SimpleNamespace
+
+    import xnet_core.native
+
+    scan = tmp_path / "pitched_scan.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((12, 12, 12)).astype(np.float32), np.eye(4)), scan)
+    misregistered = SimpleNamespace(registration=SimpleNamespace(warning="the brain is rotated"), not_registered=None)
+    monkeypatch.setattr(xnet_core.native, "place", lambda volume, device="cpu": misregistered)
+    lines: list[str] = []
+    assert prepare_backgrounds([scan], tmp_path / "cache", on_log=lines.append) == []
+    assert any("pitched_scan.nii.gz" in line and "failed the QC" in line and "rotated" in line for line in lines)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
 def test_recipe_draws_are_deterministic_and_respect_the_shares():

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -203,18 +204,20 @@ def prepare_background(path: str | Path, cache_dir: str | Path, device: str = "c
 
 
 def prepare_backgrounds(paths: list[Path], cache_dir: str | Path, device: str = "cpu",
-                        on_log=log.info) -> list[Path]:
-    """Prepare every background that can be; one that fails to load or register is skipped with a
-    warning naming it, and the others go on."""
+                        on_log: Callable[[str], None] | None = None) -> list[Path]:
+    """Prepare every background that can be; one that fails to load, register or pass the QC is
+    skipped with a warning naming it (to ``on_log`` when given, else to the log), and the others go on."""
     prepared = []
     for index, path in enumerate(paths, 1):
         try:
             prepared.append(prepare_background(path, cache_dir, device))
-            on_log(f"background {index}/{len(paths)} {file_stem(path)}: ready")
+            (on_log or log.info)(f"background {index}/{len(paths)} {file_stem(path)}: ready")
         except XNetError as error:
             message = str(error) if Path(path).name in str(error) else f"{Path(path).name}: {error}"
-            log.warning("skipping background %s", message)
-            on_log(f"warning: skipping background {message}")
+            if on_log is None:
+                log.warning("skipping background %s", message)
+            else:
+                on_log(f"warning: skipping background {message}")
     return prepared
 
 
