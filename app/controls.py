@@ -22,6 +22,7 @@ from app.actions import PAGE_STEP
 from app.drawing import COLOUR_MAPS
 from app.view_state import Event, ViewState
 from xnet_core import DISCLAIMER
+from xnet_core.registration_qc import registration_badge
 
 BANNER_STYLE = "background: #ffcc00; color: black; font-weight: bold; font-size: 13px; padding: 4px;"
 WARNING_STYLE = "background: #ffe0b2; color: black; padding: 3px;"
@@ -165,9 +166,9 @@ class Controls:
     def show_registration(self, summary: dict, skipped: bool) -> None:
         """``skipped``: the scan is off the template grid but was not registered (it said why)."""
         if summary["applied"]:
-            poor = " (poor)" if summary["warning"] else ""
-            self.registration_label.setText(f"registered · similarity {summary['similarity']:.2f}{poor}")
-            self.registration_label.setToolTip(f"{summary['method']}; {summary['seconds']:.0f} s")
+            label, tooltip = registration_badge(summary)  # the QC's verdict; its figures in the tooltip
+            self.registration_label.setText(label)
+            self.registration_label.setToolTip(tooltip)
         else:
             self.registration_label.setText("not registered" if skipped else "template grid")
 

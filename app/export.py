@@ -1,4 +1,5 @@
-"""Exports from the viewer: the PDF report (missing maps computed first, with progress and Cancel),
+"""Exports from the viewer: the PDF report (missing maps computed first, with progress and Cancel; a
+page for each finding asked for, its maps explaining that lesion alone, as ``xnet report --lesion K``),
 the current view as PNG (1x/2x/4x, disclaimer banner included), the model's mask, probabilities and
 maps as NIfTI on the scan's grid (as the command line writes them).
 
@@ -23,6 +24,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QProgressDialog,
     QRadioButton,
     QSpinBox,
@@ -32,7 +34,7 @@ from PySide6.QtWidgets import (
 
 from app.jobs import ModelWorker
 from app.reader import Notes, ReaderRead
-from app.report import ReportInputs, maps_needed, write_report
+from app.report import FindingPage, ReportInputs, finding_numbers, maps_needed, write_report
 from app.study import Study
 from app.view_state import ViewState
 from explain.methods import CAM_METHODS, METHODS
@@ -73,9 +75,12 @@ def slices_for(state: ViewState, study: Study, choice: str, first: int = 0, last
 
 
 class ReportDialog(QDialog):
-    """Which slices, and whether to include LIME (slow on a CPU)."""
+    """Which slices, which findings get a page of their own, and whether to include LIME (slow on a CPU)."""
 
-    def __init__(self, state: ViewState, study: Study, parent: QWidget | None = None) -> None:
+    def __init__(self, state: ViewState, study: Study, parent: QWidget | None = None,
+                 finding_choice: tuple[list[int], int] = ([], 0)) -> None:
+        """``finding_choice``: (the findings offered: the lesion table's selected rows, else its listed
+        findings; how many components the table holds)."""
         super().__init__(parent)
         self.setWindowTitle("Export report (PDF)")
         n = study.volume.shape[2]
@@ -104,6 +109,7 @@ class ReportDialog(QDialog):
         self.lime = QCheckBox(f"Include LIME (about {LIME_SECONDS_PER_SLICE_CPU} s per slice on a 2-core CPU "
                               "unless already computed; left out, its panel says so)")
         self.lime.setChecked(False)
+        self._add_findings(column, *finding_choice)
         column.addWidget(self.lime)
         self.identify = QCheckBox("Include patient identifiers (name, ID, birth date, from the DICOM headers)")
         self.identify.setChecked(False)
@@ -114,26 +120,49 @@ class ReportDialog(QDialog):
         box.rejected.connect(self.reject)
         column.addWidget(box)
 
+    def _add_findings(self, column: QVBoxLayout, offered: list[int], count: int) -> None:
+        self.findings = QCheckBox("Add a page for each of these findings, its maps explaining that lesion alone:")
+        self.finding_numbers = QLineEdit(", ".join(str(k) for k in offered))
+        self.finding_numbers.setPlaceholderText("numbers of the lesion table, e.g. 1, 3")
+        self.finding_numbers.setToolTip("The # column of the Lesions panel (1 = the largest); each finding is "
+                                        "shown on its largest cross-section, as xnet report --lesion K")
+        self.findings.setChecked(False)
+        if not count:
+            self.findings.setText("Pages for findings explained alone: the lesion table appears when the "
+                                  "segmentation is complete")
+        for widget in (self.findings, self.finding_numbers):
+            widget.setEnabled(bool(count))
+            column.addWidget(widget)
+
     @property
     def choice(self) -> str:
         return CHOICES[self.buttons.checkedId()]
+
+    def chosen_findings(self) -> list[int]:
+        """The findings to explain alone on pages of their own (raises XNetError on a bad list)."""
+        return finding_numbers(self.finding_numbers.text()) if self.findings.isChecked() else []
 
 
 class ReportExport(QObject):
     """One export: wait for the missing maps (the model worker computes them), then write the PDF.
 
     ``context`` is asked when the PDF is written (the model may finish loading meanwhile). Without a
-    worker (no model, or it failed) it writes what is there."""
+    worker (no model, or it failed) it writes what is there. ``findings``: lesion-table numbers, each
+    explained alone on a page of its own (its largest cross-section, as ``xnet report --lesion K``)."""
 
     message = Signal(str, int)  # a status line, milliseconds to show it
     error = Signal(str)  # a problem the user must read
 
     def __init__(self, state: ViewState, study: Study, worker: ModelWorker | None,
                  context: Callable[[], ReportContext], slices: list[int], methods: list[str], path: str,
-                 identify: bool = False, parent: QWidget | None = None) -> None:
+                 identify: bool = False, parent: QWidget | None = None, findings: list[int] | None = None) -> None:
         super().__init__(parent)
         self.state, self.study, self.worker, self.context = state, study, worker, context
         self.slices, self.methods, self.path, self.identify = slices, methods, path, identify
+        self.findings = list(findings or [])
+        self.located: dict[int, tuple[int, np.ndarray]] = {}  # K -> (its largest slice z, its voxels there)
+        self.finding_maps: dict[int, dict[str, object]] = {k: {} for k in self.findings}  # K -> method -> result
+        self.finding_errors: dict[int, str] = {}  # K -> why it has no page
         self.finished = False
         self.result: Path | None = None
         self.requested = False
@@ -143,32 +172,63 @@ class ReportExport(QObject):
         self.progress.setMinimumDuration(0)
         self.progress.canceled.connect(self.cancel)
         if worker is not None:  # the window applies each result first (it connected first)
-            worker.sliceSegmented.connect(self._check)
-            worker.explained.connect(self._check)
-            worker.limeEnded.connect(self._on_lime_ended)
-            worker.failed.connect(self._on_worker_failed)
+            for signal, slot in self._connections():
+                signal.connect(slot)
+
+    def _connections(self) -> list:
+        worker = self.worker
+        return [(worker.sliceSegmented, self._check), (worker.explained, self._check),
+                (worker.limeEnded, self._on_lime_ended), (worker.failed, self._on_worker_failed),
+                (worker.findingLocated, self._on_finding_located),
+                (worker.findingExplained, self._on_finding_explained),
+                (worker.findingFailed, self._on_finding_failed)]
 
     def _missing(self) -> list[tuple[int, str]]:
         return [(z, m) for m, zs in self.needed.items() for z in zs if self.study.status(m, z) is None]
 
+    def _findings_left(self) -> int:
+        """Finding maps still to come (each finding counts its methods until it is located)."""
+        return sum(len(self.methods) - len(self.finding_maps[k]) for k in self.findings if k not in self.finding_errors)
+
     def _total(self) -> int:
-        return sum(len(zs) for zs in self.needed.values())
+        return sum(len(zs) for zs in self.needed.values()) + len(self.findings) * len(self.methods)
 
     def start(self) -> None:
         self._check()
 
     def _request(self) -> None:
         """Ask the worker for what is missing, once the whole-volume segmentation says which slices
-        have lesion (the CAM scales need all of them)."""
+        have lesion (the CAM scales need all of them) and which lesions the findings are."""
         self.requested = True
         self.needed = maps_needed(self.study, self.slices, self.methods)
         self.progress.setMaximum(max(self._total(), 1))
         missing, worker = self._missing(), self.worker
-        if missing and worker is not None:
+        if worker is None:
+            return
+        if missing:
             worker.request_maps(sorted({z for z, m in missing if m in CAM_METHODS}), lime=False)
             lime = sorted({z for z, m in missing if m == "lime"})
             if lime:
                 worker.request_maps(lime, lime=True)
+        for number in self.findings:
+            worker.request_finding(number)
+
+    def _on_finding_located(self, number: int, threshold: float, own: np.ndarray, z: int) -> None:
+        if number in self.findings and number not in self.located and threshold == self.study.threshold:
+            self.located[number] = (z, own[:, :, z].copy())
+            self.worker.request_finding_maps(number, [z], lime="lime" in self.methods)
+
+    def _on_finding_explained(self, result) -> None:
+        number = result.params.get("lesion")
+        if number in self.located and result.z == self.located[number][0] and result.method in self.methods \
+                and result.params.get("threshold") == self.study.threshold:
+            self.finding_maps[number][result.method] = result
+            self._check()
+
+    def _on_finding_failed(self, number: int, message: str) -> None:
+        if number in self.findings:
+            self.finding_errors[number] = message
+            self._check()
 
     def _check(self, *_result) -> None:
         if self.finished:
@@ -179,9 +239,9 @@ class ReportExport(QObject):
         if not self.requested:
             self.progress.setLabelText("Computing the missing maps…")
             self._request()
-        missing = self._missing()
-        self.progress.setValue(self._total() - len(missing))
-        if missing and self.worker is not None:
+        left = len(self._missing()) + self._findings_left()
+        self.progress.setValue(self._total() - left)
+        if left and self.worker is not None:
             return
         self._write()
 
@@ -203,13 +263,24 @@ class ReportExport(QObject):
             self.worker.cancel_maps()
         self.message.emit("report export cancelled; nothing was written", 8000)
         self._disconnect()
+        self._delete_later()
+
+    def finding_pages(self) -> list[FindingPage]:
+        """A page for each located finding, as ``xnet report --lesion K`` makes it."""
+        rows = self.study.lesion_rows() if self.located else []
+        return [FindingPage.from_results(k, rows[k - 1], *self.located[k], list(self.finding_maps[k].values()))
+                for k in self.findings if k in self.located and k not in self.finding_errors and k <= len(rows)]
 
     def _write(self) -> None:
         self.finished = True
         self._disconnect()
         self.progress.setLabelText("Writing the report…")
-        self.progress.setRange(0, len(self.slices) + 1)
-        inputs = report_inputs(self.state, self.study, self.context(), self.slices, self.methods, self.identify)
+        findings = self.finding_pages()
+        self.progress.setRange(0, len(self.slices) + len(findings) + 1)
+        inputs = report_inputs(self.state, self.study, self.context(), self.slices, self.methods, self.identify,
+                               findings)
+        left_out = [f"finding {k} ({self.finding_errors.get(k, 'not computed: the model stopped')})"
+                    for k in self.findings if k not in {page.number for page in findings}]
         try:
             self.result = write_report(inputs, self.path, on_progress=lambda done, total: self.progress.setValue(done),
                                        should_cancel=self.progress.wasCanceled)
@@ -219,15 +290,22 @@ class ReportExport(QObject):
             self.error.emit(f"The report could not be written: {exc}")
         else:
             self.message.emit(f"report written to {self.result}", 10000)
+            if left_out:
+                self.error.emit(f"The report was written without a page for {'; '.join(left_out)}.")
         finally:
             self.progress.close()
+            self._delete_later()
+
+    def _delete_later(self) -> None:
+        """Done: Qt deletes this export and its progress dialog, children of the window that hold the
+        study (kept, every exported scan stayed in memory for the whole session: bench_soak.py)."""
+        self.progress.deleteLater()
+        self.deleteLater()
 
     def _disconnect(self) -> None:
         if self.worker is None:
             return
-        for signal, slot in ((self.worker.sliceSegmented, self._check), (self.worker.explained, self._check),
-                             (self.worker.limeEnded, self._on_lime_ended),
-                             (self.worker.failed, self._on_worker_failed)):
+        for signal, slot in self._connections():
             try:
                 signal.disconnect(slot)
             except (RuntimeError, TypeError):
@@ -247,17 +325,32 @@ class Exports(QObject):
 
     def report(self, study: Study, worker: ModelWorker | None, context: Callable[[], ReportContext] | None,
                path: str | None = None, choice: str | None = None, lime: bool | None = None, first: int = 0,
-               last: int = 0, identify: bool = False) -> ReportExport | None:
-        """The PDF report (``context`` None: no model yet). Missing maps are computed first."""
+               last: int = 0, identify: bool = False, findings: list[int] | None = None,
+               finding_choice: tuple[list[int], int] = ([], 0)) -> ReportExport | None:
+        """The PDF report (``context`` None: no model yet). Missing maps are computed first. ``findings``:
+        lesion-table numbers that get a page each; ``finding_choice``: what the dialog offers (the
+        navigator's ``finding_choice``)."""
         if context is None:
             self.error.emit("No model is loaded yet: the report needs the model's segmentation.")
             return None
         if choice is None:
-            dialog = ReportDialog(self.state, study, self.parent_widget)
+            dialog = ReportDialog(self.state, study, self.parent_widget, finding_choice)
             if dialog.exec() != ReportDialog.DialogCode.Accepted:
                 return None
             choice, lime, identify = dialog.choice, dialog.lime.isChecked(), dialog.identify.isChecked()
             first, last = dialog.first.value(), dialog.last.value()
+            try:
+                findings = dialog.chosen_findings()
+            except XNetError as exc:
+                self.error.emit(f"The report was not written: {exc} Type the numbers of the lesion table's # column.")
+                return None
+        findings = findings or []
+        count = finding_choice[1]
+        if any(k > count for k in findings):
+            self.error.emit(f"The report was not written: there is no finding {max(findings)}; the lesion table "
+                            f"holds {count} component(s) at threshold {study.threshold:.2f}. Use the numbers of its "
+                            "# column.")
+            return None
         slices = slices_for(self.state, study, choice, first, last)
         if not slices:
             self.error.emit(f"No slice to export ({choice}): choose other slices.")
@@ -269,7 +362,8 @@ class Exports(QObject):
             if not path:
                 return None
         methods = [m for m in METHODS if m != "lime" or lime]
-        export = ReportExport(self.state, study, worker, context, slices, methods, path, identify, self.parent_widget)
+        export = ReportExport(self.state, study, worker, context, slices, methods, path, identify, self.parent_widget,
+                              findings)
         export.message.connect(self.message)
         export.error.connect(self.error)
         export.start()
@@ -309,7 +403,7 @@ class Exports(QObject):
 
 
 def report_inputs(state: ViewState, study: Study, context: ReportContext, slices: list[int], methods: list[str],
-                  identify: bool = False) -> ReportInputs:
+                  identify: bool = False, findings: list[FindingPage] | None = None) -> ReportInputs:
     """What the viewer shows, as the report's inputs (the same builder as ``xnet report``)."""
     read = context.read
     return ReportInputs(
@@ -321,7 +415,8 @@ def report_inputs(state: ViewState, study: Study, context: ReportContext, slices
         reader_name=read.path.name if read is not None and read.path else "",
         notes=read.notes if read is not None else Notes(),
         registration=context.registration, background=context.background,
-        identifiers=study.volume.identifiers if identify else None)
+        identifiers=study.volume.identifiers if identify else None, min_lesion_ml=state.min_lesion_ml,
+        findings=list(findings or []))
 
 
 def view_png(widget: QWidget, path: str, scale: int) -> Path:

@@ -1,5 +1,7 @@
 """Model work off the UI thread: segmentation nearest the slice on screen first, Grad-CAM and
-Grad-CAM++ of the visible slice, LIME on request (cancellable), "explain all lesion slices".
+Grad-CAM++ of the visible slice, LIME on request (cancellable), "explain all lesion slices", and one
+finding of the lesion table explained alone (its maps come on their own signal, never mixed with the
+whole mask's).
 
 One worker thread owns the model. It takes the most urgent task each time it is free, so changing
 slice re-prioritises at the next slice boundary (about 0.1 s on a CPU). Results travel to the UI as
@@ -44,6 +46,7 @@ class _Requests:
     cams: list[int] = field(default_factory=list)  # slices an export needs (after the visible one)
     explain_all: bool = False
     lesions_at: float | None = None  # threshold whose lesion table is wanted
+    findings: list[tuple[str, int, int]] = field(default_factory=list)  # ("locate" | "cam" | "lime", K, z)
     cancel_lime: bool = False
     stop: bool = False
 
@@ -60,6 +63,9 @@ class ModelWorker(QObject):
     ready = Signal(object)  # the ExplanationEngine, once built on the worker thread
     lesionsReady = Signal(float, object)  # threshold, the study's lesion rows at that threshold
     placed = Signal(object, object, object)  # PlacedScan, the template's brain mask on its grid, its warnings
+    findingLocated = Signal(int, float, object, int)  # K, threshold, its own voxels [x, y, z], largest slice
+    findingExplained = Signal(object)  # SliceExplanation of finding K alone (params "lesion": K, "threshold")
+    findingFailed = Signal(int, str)  # K, why it cannot be explained (e.g. no such lesion at this threshold)
 
     def __init__(self, engine, study: Study, params=None) -> None:
         """``engine`` or a function that builds one: building (model copies, BN folding) then runs
@@ -75,6 +81,7 @@ class ModelWorker(QObject):
         self._thread = threading.Thread(target=self._run, name="xnet-model", daemon=True)
         self.slices = None  # explain.native.SliceModel, once the scan is placed for the model
         self._threshold = study.threshold  # the one whose predicted mask the maps being computed explain
+        self._lime_running = False  # Esc cancels a LIME before anything else
 
     # -- UI side ---------------------------------------------------------------------------
     def start(self, visible: int) -> None:
@@ -96,7 +103,33 @@ class ModelWorker(QObject):
     def cancel_lime(self) -> None:
         with self._wake:
             self._requests.lime.clear()
+            self._requests.findings = [item for item in self._requests.findings if item[0] != "lime"]
             self._requests.cancel_lime = True
+
+    def lime_pending(self) -> bool:
+        """Whether a LIME is queued or running (Esc then cancels it)."""
+        with self._wake:
+            requests = self._requests
+            return self._lime_running or bool(requests.lime) or any(i[0] == "lime" for i in requests.findings)
+
+    def request_finding(self, number: int) -> None:
+        """Lesion ``number`` of the lesion table at the current threshold: its own voxels and the slice of
+        its largest cross-section come back on ``findingLocated`` (``findingFailed`` when there is none)."""
+        self._queue_findings([("locate", number, -1)])
+
+    def request_finding_maps(self, number: int, slices: list[int], lime: bool = False) -> None:
+        """Grad-CAM, Grad-CAM++ and HiResCAM of lesion ``number`` alone on ``slices`` (LIME too when
+        asked), on ``findingExplained``."""
+        items = [("cam", number, z) for z in slices] + ([("lime", number, z) for z in slices] if lime else [])
+        self._queue_findings(items)
+
+    def _queue_findings(self, items: list[tuple[str, int, int]]) -> None:
+        with self._wake:
+            queued = self._requests.findings
+            queued.extend(item for item in items if item not in queued)
+            if any(item[0] == "lime" for item in items):
+                self._requests.cancel_lime = False
+            self._wake.notify()
 
     def request_maps(self, slices: list[int], lime: bool) -> None:
         """Grad-CAM and Grad-CAM++ of ``slices`` (those not computed yet), then LIME when asked."""
@@ -206,6 +239,8 @@ class ModelWorker(QObject):
                 nearest = self.study.next_slice_to_segment(z)
                 if nearest is not None:
                     return lambda: self._segment(nearest)
+                if self.study.segmentation_complete and (step := self._finding_step(("locate", "cam"))):
+                    return step
                 if requests.lesions_at is not None:
                     threshold, requests.lesions_at = requests.lesions_at, None
                     return lambda: self.lesionsReady.emit(threshold, self.study.lesion_rows(threshold))
@@ -213,6 +248,8 @@ class ModelWorker(QObject):
                     cam_z = requests.cams.pop(0)
                     if self._needs_cam(cam_z) and self.study.segmented[cam_z]:
                         return lambda: self._cam([cam_z])
+                if self.study.segmentation_complete and (step := self._finding_step(("lime",))):
+                    return step
                 if requests.lime:
                     lime_z = requests.lime.pop(0)
                     return lambda: self._lime(lime_z)
@@ -222,6 +259,33 @@ class ModelWorker(QObject):
                         return lambda: self._cam(todo[:1], report=len(todo))
                     requests.explain_all = False
                 self._wake.wait()
+
+    def _finding_step(self, kinds: tuple[str, ...]):
+        """The first queued finding task of ``kinds`` (called holding the lock), or None."""
+        queued = self._requests.findings
+        for index, (kind, number, z) in enumerate(queued):
+            if kind in kinds:
+                del queued[index]
+                return lambda: self._finding(kind, number, z)
+        return None
+
+    def _finding(self, kind: str, number: int, z: int) -> None:
+        """Finding ``number`` at the current threshold: locate it, or explain it alone on slice ``z``. A
+        number the table no longer has (the threshold moved) is answered on ``findingFailed``."""
+        from xnet_core.metrics import largest_cross_section, lesion_mask
+
+        try:
+            if kind == "locate":
+                threshold = self.study.threshold
+                own, _ = lesion_mask(self.study.mask(threshold), number)
+                self.findingLocated.emit(number, threshold, own, largest_cross_section(own))
+            elif kind == "cam":
+                for result in self._explain([z], CAM_METHODS, lesion=number):
+                    self.findingExplained.emit(self._tagged(result, number))
+            else:
+                self._lime(z, number)
+        except XNetError as error:
+            self.findingFailed.emit(number, str(error))
 
     def _needs_cam(self, z: int) -> bool:
         return z not in self._cam_done
@@ -236,11 +300,11 @@ class ModelWorker(QObject):
             self.segmentationFinished.emit()
             self.lesionsReady.emit(self.study.threshold, self.study.lesion_rows(self.study.threshold))
 
-    def _explain(self, zs: list[int], methods: tuple[str, ...], **callbacks):
-        # The mask the target freezes follows the current threshold.
+    def _explain(self, zs: list[int], methods: tuple[str, ...], lesion: int | None = None, **callbacks):
+        # The mask the target freezes follows the current threshold; ``lesion``: that finding alone.
         self._threshold = self.study.threshold
         return self.slices.explain(zs, methods, self.params, self.study.mask(self._threshold), self._threshold,
-                                   **callbacks)
+                                   lesion=lesion, **callbacks)
 
     def _cam(self, zs: list[int], report: int | None = None) -> None:
         for result in self._explain(zs, CAM_METHODS):
@@ -251,25 +315,33 @@ class ModelWorker(QObject):
             total = len(self.study.lesion_slices)
             self.progress.emit("explaining lesion slices", total - report + 1, total)
 
-    def _lime(self, z: int) -> None:
+    def _lime(self, z: int, lesion: int | None = None) -> None:
+        """LIME of slice ``z`` for the whole mask, or for finding ``lesion`` alone."""
+        task = f"LIME z {z}" + (f" (finding {lesion})" if lesion is not None else "")
         with self._wake:
             self._requests.cancel_lime = False
+            self._lime_running = True
         try:
             results = self._explain(
-                [z], ("lime",),
-                on_progress=lambda done, total: self.progress.emit(f"LIME z {z}", done, total),
+                [z], ("lime",), lesion=lesion,
+                on_progress=lambda done, total: self.progress.emit(task, done, total),
                 should_cancel=lambda: self._requests.cancel_lime or self._requests.stop)
         except Cancelled:
             self.limeEnded.emit(z, "cancelled")
             return
+        finally:
+            self._lime_running = False
+        signal = self.explained if lesion is None else self.findingExplained
         for result in results:
-            self.explained.emit(self._tagged(result))
+            signal.emit(self._tagged(result, lesion))
         self.limeEnded.emit(z, "done")
 
-    def _tagged(self, result):
+    def _tagged(self, result, lesion: int | None = None):
         """The threshold whose predicted mask was the target goes with the map (the window drops maps
-        of an older threshold; the report lists it among the parameters)."""
-        return dataclasses.replace(result, params={**result.params, "threshold": self._threshold})
+        of an older threshold; the report lists it among the parameters), and the finding's number
+        with a finding's map."""
+        extra = {"threshold": self._threshold} | ({} if lesion is None else {"lesion": lesion})
+        return dataclasses.replace(result, params={**result.params, **extra})
 
     def forget_explanations(self) -> None:
         """The threshold changed: maps of the old predicted mask no longer explain what is shown."""

@@ -1,5 +1,6 @@
 """The lesion navigator: a table of findings and of slices with lesion, a plot of lesion area per
-slice with the current slice marked; a click jumps to the slice.
+slice with the current slice marked; a click jumps to the slice, a double-click or Enter on a finding
+asks for that finding explained alone (``app.findings_view``), "All findings" goes back.
 
 The table lists the components of at least the minimum finding size (the view state's
 ``min_lesion_ml``), sorted by size or by the model's mean probability; the smaller ones are counted in
@@ -9,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QHeaderView, QLabel,
-                               QListWidget, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QListWidget, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from app.study import Study
 from xnet_core import DEFAULT_MIN_LESION_ML
@@ -35,10 +36,14 @@ def listed_rows(rows: list[dict], min_ml: float, sort: str = "size", show_smalle
 
 
 class LesionNavigator(QWidget):
-    """``jump``: a slice to show; ``minLesionChanged``: the minimum finding size the user set (ml)."""
+    """``jump``: a slice to show; ``minLesionChanged``: the minimum finding size the user set (ml);
+    ``explainFinding``: finding K to explain alone (double-click or Enter on its row); ``allFindings``:
+    back to the maps of the whole mask."""
 
     jump = Signal(int)
     minLesionChanged = Signal(float)
+    explainFinding = Signal(int)
+    allFindings = Signal()
 
     def __init__(self) -> None:
         super().__init__()
@@ -71,6 +76,16 @@ class LesionNavigator(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.cellClicked.connect(self._on_click)
+        self.table.cellDoubleClicked.connect(lambda row, _column: self._explain_row(row))
+        self.table.installEventFilter(self)  # Enter on a row: that finding alone
+        self.table.setToolTip("Click: go to the finding · double-click or Enter: explain that finding alone")
+        self.focus_label = QLabel("")
+        self.focus_label.setWordWrap(True)
+        self.focus_label.setStyleSheet("background: #d7ecff; color: black; padding: 3px;")
+        self.all_findings = QPushButton("All findings (maps of the whole mask)")
+        self.all_findings.setToolTip("Back from one finding to the maps that explain the whole predicted mask (Esc)")
+        self.all_findings.clicked.connect(self.allFindings)
+        self.show_focus(None)
         self.slice_list = QListWidget()  # slices with lesion: "z 68 · 1185 mm²"
         self.slice_list.setMaximumHeight(120)
         self.slice_list.itemClicked.connect(lambda item: self.jump.emit(int(item.data(Qt.ItemDataRole.UserRole))))
@@ -88,6 +103,8 @@ class LesionNavigator(QWidget):
         column.addWidget(self.min_size)  # one control a row: the dock stays as narrow as before
         column.addWidget(self.sort)
         column.addWidget(self.table, 1)
+        column.addWidget(self.focus_label)
+        column.addWidget(self.all_findings)
         column.addWidget(self.smaller_line)
         column.addWidget(self.show_smaller)
         column.addWidget(QLabel("Slices with lesion"))
@@ -153,6 +170,40 @@ class LesionNavigator(QWidget):
     def _on_click(self, row: int, _column: int) -> None:
         if 0 <= row < len(self._shown):
             self.jump.emit(self._shown[row]["z"])
+
+    def _explain_row(self, row: int) -> None:
+        if 0 <= row < len(self._shown):
+            self.explainFinding.emit(self._shown[row]["number"])
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        if (watched is self.table and event.type() == QEvent.Type.KeyPress
+                and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.table.currentRow() >= 0):
+            self._explain_row(self.table.currentRow())
+            return True
+        return super().eventFilter(watched, event)
+
+    def selected_number(self) -> int | None:
+        """The number of the finding on the table's current row, or None."""
+        row = self.table.currentRow()
+        return self._shown[row]["number"] if 0 <= row < len(self._shown) else None
+
+    def row(self, number: int) -> dict | None:
+        """Lesion ``number``'s row of the table (shown or not), or None."""
+        return next((row for row in self._rows if row["number"] == number), None)
+
+    def finding_choice(self) -> tuple[list[int], int]:
+        """(the findings a report would explain alone by default: the selected rows, else every listed
+        finding; how many components the table holds)."""
+        selected = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
+        numbers = [self._shown[r]["number"] for r in selected if r < len(self._shown)]
+        listed = [row["number"] for row in self._shown if row["volume_ml"] >= self.min_size.value()]
+        return sorted(numbers or listed), len(self._rows)
+
+    def show_focus(self, text: str | None) -> None:
+        """Which finding the maps explain alone (None: the whole mask)."""
+        self.focus_label.setText(text or "")
+        self.focus_label.setVisible(bool(text))
+        self.all_findings.setVisible(bool(text))
 
     def _on_plot_click(self, event) -> None:
         point = self.plot.getPlotItem().vb.mapSceneToView(event.scenePos())

@@ -6,7 +6,10 @@ scan and of each outline between panels.
 A map is drawn only inside the brain the model's input holds (the template's brain on its grid, the
 scan's own brain mask on a registered scan): the model saw nothing beyond its 224x192 window, and
 drawing its edge would show a hard rectangle that means nothing. Where a visible share of a map's
-energy lies outside, the panel says how much."""
+energy lies outside, the panel says how much.
+
+While one finding is explained alone (``focus``, an ``app.study.FindingMaps``), the map panels draw its
+maps, outline that lesion alone and say "finding K" in their titles and captions."""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from PySide6.QtWidgets import QGridLayout, QWidget
 from app.drawing import (MODEL_COLOUR, PANEL_ORDER, TEMPLATE_COLOUR, displayed, mask_lut, outline_image,
                          plane_slice)
 from app.slice_panel import SlicePanel, lookup_table
-from app.study import Study
+from app.study import FindingMaps, Study
 from app.view_state import Event, ViewState
 from explain.methods import METHOD_NAMES, METHODS
 from xnet_core.image import Volume
@@ -62,6 +65,7 @@ class PanelGrid(QWidget):
         self._grid.setContentsMargins(0, 0, 0, 0)
         self._grid.setSpacing(3)
         self.shown: tuple[str, ...] = ()
+        self.focus: FindingMaps | None = None  # the finding whose own maps the map panels show
         self.arrange(PANEL_ORDER[1:])
         self._grid.addWidget(self.side_panel, 0, 1)  # shown instead of the heatmap panels, side by side
         first = self.panels["segmentation"]
@@ -194,6 +198,7 @@ class PanelGrid(QWidget):
     def draw(self, state: ViewState, study: Study, scene: Scene) -> None:
         """Every layer of every panel for the section the view state shows."""
         z, index, plane = state.slice, state.plane_index, state.plane
+        focus = self.focus if self.focus is not None and self.focus.study is study else None
         section = lambda volume: plane_slice(volume, plane, index)  # noqa: E731
         axial = plane == "axial"
         pending_rows = None if axial else ~study.segmented  # rows of the section are axial slices
@@ -210,13 +215,14 @@ class PanelGrid(QWidget):
         template_image = outline_image(template, TEMPLATE_COLOUR, flip, background.shape)
         outlines: dict = {}
 
-        def model_outline(outline_mask, rows):
-            key = (outline_mask is None, None if rows is None else rows.tobytes())
+        def model_outline(outline_mask, rows, whose="mask"):
+            key = (whose, outline_mask is None, None if rows is None else rows.tobytes())
             if key not in outlines:
                 outlines[key] = outline_image(outline_mask, MODEL_COLOUR, flip, background.shape, rows)
             return outlines[key]
 
         brain = section(study.model_input.brain_mask) > 0
+        own = section(focus.mask) if focus is not None else None  # the finding alone, on the map panels
         for name, panel in self.panels.items():
             if name not in self.shown:
                 continue
@@ -226,23 +232,31 @@ class PanelGrid(QWidget):
             outline_mask = mask if outlined else None
             if name == "segmentation":
                 panel.show_image(panel.model_outline_item, model_outline(outline_mask, pending_rows))
-                self._draw_segmentation(panel, state, study, scene.has_model, mask)
+                self._draw_segmentation(panel, state, study, scene.has_model, mask, focus)
             else:
-                hatched = None if axial else study.unexplained_slices(name)
-                panel.show_image(panel.model_outline_item, model_outline(outline_mask, hatched))
-                self._draw_heatmap(panel, name, state, study, scene.has_model, lut, section, brain)
+                hatched = None if axial else (focus or study).unexplained_slices(name)
+                if focus is not None:
+                    outline_mask = own if state.show_segmentation else None
+                whose = "mask" if focus is None else "finding"
+                panel.show_image(panel.model_outline_item, model_outline(outline_mask, hatched, whose))
+                panel.title.setText(METHOD_NAMES[name] + ("" if focus is None else f" · finding {focus.number}"))
+                self._draw_heatmap(panel, name, state, study, scene.has_model, lut, section, brain, focus)
         if state.side_by_side:
             self._draw_side(scene, section, mask if state.show_segmentation else None, pending_rows, template)
 
     @staticmethod
     def _draw_segmentation(panel: SlicePanel, state: ViewState, study: Study, has_model: bool,
-                           mask: np.ndarray | None) -> None:
+                           mask: np.ndarray | None, focus: FindingMaps | None = None) -> None:
         panel.show_scale(None, 0, 0, False)
         z = state.slice
         if not has_model:
             panel.show_status("no model")
         elif state.plane == "axial" and not study.segmented[z]:
             panel.show_status("segmenting…")
+        elif focus is not None:
+            panel.show_status(f"finding {focus.number}: {focus.area_mm2(z):.0f} mm² on slice z {z} of its "
+                              f"{focus.row['volume_ml']:.2f} ml · the maps explain this lesion alone "
+                              "(Esc: the whole mask)")
         else:
             where = f"lesion {study.lesion_area_per_slice_mm2()[z]:.0f} mm² on slice z {z}"
             done = "" if study.segmentation_complete else " so far"
@@ -254,27 +268,32 @@ class PanelGrid(QWidget):
 
     @staticmethod
     def _draw_heatmap(panel: SlicePanel, method: str, state: ViewState, study: Study, has_model: bool,
-                      lut: np.ndarray, section: Callable[[np.ndarray], np.ndarray], brain: np.ndarray) -> None:
-        scale = study.scale(method)
+                      lut: np.ndarray, section: Callable[[np.ndarray], np.ndarray], brain: np.ndarray,
+                      focus: FindingMaps | None = None) -> None:
+        """``focus``: the maps of that finding alone instead of the whole mask's, said in the caption."""
+        source = focus or study
+        scale = source.scale(method)
         panel.show_scale(lut, scale.low, scale.high, scale.provisional)
-        z = state.slice
-        status = study.status(method, z) if state.plane == "axial" else "ok"
+        z, axial = state.slice, state.plane == "axial"
+        status = source.status(method, z) if axial else "ok"
+        if focus is not None and axial and status is None and z not in focus.slices:
+            status = "it does not reach this slice"
         if status is None:
             waiting = "press L for LIME" if method == "lime" else "computing…"
             if not has_model:
                 waiting = "no model"
             elif not study.segmented[z]:
                 waiting = "waiting for segmentation"
-            panel.show_status(waiting)
+            panel.show_status(finding_caption(focus, waiting))
             panel.overlay_item.clear()
             return
         if status != "ok" or not state.show_heatmaps:
-            panel.show_status("" if status == "ok" else status)
+            panel.show_status(finding_caption(focus, "" if status == "ok" else status))
             panel.overlay_item.clear()
             return
-        values, outside = inside_brain(section(study.maps[method]), brain)
-        panel.show_status(f"{outside:.0%} of this map lies outside the brain (not drawn)"
-                          if outside >= OUTSIDE_SAID else "")
+        values, outside = inside_brain(section(source.maps[method]), brain)
+        panel.show_status(finding_caption(focus, f"{outside:.0%} of this map lies outside the brain (not drawn)"
+                                          if outside >= OUTSIDE_SAID else ""))
         panel.show_overlay(values, lut, (scale.low, scale.high), state.opacity)
 
     def _draw_side(self, scene: Scene, section, mask, pending_rows, template) -> None:
@@ -289,6 +308,11 @@ class PanelGrid(QWidget):
         panel.show_outline(panel.model_outline_item, mask, MODEL_COLOUR, pending_rows)
         panel.show_outline(panel.template_item, template, TEMPLATE_COLOUR)
         panel.show_status("")
+
+
+def finding_caption(focus: FindingMaps | None, text: str) -> str:
+    """A map panel's caption: while a finding is explained alone, it says which one."""
+    return text if focus is None else f"finding {focus.number}: {text or 'this lesion alone'}"
 
 
 def inside_brain(values: np.ndarray, brain: np.ndarray) -> tuple[np.ndarray, float]:

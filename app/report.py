@@ -28,13 +28,14 @@ from app.reader import Notes
 from app.drawing import (MODEL_COLOUR, PANEL_ORDER, READER_COLOUR, axial_image, blend, coloured, outline,
                          windowed_grey)
 from app.slice_panel import lookup_table
-from app.study import Study
+from app.study import ColourScale, Study, colour_scale
 from explain.methods import CAM_METHODS, METHOD_NAMES, METHODS
 from xnet_core import DEFAULT_MIN_LESION_ML, DISCLAIMER, __version__
 from xnet_core.atomic import atomic_path
 from xnet_core.errors import Cancelled, SaveError, XNetError
 from xnet_core.image import Volume
 from xnet_core.metrics import split_findings
+from xnet_core.registration_qc import registration_sentence
 
 PAGE_W, PAGE_H = 595.0, 842.0  # A4 in points; the painter is scaled so one unit is one point
 MARGIN = 36.0
@@ -61,14 +62,28 @@ class FindingPage:
     status: dict[str, str]  # method -> "ok" or why there is no map
     details: dict[str, dict] = field(default_factory=dict)  # method -> SliceExplanation.summary()
 
-    def scale(self, method: str):
-        """The finding's own colour scale per method: its target differs from the slice pages'."""
-        from app.study import SCALE_PERCENTILE, ColourScale
+    @classmethod
+    def from_results(cls, number: int, row: dict, z: int, own_slice: np.ndarray, results) -> FindingPage:
+        """The page from the ``SliceExplanation``s of slice ``z`` with the finding's target (``xnet report
+        --lesion K`` and the viewer's export build it alike)."""
+        return cls(number, row, z, own_slice, {r.method: r.map for r in results if r.ok},
+                   {r.method: r.status for r in results}, {r.method: r.summary() for r in results})
 
-        values = self.maps[method]
-        positive = values[values > 0]
-        high = float(np.percentile(positive, SCALE_PERCENTILE)) if positive.size else 1.0
-        return ColourScale(0.0, max(high, 1e-12), False)
+    def scale(self, method: str) -> ColourScale:
+        """The finding's own colour scale per method: its target differs from the slice pages'."""
+        return colour_scale(self.maps[method], False)
+
+
+def finding_numbers(text: str) -> list[int]:
+    """"1,3": the findings to explain alone (1 = the largest), each once, in the order given."""
+    try:
+        numbers = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise XNetError(f"finding numbers are whole numbers such as 1 or 1,3 (1 = the largest), not {text!r}.",
+                        parameter="lesion") from None
+    if any(k < 1 for k in numbers):
+        raise XNetError(f"finding numbers count from 1 (the largest lesion): {text!r}.", parameter="lesion")
+    return list(dict.fromkeys(numbers))
 
 
 @dataclass
@@ -119,9 +134,8 @@ def registration_line(summary: dict, scan_name: str) -> str:
         return f"Model input: {scan_name} itself, not registered: {summary['warning']}."
     if not summary.get("applied"):
         return f"Model input: {scan_name} itself (on the 1 mm MNI template grid; no registration needed)."
-    line = (f"Model input: {scan_name} registered to the MNI template ({summary['method']}); similarity "
-            f"{summary['similarity']:.3f} (normalised cross-correlation with the template, "
-            f"{summary['seconds']:.0f} s); results mapped back to the scan's own grid.")
+    line = (f"Model input: {scan_name} registered to the MNI template ({summary['method']}); "
+            f"{registration_sentence(summary)}; results mapped back to the scan's own grid.")
     return line + (f" WARNING: {summary['warning']}" if summary.get("warning") else "")
 
 

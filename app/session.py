@@ -46,6 +46,10 @@ class ModelSession(QObject):
     segmentationFinished = Signal()
     lesionsReady = Signal(float, object)  # threshold, lesion rows
     placed = Signal()  # ``scan``, ``template_outline`` and ``placed_warnings`` are known
+    started = Signal()  # another study (a new scan, or the same one again): earlier findings are gone
+    findingLocated = Signal(int, float, object, int)  # K, threshold, its own voxels, its largest slice
+    findingExplained = Signal(object)  # a SliceExplanation of finding K alone
+    findingFailed = Signal(int, str)  # K, why
 
     def __init__(self, checkpoint: "Checkpoint | str | Path | None", device: str = "auto",
                  engine: "ExplanationEngine | None" = None, start_model: bool = True, mirror: bool = True) -> None:
@@ -77,6 +81,7 @@ class ModelSession(QObject):
         """Stop the previous study's work; segment and explain ``study`` (slice ``visible`` first)."""
         self.retire()
         self.scan, self.template_outline, self.placed_warnings = None, None, []
+        self.started.emit()
         if not self.start_model:
             return
         source = self.engine or _engine_factory(self.checkpoint, self.weights_path, self.device, self.mirror)
@@ -85,7 +90,10 @@ class ModelSession(QObject):
                              (worker.explained, self._on_explained), (worker.progress, self._on_progress),
                              (worker.failed, self._on_failed), (worker.limeEnded, self._on_lime_ended),
                              (worker.segmentationFinished, self._on_segmentation_finished),
-                             (worker.lesionsReady, self._on_lesions), (worker.placed, self._on_placed)):
+                             (worker.lesionsReady, self._on_lesions), (worker.placed, self._on_placed),
+                             (worker.findingLocated, self._on_finding_located),
+                             (worker.findingExplained, self._on_finding_explained),
+                             (worker.findingFailed, self._on_finding_failed)):
             signal.connect(slot)
         worker.start(visible)
 
@@ -171,3 +179,15 @@ class ModelSession(QObject):
     def _on_lesions(self, threshold: float, rows: list) -> None:
         if not self._stale():
             self.lesionsReady.emit(threshold, rows)
+
+    def _on_finding_located(self, number: int, threshold: float, own, z: int) -> None:
+        if not self._stale():
+            self.findingLocated.emit(number, threshold, own, z)
+
+    def _on_finding_explained(self, result: "SliceExplanation") -> None:
+        if not self._stale():
+            self.findingExplained.emit(result)
+
+    def _on_finding_failed(self, number: int, message: str) -> None:
+        if not self._stale():
+            self.findingFailed.emit(number, message)

@@ -13,7 +13,7 @@ import numpy as np
 
 from explain.methods import METHODS
 from xnet_core.image import Volume
-from xnet_core.metrics import Lesion, lesions
+from xnet_core.metrics import Lesion, largest_cross_section, lesions
 from xnet_core.preprocess import ModelInput
 
 if TYPE_CHECKING:  # the engine imports torch; the window must show before that
@@ -53,6 +53,13 @@ class ColourScale:
     low: float
     high: float
     provisional: bool  # True until every lesion slice of the method is computed
+
+
+def colour_scale(values: np.ndarray, provisional: bool) -> ColourScale:
+    """One map's scale from its computed values: 0 to the positive values' 99.5th percentile."""
+    positive = values[values > 0]
+    high = float(np.percentile(positive, SCALE_PERCENTILE)) if positive.size else 1.0
+    return ColourScale(0.0, max(high, 1e-12), provisional)
 
 
 @dataclass
@@ -199,8 +206,58 @@ class Study:
         done = [z for z, status in self.explained[method].items() if status == "ok"]
         if not done:
             return ColourScale(0.0, 1.0, True)
-        values = self.maps[method][:, :, done]
-        positive = values[values > 0]
-        high = float(np.percentile(positive, SCALE_PERCENTILE)) if positive.size else 1.0
         provisional = not self.segmentation_complete or not set(self.lesion_slices) <= set(self.explained[method])
-        return ColourScale(0.0, max(high, 1e-12), provisional)
+        return colour_scale(self.maps[method][:, :, done], provisional)
+
+
+@dataclass(eq=False)  # compared by identity: it holds arrays
+class FindingMaps:
+    """One finding of the lesion table explained alone (no Qt): its own voxels and, slice by slice, each
+    method's map of the lesion logit summed over those voxels. The panels draw these instead of the
+    study's whole-mask maps while the finding is chosen; ``status``, ``scale``, ``maps`` and
+    ``unexplained_slices`` answer as the study's do."""
+
+    study: Study  # the scan the finding belongs to (another scan's finding is never drawn)
+    number: int  # in the lesion table's order at ``threshold``, 1 = largest (``xnet explain --lesion K``)
+    row: dict  # its ``Study.lesion_rows`` entry
+    mask: np.ndarray  # uint8 [x, y, z]: the lesion's own voxels on the scan's grid
+    threshold: float
+    slices: list[int] = field(init=False)  # every axial slice the finding reaches
+    maps: dict[str, np.ndarray] = field(init=False)
+    explained: dict[str, dict[int, str]] = field(init=False)
+    details: dict[str, dict[int, dict]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slices = [int(z) for z in np.flatnonzero(self.mask.any(axis=(0, 1)))]
+        self.maps = {m: slice_major(self.mask.shape) for m in METHODS}
+        self.explained = {m: {} for m in METHODS}
+        self.details = {m: {} for m in METHODS}
+
+    @property
+    def largest_slice(self) -> int:
+        """The slice of its largest cross-section (where the viewer and the report show it)."""
+        return largest_cross_section(self.mask)
+
+    def add_explanation(self, result: SliceExplanation) -> None:
+        self.explained[result.method][result.z] = result.status
+        self.details[result.method][result.z] = result.summary()
+        if result.ok:
+            self.maps[result.method][:, :, result.z] = result.map
+
+    def status(self, method: str, z: int) -> str | None:
+        return self.explained[method].get(z)
+
+    def unexplained_slices(self, method: str) -> np.ndarray:
+        return np.array([z not in self.explained[method] for z in range(self.mask.shape[2])])
+
+    def scale(self, method: str) -> ColourScale:
+        """The finding's own scale per method (its target is not the whole mask's), provisional until
+        every slice of the finding is explained."""
+        done = [z for z, status in self.explained[method].items() if status == "ok"]
+        if not done:
+            return ColourScale(0.0, 1.0, True)
+        return colour_scale(self.maps[method][:, :, done], not set(self.slices) <= set(self.explained[method]))
+
+    def area_mm2(self, z: int) -> float:
+        vx, vy, _ = self.study.volume.voxel_sizes
+        return float(self.mask[:, :, z].sum()) * vx * vy

@@ -22,6 +22,7 @@ from app.backgrounds import Backgrounds
 from app.controls import Controls, banner_text, saved_view_state
 from app.drawing import PLANE_AXES
 from app.files import RecentFiles, ask_open_path, load_asking_series
+from app.findings_view import FindingsView
 from app.navigator import LesionNavigator
 from app.pacs_actions import PacsActions
 from app.panels import PanelGrid, Scene
@@ -74,6 +75,7 @@ class ViewerWindow(QMainWindow):
         self.actions_by_name = built.actions
         self.recent = RecentFiles(built.submenus["recent"], self.open_scan)
         self.model_input_menu = built.submenus["model_input"]
+        self.findings = FindingsView(self, self._refresh)  # one finding explained alone (K, Enter, Esc)
         self._exports: Exports | None = None
         self.controls.add_to_toolbar(built.toolbars["Overlays"])
         self.addToolBar(built.toolbars["Overlays"])
@@ -116,8 +118,8 @@ class ViewerWindow(QMainWindow):
         self.grid.wheelSteps.connect(self.step_slice)
         self.grid.hovered.connect(self._on_hover)
         self.grid.windowDrag.connect(self.state.adjust_window)
-        self.grid.stroke.connect(self._on_stroke)
-        self.reader.layerChanged.connect(self._on_reader_layer)
+        self.grid.stroke.connect(self.reader.stroke)
+        self.reader.layerChanged.connect(self.redraw_reader)
         self.reader.undoChanged.connect(self._on_undo_changed)
         self.reader.error.connect(self.show_error)
         self.reader.message.connect(self.statusBar().showMessage)
@@ -269,12 +271,6 @@ class ViewerWindow(QMainWindow):
     def set_eraser(self, on: bool) -> None:
         self.reader.erasing = on
 
-    def _on_stroke(self, xy: tuple[float, float], phase: str) -> None:
-        self.reader.stroke(xy, phase)
-
-    def _on_reader_layer(self) -> None:
-        self.redraw_reader()
-
     def redraw_reader(self) -> None:
         """Only the reader's layer: a brush stroke repaints this, not the scan or the heatmaps."""
         self.grid.draw_reader(self.reader.section_rgba())
@@ -406,7 +402,8 @@ class ViewerWindow(QMainWindow):
     def readout(self, ras_index: tuple[int, int, int]) -> str:
         """Slice, file voxel (i, j, k), world mm, intensity, model probability and each map's value."""
         read = self.reader.read
-        return voxel_readout(self.study, ras_index, read.mask if read is not None else None, self.backgrounds)
+        return voxel_readout(self.study, ras_index, read.mask if read is not None else None, self.backgrounds,
+                             self.findings.focus)
 
     def _show_readout(self) -> None:
         ras = self._hovered_ras()
@@ -563,11 +560,13 @@ class ViewerWindow(QMainWindow):
         return self._exports
 
     def export_report(self, path: str | None = None, choice: str | None = None, lime: bool | None = None,
-                      first: int = 0, last: int = 0, identify: bool = False) -> "ReportExport | None":
-        """File → Export report: a dialog asks which slices and whether to include LIME, then where;
-        tests pass the answers. Missing maps are computed first (progress, Cancel). Returns the export."""
+                      first: int = 0, last: int = 0, identify: bool = False,
+                      findings: list[int] | None = None) -> "ReportExport | None":
+        """File → Export report: a dialog asks which slices, which findings get a page of their own and
+        whether to include LIME, then where; tests pass the answers. Missing maps are computed first."""
         context = self._report_context if self.model.checkpoint is not None else None
-        return self.exports.report(self.study, self.model.worker, context, path, choice, lime, first, last, identify)
+        return self.exports.report(self.study, self.model.worker, context, path, choice, lime, first, last, identify,
+                                   findings, self.navigator.finding_choice())
 
     def _report_context(self) -> "ReportContext":
         """What the report shows that only the window knows, as it is when the PDF is written."""

@@ -125,6 +125,15 @@ def test_a_failed_qc_warns_in_the_summary() -> None:
     assert "holds only 0 ml" in summary["warning"]
 
 
+def test_the_registration_entry_has_the_same_keys_registered_or_not() -> None:
+    """docs/design.md's contract: a scan the model read as it is has no transform and no QC (null)."""
+    registered = Registration(np.eye(4), (10, 10, 10), np.eye(4), np.zeros((10, 10, 10), np.uint8), 0.31, 12.0)
+    for why in (None, "the field of view is too small"):
+        summary = PlacedScan(load_volume(asset_path(DEMO_SCAN)), None, why).registration_summary()
+        assert set(summary) == set(registered.summary())
+        assert summary["qc"] is None and summary["template_to_native_ras"] is None and summary["applied"] is False
+
+
 def test_sequences_that_are_not_t1_are_named() -> None:
     template = load_volume(asset_path(TEMPLATE_T1))
     flair = Volume(template.data, template.affine, template.source_header, template.affine, template.shape,

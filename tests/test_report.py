@@ -176,3 +176,27 @@ def test_minimum_finding_size_changes_the_report_not_the_mask(study, tmp_path) -
     np.testing.assert_array_equal(speckled.mask(), mask_before)
     assert len(default) == 3 and "Finding 1: 0.40 ml, mean probability 0.90" in default[2]
     assert "target: finding 1 alone" in default[2] and "does not reach this slice" in default[2]
+
+
+def test_the_registration_qc_verdict_in_the_status_bar_and_the_report(qapp) -> None:
+    """The viewer's status label and the report's line give the QC's verdict, not only the similarity."""
+    from app.controls import Controls
+    from app.report import registration_line
+
+    qc = {"brain_volume_ml": 1500.0, "brain_dice": 0.9, "template_brain_covered": 0.97, "brain_outside_template": 0.03,
+          "edge_alignment": 0.62, "outline_alignment": 0.7, "score": 1.2, "passed": True, "problems": []}
+    summary = {"applied": True, "method": "affine", "similarity": 0.38, "seconds": 9.0, "warning": None,
+               "from_cache": False, "qc": qc, "template_to_native_ras": np.eye(4).tolist()}
+    failed = {**summary, "warning": "the registration to the template looks wrong: it is shifted.",
+              "qc": {**qc, "passed": False, "problems": ["it is shifted"]}}
+    controls = Controls({}, "inferno", 0.45)
+    controls.show_registration(summary, skipped=False)
+    assert controls.registration_label.text() == "registered · QC passed"
+    assert "similarity 0.38 (reported only)" in controls.registration_label.toolTip()
+    controls.show_registration(failed, skipped=False)
+    label = controls.registration_label
+    assert "QC FAILED" in label.text() and "it is shifted" in label.toolTip()
+    line, failed_line = registration_line(summary, "scan"), registration_line(failed, "scan")
+    assert "registration QC passed: the scan's brain covers 97% of the template's brain" in line
+    assert "registration QC FAILED" in failed_line and "WARNING" in failed_line
+

@@ -15,6 +15,7 @@ from app.window import ViewerWindow
 from tests.test_dicom import _write_series
 from xnet_core.assets import DEMO_LESION, DEMO_SCAN, asset_path
 from xnet_core.image import Volume
+from xnet_core.registration_qc import registration_badge
 from xnet_core.sequences import value_at_world
 from xnet_core.training.native_cases import native_case, rotation
 from xnet_core.volume import load_volume
@@ -111,7 +112,8 @@ def test_registered_scan_outline_and_report(qtbot, demo_checkpoint, native_scan,
     window.show()
     qtbot.waitUntil(lambda: window.model.scan is not None, timeout=120_000)
     summary = window.model.scan.registration_summary()
-    assert summary["applied"] and f"similarity {summary['similarity']:.2f}" in window.controls.registration_label.text()
+    label = window.controls.registration_label
+    assert summary["applied"] and (label.text(), label.toolTip()) == registration_badge(summary)
     assert window.model.template_outline is not None and window.model.template_outline.shape == window.volume.shape
     window.actions_by_name["template"].setChecked(True)
     assert window.panels["segmentation"].template_item.image is not None
@@ -124,5 +126,6 @@ def test_registered_scan_outline_and_report(qtbot, demo_checkpoint, native_scan,
     qtbot.waitUntil(lambda: export.finished, timeout=600_000)
     pages = [" ".join(page.extract_text().split()) for page in PdfReader(str(tmp_path / "native.pdf")).pages]
     assert f"similarity {summary['similarity']:.3f}" in pages[0] and "registered to the MNI template" in pages[0]
+    assert "registration QC passed" in pages[0] or "registration QC FAILED" in pages[0]
     assert f"Slice z {z}" in pages[1] and "model input: native_T1w (T1w)" in pages[1]
     window.close()

@@ -162,6 +162,12 @@ def lesion_mask(mask: np.ndarray, number: int) -> tuple[np.ndarray, Lesion]:
     return (labels == lesion.label).astype(np.uint8), lesion
 
 
+def largest_cross_section(mask: np.ndarray) -> int:
+    """The axial slice z where a 3D mask (one lesion's own voxels) has the most voxels: where the
+    viewer and the report show a finding explained alone."""
+    return int(np.argmax(np.asarray(mask).sum(axis=(0, 1))))
+
+
 def sort_lesions(found: list[Lesion], by: str = "size") -> list[Lesion]:
     """The lesion table by size (largest first) or by the model's mean probability (surest first)."""
     if by not in SORT_KEYS:

@@ -37,10 +37,13 @@ class PlacedScan:
         return self.volume if self.registration is None else self.registration.template_volume
 
     def registration_summary(self) -> dict:
+        """The ``registration`` entry of every JSON (docs/design.md, Contracts): the same keys whether
+        or not the scan was registered; a scan the model read as it is has no transform and no QC."""
         if self.registration is not None:
             return self.registration.summary()
         return {"applied": False, "method": "none: " + (self.not_registered or "the scan is on the template grid"),
-                "similarity": None, "seconds": 0.0, "warning": self.not_registered}
+                "similarity": None, "seconds": 0.0, "warning": self.not_registered, "from_cache": False,
+                "qc": None, "template_to_native_ras": None}
 
     def template_slices(self, native_slices: Iterable[int]) -> list[int]:
         """Template slices the model must see for these native slices (the same ones on the grid)."""

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from PySide6.QtGui import QGuiApplication
 
     from app.reader import Notes, load_notes
-    from app.report import ReportInputs, model_summary, report_precision, write_report
+    from app.report import ReportInputs, finding_numbers, model_summary, report_precision, write_report
     from app.study import Study, grey_window
     from xnet_core.native import segment
     from xnet_core.reader_mask import load_reader_mask
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from xnet_core.metrics import split_findings
 
     methods = parse_methods(args)
-    numbers = _finding_numbers(args.lesion)
+    numbers = finding_numbers(args.lesion)
     split_findings([], args.min_lesion_ml)  # a bad --min-lesion-ml fails before the model runs
     check_report_args(args)
     for out in filter(None, (args.pdf, args.json)):
@@ -113,31 +113,15 @@ def _explain(engine, scan, context, study, slices: list[int], methods, segmentat
                 study.add_explanation(result)
 
 
-def _finding_numbers(text: str) -> list[int]:
-    """``--lesion 1,3``: the findings to explain alone, each once, in the order given."""
-    from xnet_core.errors import XNetError
-
-    try:
-        numbers = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise XNetError(f"--lesion takes lesion numbers such as 1 or 1,3 (1 = the largest), not {text!r}.") from None
-    if any(k < 1 for k in numbers):
-        raise XNetError(f"--lesion counts from 1 (the largest lesion): {text!r}.")
-    return list(dict.fromkeys(numbers))
-
-
 def _finding_page(engine, scan, context, study, segmentation, methods, number: int):
     """Lesion ``number`` explained alone on the slice of its largest cross-section."""
-    import numpy as np
-
     from app.report import FindingPage
     from explain.engine import ExplainParams
     from explain.native import explain_slices, lesion_target
+    from xnet_core.metrics import largest_cross_section
 
     target, own, _ = lesion_target(scan, segmentation.mask, number)
-    z = int(np.argmax(own.sum(axis=(0, 1))))
+    z = largest_cross_section(own)
     results = explain_slices(engine, scan, context, [z], methods, ExplainParams(), native_mask=own, target=target,
                              on_progress=ProgressBar(f"explaining finding {number}", unit="model passes"))
-    return FindingPage(number, study.lesion_rows()[number - 1], z, own[:, :, z],
-                       {r.method: r.map for r in results if r.ok}, {r.method: r.status for r in results},
-                       {r.method: r.summary() for r in results})
+    return FindingPage.from_results(number, study.lesion_rows()[number - 1], z, own[:, :, z], results)
