@@ -26,6 +26,7 @@ from app.drawing import (MODEL_COLOUR, PANEL_ORDER, TEMPLATE_COLOUR, displayed, 
 from app.slice_panel import SlicePanel, lookup_table
 from app.study import FindingMaps, Study
 from app.view_state import Event, ViewState
+from explain.lime_quality import quality_sentence
 from explain.methods import METHOD_NAMES, METHODS
 from xnet_core.image import Volume
 
@@ -292,8 +293,10 @@ class PanelGrid(QWidget):
             panel.overlay_item.clear()
             return
         values, outside = inside_brain(section(source.maps[method]), brain)
-        panel.show_status(finding_caption(focus, f"{outside:.0%} of this map lies outside the brain (not drawn)"
-                                          if outside >= OUTSIDE_SAID else ""))
+        notes = [f"{outside:.0%} of this map lies outside the brain (not drawn)" if outside >= OUTSIDE_SAID else ""]
+        if method == "lime" and axial:
+            notes.append(quality_sentence(source.details["lime"].get(z, {})))
+        panel.show_status(finding_caption(focus, " · ".join(note for note in notes if note)))
         panel.show_overlay(values, lut, (scale.low, scale.high), state.opacity)
 
     def _draw_side(self, scene: Scene, section, mask, pending_rows, template) -> None:

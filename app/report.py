@@ -29,6 +29,7 @@ from app.drawing import (MODEL_COLOUR, PANEL_ORDER, READER_COLOUR, axial_image, 
                          windowed_grey)
 from app.slice_panel import lookup_table
 from app.study import ColourScale, Study, colour_scale
+from explain.lime_quality import quality_sentence
 from explain.methods import CAM_METHODS, METHOD_NAMES, METHODS
 from xnet_core import DEFAULT_MIN_LESION_ML, DISCLAIMER, __version__
 from xnet_core.atomic import atomic_path
@@ -450,6 +451,9 @@ def _panel(painter: QPainter, inputs: ReportInputs, name: str, z: int, rect: QRe
     if status != "ok":
         painter.drawText(below, Qt.TextFlag.TextWordWrap, status or "not computed")
         return
+    if name == "lime":
+        details = finding.details.get("lime", {}) if finding is not None else inputs.study.details["lime"].get(z, {})
+        painter.drawText(below, Qt.TextFlag.TextWordWrap, quality_sentence(details))
     lut = lookup_table(inputs.colour_map)
     strip = np.ascontiguousarray(np.repeat(lut[None, :, :3], 4, axis=0).astype(np.uint8))
     bar = QRectF(rect.left() + rect.width() * 0.36, rect.top() - 21, rect.width() * 0.28, 5)  # beside the title

@@ -39,6 +39,7 @@ import numpy as np
 from lime import lime_image
 from skimage.segmentation import quickshift
 
+from explain.lime_quality import split_half_agreement
 from explain.targets import Target
 from xnet_core.errors import Cancelled
 
@@ -74,6 +75,7 @@ class LimeResult:
     kernel_size: float
     num_samples: int
     seed: int
+    split_half: float = 0.0  # Spearman between the maps of the even and the odd samples (``split_half_agreement``)
 
 
 class _Explainer(lime_image.LimeImageExplainer):
@@ -82,6 +84,7 @@ class _Explainer(lime_image.LimeImageExplainer):
     def __init__(self, seed: int, on_progress=None, should_cancel=None) -> None:
         super().__init__(random_state=seed)
         self.on_progress, self.should_cancel = on_progress, should_cancel
+        self.samples: tuple[np.ndarray, np.ndarray] | None = None  # (rows, scores) of the last explanation
 
     def data_labels(self, image, fudged_image, segments, classifier_fn, num_samples, batch_size=10):
         n_features = np.unique(segments).shape[0]
@@ -96,6 +99,7 @@ class _Explainer(lime_image.LimeImageExplainer):
             labels.extend(classifier_fn(np.where(keep, image[None], fudged_image[None])))
             if self.on_progress is not None:
                 self.on_progress(min(start + batch_size, num_samples), num_samples)
+        self.samples = (data, np.array(labels)[:, 1])
         return data, np.array(labels)
 
 
@@ -129,6 +133,7 @@ def explain_slice(
     for segment, weight in explanation.local_exp[1]:
         lookup[segment] = weight
     lookup[0] = 0.0  # outside the brain: nothing to explain
+    rows, scores = explainer.samples
     return LimeResult(
         weights=lookup[segments],
         score=float(explanation.score),
@@ -139,4 +144,5 @@ def explain_slice(
         kernel_size=kernel_size,
         num_samples=num_samples,
         seed=seed,
+        split_half=split_half_agreement(rows, scores, segments),
     )
