@@ -265,7 +265,8 @@ class ExplanationEngine:
                 num_samples=params.lime_samples, kernel_size=params.lime_kernel, seed=params.seed,
                 on_progress=lambda done, _total: progress.set(base + done), should_cancel=should_cancel)
         lime_params = {**params.for_method("lime"), "n_segments": result.n_segments,
-                       "precision": self.segmenter.precision, "split_half": round(result.split_half, 4)}
+                       "precision": self.segmenter.precision, "split_half": round(result.split_half, 4),
+                       "n_significant": result.n_significant}
         return SliceExplanation("lime", z, "ok", context.model_input.geometry.from_model(result.weights),
                                 target.kind, target.area, lime_params, fit_score=result.score,
                                 seconds=time.perf_counter() - started, target=target)

@@ -116,8 +116,11 @@ def test_lime_is_deterministic_for_a_seed(engine, context, lesion_slice) -> None
     runs = [explain_slice(image, brain, target, engine.network_predict, num_samples=20, seed=seed)
             for seed in (3, 3, 4)]
     np.testing.assert_array_equal(runs[0].weights, runs[1].weights)
-    assert not np.array_equal(runs[0].weights, runs[2].weights)
+    assert not np.array_equal(runs[0].raw_weights, runs[2].raw_weights)  # another seed, another fit
     assert runs[0].weights[~brain].max() == 0 == runs[0].weights[~brain].min()
+    shown = runs[0].weights != 0  # the map draws lime's own weights where they are significant, else none
+    np.testing.assert_array_equal(runs[0].weights[shown], runs[0].raw_weights[shown])
+    assert runs[0].n_significant == len(np.unique(runs[0].segments[shown]))
 
 
 def test_the_mask_is_mirrored_and_the_maps_explain_the_single_pass(engine, context, lesion_slice,

@@ -49,3 +49,14 @@ def test_the_quality_sentence_says_fit_and_agreement() -> None:
     said = quality_sentence({"lime_fit_r2": 0.623, "split_half": 0.91})
     assert "R² 0.62" in said and "0.91 (steady)" in said
     assert "unsteady" in quality_sentence({"split_half": STEADY_SPLIT_HALF - 0.2})
+
+
+def test_weights_the_samples_cannot_tell_from_zero_are_drawn_as_none() -> None:
+    from explain.lime_quality import significant, weighted_fit
+
+    rows, scores, _ = _samples(noise=0.002)
+    scores = scores + rows[:, 3] * 0.0  # segment 3 carries no effect beyond the linspace one
+    coefficients, errors = weighted_fit(rows, scores)
+    assert np.allclose(coefficients[1:], np.linspace(-0.2, 0.4, 13)[1:] * 0.1, atol=5 * errors.max())
+    np.testing.assert_array_equal(significant(np.array([0.5, 0.001, -0.3]), np.array([0.01, 0.01, 0.2])),
+                                  np.array([0.5, 0.0, 0.0], np.float32))
