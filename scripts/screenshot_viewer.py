@@ -1,11 +1,14 @@
 """Regenerate docs/viewer.png: the demo case on its largest lesion slice with all four panels.
 
-Usage: QT_QPA_PLATFORM=offscreen python scripts/screenshot_viewer.py [--reader | --native] [OUT.png]
+Usage: QT_QPA_PLATFORM=offscreen python scripts/screenshot_viewer.py [--reader | --native | --healthy SCAN] [OUT.png]
 (Runs the demo model: whole-volume segmentation, Grad-CAM/Grad-CAM++ and LIME of one slice.)
 ``--reader``: the demo case's ground truth loaded as the reader's mask (both outlines) and the
 comparison dock in front; default output docs/viewer_reader.png. ``--native``: the demo case moved onto
 an oblique whole-head grid (``synthetic.native_case``), registered by the viewer, with the model outline,
-Grad-CAM maps and the template's outline; default output docs/viewer_native.png.
+Grad-CAM maps and the template's outline; default output docs/viewer_native.png. ``--healthy SCAN``: a
+real lesion-free whole-head scan, registered by the viewer: the registration QC's verdict in the status
+bar, the slice with the most voxels called lesion, and the lesion table with its minimum finding size;
+default output docs/viewer_healthy.png.
 """
 
 from __future__ import annotations
@@ -53,19 +56,27 @@ def main() -> None:
     import tempfile
 
     reader, native = "--reader" in sys.argv, "--native" in sys.argv
-    arguments = [a for a in sys.argv[1:] if a not in ("--reader", "--native")]
-    default = "viewer_reader.png" if reader else "viewer_native.png" if native else "viewer.png"
+    healthy = sys.argv[sys.argv.index("--healthy") + 1] if "--healthy" in sys.argv else None
+    arguments = [a for a in sys.argv[1:] if a not in ("--reader", "--native", "--healthy", healthy)]
+    default = ("viewer_reader.png" if reader else "viewer_native.png" if native else
+               "viewer_healthy.png" if healthy else "viewer.png")
     out = Path(arguments[0] if arguments else Path(__file__).resolve().parent.parent / "docs" / default)
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setOrganizationName("xnet-viewer-screenshot")
-    scan = native_demo(Path(tempfile.mkdtemp())) if native else demo_scan_path()
+    scan = native_demo(Path(tempfile.mkdtemp())) if native else healthy or demo_scan_path()
     window = ViewerWindow(load_volume(scan), load_checkpoint(demo_weights_path()))
     window.resize(1600, 1000)
     window.show()
-    wait(app, lambda: window.study.segmentation_complete, 600)
+    wait(app, lambda: window.study.segmentation_complete, 1800)
     z = int(np.argmax(window.study.lesion_area_per_slice_mm2()))
     window.set_slice(z)
-    if native:  # LIME of a native slice means LIME on every template slice it crosses: left out here
+    if healthy:  # what a reader sees on a healthy brain: the QC verdict, the findings above the size floor
+        window.actions_by_name["outline"].setChecked(True)
+        window.docks["Lesions"].raise_()
+        waiting = window.navigator.summary.text()  # the worker labels the lesions after the segmentation
+        wait(app, lambda: window.navigator.summary.text() != waiting, 300)
+        wait(app, lambda: window.study.status("gradcam", z) is not None, 900)
+    elif native:  # LIME of a native slice means LIME on every template slice it crosses: left out here
         window.actions_by_name["template"].setChecked(True)
         window.actions_by_name["outline"].setChecked(True)
         wait(app, lambda: window.study.status("gradcam", z) is not None, 900)
@@ -83,7 +94,7 @@ def main() -> None:
         window.reader.read.saved_revision = window.reader.read.revision  # a screenshot, nothing to save
         window.reader.show_source()
     app.processEvents()
-    window.grab().scaledToWidth(1080 if reader or native else 1120, Qt.TransformationMode.SmoothTransformation).save(
+    window.grab().scaledToWidth(1080 if reader or native or healthy else 1120, Qt.TransformationMode.SmoothTransformation).save(
         str(out), "PNG", 0)  # 0: the strongest PNG compression (lossless either way)
     print(f"slice z {z}: {out} ({out.stat().st_size / 1024:.0f} KB)")
     window.close()
