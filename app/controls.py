@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 
 from app.actions import PAGE_STEP
 from app.drawing import COLOUR_MAPS
+from app.settings import read_bool, read_choice, read_float
 from app.view_state import Event, ViewState
 from xnet_core import DISCLAIMER
 from xnet_core.registration_qc import registration_badge
@@ -39,14 +40,14 @@ def banner_text(card: dict) -> str:
     return text
 
 
-def saved_view_state() -> ViewState:
-    """The view state with the display choices the user made last time; later choices are saved as
-    they are made."""
-    settings = QSettings()
-    state = ViewState(opacity=float(settings.value("heatmap_opacity", 0.5)),
-                      mask_opacity=float(settings.value("mask_opacity", 0.45)),
-                      colour_map=str(settings.value("colour_map", "inferno")),
-                      radiological=str(settings.value("radiological", "true")).lower() != "false")
+def saved_view_state(store: QSettings | None = None) -> ViewState:
+    """The view state with the display choices the user made last time (a saved value that is not
+    usable gives the default: ``app.settings``); later choices are saved as they are made. ``store``:
+    the settings to read (default: the application's)."""
+    state = ViewState(opacity=read_float("heatmap_opacity", ViewState.opacity, 0.0, 1.0, store),
+                      mask_opacity=read_float("mask_opacity", ViewState.mask_opacity, 0.0, 1.0, store),
+                      colour_map=read_choice("colour_map", ViewState.colour_map, COLOUR_MAPS, store),
+                      radiological=read_bool("radiological", ViewState.radiological, store))
     for field in SAVED_SETTINGS:
         getattr(state.events, field).connect(_save_setting)
     return state

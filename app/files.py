@@ -8,6 +8,7 @@ from collections.abc import Callable
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMenu, QWidget
 
+from app.settings import read_str_list
 from xnet_core.errors import SeriesChoiceError
 from xnet_core.image import Volume
 from xnet_core.volume import load_volume
@@ -40,6 +41,11 @@ def ask_open_path(parent: QWidget, title: str, folder: str = "", filters: str = 
     return path
 
 
+def recent_paths(store: QSettings | None = None) -> list[str]:
+    """The scans opened last, newest first, as saved (a one-item list is saved as plain text)."""
+    return read_str_list("recent_files", store, max_items=MAX_RECENT)
+
+
 class RecentFiles:
     """File → Open recent: the last scans opened, kept in the settings, newest first."""
 
@@ -48,12 +54,11 @@ class RecentFiles:
         self.fill()
 
     def remember(self, path: str) -> None:
-        settings = QSettings()
-        recent = [p for p in (settings.value("recent_files") or []) if p != path]
-        settings.setValue("recent_files", [path, *recent][:MAX_RECENT])
+        recent = [p for p in recent_paths() if p != path]
+        QSettings().setValue("recent_files", [path, *recent][:MAX_RECENT])
         self.fill()
 
     def fill(self) -> None:
         self.menu.clear()
-        for path in QSettings().value("recent_files") or []:
+        for path in recent_paths():
             self.menu.addAction(path, lambda p=path: self.open_path(p))

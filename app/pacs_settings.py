@@ -14,6 +14,7 @@ from PySide6.QtCore import QObject, QSettings, Signal
 from PySide6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
                                QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget)
 
+from app.settings import read_bool, read_float, read_int, read_str
 from xnet_core.errors import XNetError
 from xnet_core.pacs import DEFAULT_CALLING_AET, PacsError, PacsSettings
 
@@ -24,23 +25,25 @@ _FIELD_LABELS = {"host": "Host", "port": "Port", "called_aet": "PACS AE title", 
                  "timeout": "Timeout", "receive_port": "Receive port (C-MOVE)", "tls": "TLS"}
 
 
-def load_settings() -> PacsSettings | None:
-    """The saved settings, or None when none were saved (or they no longer pass the checks)."""
-    store = QSettings()
-    if not store.value(f"{GROUP}/host"):
+def load_settings(store: QSettings | None = None) -> PacsSettings | None:
+    """The saved settings, or None when none were saved (or they no longer pass the checks). A value
+    of the wrong kind gives its default (``app.settings``) before the checks. ``store``: the settings to
+    read (default: the application's)."""
+    host = read_str(f"{GROUP}/host", "", store)
+    if not host:
         return None
     try:
         return PacsSettings(
-            host=str(store.value(f"{GROUP}/host")), port=int(store.value(f"{GROUP}/port", 104)),
-            called_aet=str(store.value(f"{GROUP}/called_aet", "")),
-            calling_aet=str(store.value(f"{GROUP}/calling_aet", DEFAULT_CALLING_AET)),
-            timeout_s=float(store.value(f"{GROUP}/timeout_s", 30.0)),
-            tls=str(store.value(f"{GROUP}/tls", "false")).lower() == "true",
-            tls_ca_file=str(store.value(f"{GROUP}/tls_ca_file", "")),
-            tls_cert_file=str(store.value(f"{GROUP}/tls_cert_file", "")),
-            tls_key_file=str(store.value(f"{GROUP}/tls_key_file", "")),
-            receive_port=int(store.value(f"{GROUP}/receive_port", 0)))
-    except (XNetError, ValueError, TypeError) as exc:
+            host=host, port=read_int(f"{GROUP}/port", 104, 1, 65535, store),
+            called_aet=read_str(f"{GROUP}/called_aet", "", store),
+            calling_aet=read_str(f"{GROUP}/calling_aet", DEFAULT_CALLING_AET, store),
+            timeout_s=read_float(f"{GROUP}/timeout_s", 30.0, 1.0, 600.0, store),
+            tls=read_bool(f"{GROUP}/tls", False, store),
+            tls_ca_file=read_str(f"{GROUP}/tls_ca_file", "", store),
+            tls_cert_file=read_str(f"{GROUP}/tls_cert_file", "", store),
+            tls_key_file=read_str(f"{GROUP}/tls_key_file", "", store),
+            receive_port=read_int(f"{GROUP}/receive_port", 0, 0, 65535, store))
+    except XNetError as exc:
         log.warning("the saved PACS settings are not usable (%s); set them again", exc)
         return None
 

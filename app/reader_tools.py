@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 from app.comparison import slice_comparison, volume_comparison
 from app.reader import ReaderRead, RecoveryStore
 from app.reader_panel import ReaderPanel
+from app.settings import read_int
 from app.drawing import plane_slice, reader_rgba
 from app.study import Study
 from app.view_state import Event, ViewState
@@ -31,6 +32,12 @@ AUTOSAVE_AFTER_EDIT_MS = 1_000  # 1 s after the last stroke ...
 AUTOSAVE_AT_LEAST_MS = 30_000  # ... and at least every 30 s while edits keep coming
 COMPARE_DELAY_MS = 300  # whole-volume figures (lesion labelling ~0.3 s) after edits settle
 MAX_BRUSH = 40
+DEFAULT_BRUSH = 3
+
+
+def saved_brush_radius(store: QSettings | None = None) -> int:
+    """The brush radius last chosen (voxels), or the default when the saved one is not usable."""
+    return read_int("brush_radius", DEFAULT_BRUSH, 1, MAX_BRUSH, store)
 
 
 def recovery_folder() -> Path:
@@ -56,7 +63,7 @@ class ReaderTools(QObject):
         self.has_model = False
         self.read: ReaderRead | None = None
         self.paint_mode, self.erasing = False, False
-        self.brush_radius = int(QSettings().value("brush_radius", 3))
+        self.brush_radius = saved_brush_radius()
         self.recovery = RecoveryStore(recovery_folder())
         self.pending_recovery = None
         self.recovery_box: QMessageBox | None = None

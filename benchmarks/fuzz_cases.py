@@ -8,15 +8,18 @@ finding. ``tests/test_fuzz_corpus.py`` replays saved findings through ``run_case
 
 The seeds are tiny valid inputs made here: NIfTI-1 and NIfTI-2 scans (3D and 4D, .nii and .nii.gz), a
 4-slice DICOM series, an X-Net checkpoint of the real architecture at small widths with its card, the
-reader's notes sidecar, the viewer's recovery copy and the registration and explanation caches.
+reader's notes sidecar, the viewer's recovery copy, the registration and explanation caches and the
+viewer's settings file.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +35,7 @@ MASK = "mask.nii.gz"
 WEIGHTS = "xnet.pt"
 CARD = "xnet.card.json"
 NOTES = "mask_notes.json"
+SETTINGS = "xnet-viewer.conf"  # the viewer's QSettings file (INI on Linux: ~/.config/xnet-viewer/)
 SMALL_WIDTHS = (2, 4, 8, 16, 32)  # the real X-Net layers, 19 k parameters: a checkpoint loads in milliseconds
 
 
@@ -179,6 +183,29 @@ def _explain_cache_files() -> dict[str, bytes]:
     return {f"explain/{EXPLAIN_KEY}.npz": buffer.getvalue()}
 
 
+# The viewer's settings as Qt writes them, with every key it reads at start-up.
+SETTINGS_SEED = """[General]
+brush_radius=3
+colour_map=inferno
+heatmap_opacity=0.5
+mask_opacity=0.45
+radiological=true
+recent_files=/data/sub-01_T1w.nii.gz, /data/dicom/series3
+
+[pacs]
+called_aet=ORTHANC
+calling_aet=XNET
+host=pacs.example.org
+port=104
+receive_port=0
+timeout_s=30
+tls=false
+tls_ca_file=
+tls_cert_file=
+tls_key_file=
+"""
+
+
 # -- targets ---------------------------------------------------------------------------------------
 def _check_volume(volume, *, is_mask: bool = False) -> None:
     """What every caller of ``load_volume`` relies on."""
@@ -273,10 +300,47 @@ def _run_explain_cache(folder: Path) -> None:
         raise ContractError(f"cache entry metadata is a {type(got[1]).__name__}, not a dict")
 
 
+_settings_files = itertools.count()
+
+
+def _run_settings(folder: Path) -> None:
+    """What the viewer reads from its settings at start-up (``app.settings``): every value usable."""
+    from PySide6.QtCore import QSettings
+
+    from app.controls import saved_view_state
+    from app.drawing import COLOUR_MAPS
+    from app.files import MAX_RECENT, recent_paths
+    from app.pacs_settings import load_settings
+    from app.reader_tools import MAX_BRUSH, saved_brush_radius
+
+    # Qt keeps each settings file it has read, by name: every case reads a file of its own name.
+    path = folder / f"settings-{os.getpid()}-{next(_settings_files)}.conf"
+    shutil.copyfile(folder / SETTINGS, path)
+    store = QSettings(str(path), QSettings.Format.IniFormat)
+    state = saved_view_state(store)
+    for name in ("opacity", "mask_opacity"):
+        value = getattr(state, name)
+        if not isinstance(value, float) or not 0.0 <= value <= 1.0:
+            raise ContractError(f"{name} {value!r} read from the settings")
+    if state.colour_map not in COLOUR_MAPS or not isinstance(state.radiological, bool):
+        raise ContractError(f"colour map {state.colour_map!r}, radiological {state.radiological!r} read")
+    radius = saved_brush_radius(store)
+    if type(radius) is not int or not 1 <= radius <= MAX_BRUSH:
+        raise ContractError(f"brush radius {radius!r} read from the settings")
+    recent = recent_paths(store)
+    if len(recent) > MAX_RECENT or not all(isinstance(p, str) and p for p in recent):
+        raise ContractError(f"recent files {recent!r} read from the settings")
+    pacs = load_settings(store)
+    if pacs is not None:
+        if not 1 <= pacs.port <= 65535 or not 0 < pacs.timeout_s <= 600:
+            raise ContractError(f"PACS settings {pacs!r} read from the settings")
+        json.dumps(pacs.as_dict())
+
+
 TARGETS: dict[str, Callable[[Path], None]] = {
     "nifti": _run_scan, "dicom": _run_dicom, "mask": _run_mask, "notes": _run_notes,
     "checkpoint": _run_checkpoint, "recovery": _run_recovery, "transform": _run_transform,
-    "explain_cache": _run_explain_cache,
+    "explain_cache": _run_explain_cache, "settings": _run_settings,
 }
 
 

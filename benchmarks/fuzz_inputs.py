@@ -4,8 +4,9 @@ Hypothesis draws each case from valid seeds (``benchmarks/fuzz_mutations.py``: b
 field-aware NIfTI/DICOM/JSON edits, inconsistent series) and a worker process runs it through the
 entry point the CLI and the viewer call (``benchmarks/fuzz_cases.py``: ``load_volume`` for NIfTI files
 and DICOM folders, ``ReaderRead.load`` for a reader's mask and its notes, ``load_checkpoint`` and the
-card, the recovery copy, the registration and explanation caches). Every outcome must be a success that
-keeps the reader's contract or an ``XNetError`` with a message. Findings: any other exception, a case
+card, the recovery copy, the registration and explanation caches, and the viewer's start-up reads of
+its settings file: the view state, the brush radius, the recent files and the PACS settings). Every
+outcome must be a success that keeps the reader's contract or an ``XNetError`` with a message. Findings: any other exception, a case
 running past ``--timeout`` (a hang: the worker is killed and replaced), a case whose peak memory grows
 past ``--memory-mb`` (measured per case from the kernel's peak-RSS counter, which is reset before each
 case; the worker's address space is also capped so that a runaway allocation fails instead of taking
@@ -73,6 +74,7 @@ def _worker(conn, memory_mb: int) -> None:
     logging.disable(logging.CRITICAL)
     warnings.simplefilter("ignore")
     import app.reader, explain.engine, xnet_core.checkpoint, xnet_core.registration  # noqa: E401, F401
+    import app.controls, app.files, app.pacs_settings, app.reader_tools  # noqa: E401, F401 - the settings' readers
 
     seed_volume(), checkpoint_seed()  # imports and seeds before the memory cap (explain.engine takes seconds)
     headroom = (_status_kb("VmSize") // 1024 + 4 * memory_mb + 1024) * 1024**2

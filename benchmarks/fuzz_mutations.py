@@ -6,7 +6,9 @@ pixdim, datatype, bitpix, vox_offset, qform/sform codes, scl_slope/inter, the af
 negative, zero, enormous, NaN or infinite values; gzip streams damaged after compression; DICOM tags
 removed, given absurd values, re-typed (a wrong VR in the file) or given a wrong length, and series
 whose geometry disagrees between slices; checkpoints with foreign payloads and cards; JSON sidecars
-and caches whose values have the wrong type.
+and caches whose values have the wrong type; the viewer's settings file with values of the wrong type,
+NaN, enormous or negative, unknown names, Qt's typed values (``@Variant(...)``, ``@Size(...)``) where
+text is expected, and damaged bytes.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import numpy as np
 from hypothesis import strategies as st
 
 from benchmarks.fuzz_cases import (
-    CARD, MASK, NOTES, SCAN, WEIGHTS, Case, checkpoint_seed, explain_cache_files, gz, json_bytes,
-    nifti_bytes, notes_payload, recovery_files, registration_cache_files, seed_weights, torch_bytes,
+    CARD, MASK, NOTES, SCAN, SETTINGS, SETTINGS_SEED, WEIGHTS, Case, checkpoint_seed, explain_cache_files, gz,
+    json_bytes, nifti_bytes, notes_payload, recovery_files, registration_cache_files, seed_weights, torch_bytes,
 )
 
 SPECIAL_FLOATS = [math.nan, math.inf, -math.inf, 0.0, -0.0, -1.0, 1e-30, 1e-7, 0.5, 1.0, 3.0, 1e6, 1e30, 3e38, 1e300]
@@ -469,15 +471,66 @@ def cache_case(draw, target: str) -> Case:
     return Case(target, files, what)
 
 
+# -- the viewer's settings ---------------------------------------------------------------------------
+SETTINGS_KEYS = ["brush_radius", "colour_map", "heatmap_opacity", "mask_opacity", "radiological", "recent_files",
+                 "pacs/host", "pacs/port", "pacs/called_aet", "pacs/calling_aet", "pacs/timeout_s", "pacs/tls",
+                 "pacs/receive_port", "pacs/tls_cert_file", "pacs/tls_key_file"]
+# Values as they appear in the INI file; Qt parses @Type(...) into typed values (QDataStream bytes in
+# @Variant: a 4-byte type id, then the value: 2 int, 6 double, 1 bool, 127 a user type by name).
+SETTINGS_VALUES = [
+    "nan", "-nan", "inf", "-inf", "1e400", "-1", "-40", "0", "41", "1e308", "2.5", "3.0", "99999999999999999999999",
+    "abc", "", " ", "true", "false", "maybe", "Inferno", "rainbow", "viridis", "a, b, c", '"1, 2"', "\\0", "\\x1",
+    "@Invalid()", "@ByteArray(\\xff\\0)", "@Size(1 2)", "@Rect(1 2 3 4)", "@Point(-1 2)", "@DateTime(\\0\\0\\0\\x10\\0)",
+    "@Variant(garbage", "@Variant(\\0\\0\\0\\x2\\0\\0\\0\\x5)", "@Variant(\\0\\0\\0\\x2\\xff\\xff\\xff\\xfb)",
+    "@Variant(\\0\\0\\0\\x6\\x7f\\xf8\\0\\0\\0\\0\\0\\0)", "@Variant(\\0\\0\\0\\x6\\x7f\\xf0\\0\\0\\0\\0\\0\\0)",
+    "@Variant(\\0\\0\\0\\x1\\x1)", "@Variant(\\0\\0\\0\\x7f\\0\\0\\0\\x5zzzzz\\0\\0\\0\\0\\x3)", "x" * 5000,
+]
+
+
+def _variant_bytes(data: bytes) -> str:
+    return "@Variant(" + "".join(f"\\x{b:x}" for b in data) + ")"
+
+
+settings_value = st.one_of(st.sampled_from(SETTINGS_VALUES), st.text(max_size=24), floats.map(repr), ints.map(str),
+                           st.binary(max_size=24).map(_variant_bytes))
+
+
+def _set_ini(lines: list[str], key: str, value: str | None) -> list[str]:
+    """``key`` ("section/name"; General when no section) set to ``value`` (None: its line removed)."""
+    section, _, name = key.rpartition("/")
+    header = f"[{section or 'General'}]"
+    start = lines.index(header) + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("[")), len(lines))
+    at = next((i for i in range(start, end) if lines[i].split("=", 1)[0] == name), None)
+    if value is None:
+        return [line for i, line in enumerate(lines) if i != at]
+    if at is None:
+        return lines[:end] + [f"{name}={value}"] + lines[end:]
+    return lines[:at] + [f"{name}={value}"] + lines[at + 1:]
+
+
+@st.composite
+def settings_case(draw) -> Case:
+    lines, what = SETTINGS_SEED.splitlines(), []
+    for _ in range(draw(st.integers(1, 4))):
+        key = draw(st.sampled_from(SETTINGS_KEYS))
+        value = None if draw(st.floats(0, 1)) < 0.1 else draw(settings_value)
+        lines = _set_ini(lines, key, value)
+        what.append(f"{key} removed" if value is None else f"{key}={value[:60]!r}")
+    data, more = _maybe_bytes(draw, "\n".join(lines).encode("utf-8", "replace"), 0.2)
+    return Case("settings", {SETTINGS: data}, what + more)
+
+
 WEIGHTS_BY_TARGET = {"nifti": 40, "dicom": 22, "mask": 6, "notes": 6, "checkpoint": 10, "recovery": 5,
-                     "transform": 6, "explain_cache": 5}
+                     "transform": 6, "explain_cache": 5, "settings": 5}
 
 
 def any_case(targets: list[str] | None = None) -> st.SearchStrategy[Case]:
     """One case of any target (or of ``targets``), weighted towards the scan readers."""
     strategies = {"nifti": nifti_case(), "dicom": dicom_case(), "mask": mask_case(), "notes": notes_case(),
                   "checkpoint": checkpoint_case(), "recovery": recovery_case(),
-                  "transform": cache_case("transform"), "explain_cache": cache_case("explain_cache")}
+                  "transform": cache_case("transform"), "explain_cache": cache_case("explain_cache"),
+                  "settings": settings_case()}
     chosen = targets or list(strategies)
     pool = [name for name in chosen for _ in range(WEIGHTS_BY_TARGET[name])]
     return st.sampled_from(pool).flatmap(lambda name: strategies[name])

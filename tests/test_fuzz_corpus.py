@@ -17,7 +17,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-import app.reader  # noqa: F401 - the targets' modules, imported before any case's time limit starts
+import app.controls  # noqa: F401 - the targets' modules, imported before any case's time limit starts
+import app.files  # noqa: F401
+import app.pacs_settings  # noqa: F401
+import app.reader  # noqa: F401
+import app.reader_tools  # noqa: F401
 import explain.engine  # noqa: F401
 import xnet_core.checkpoint  # noqa: F401
 import xnet_core.registration  # noqa: F401
