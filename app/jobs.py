@@ -74,7 +74,9 @@ class ModelWorker(QObject):
         self.engine = None if callable(engine) else engine
         self._make_engine: Callable | None = engine if callable(engine) else None
         self.study = study
-        self._cam_done: set[int] = set()  # slices whose CAMs were emitted (the UI applies them later)
+        # Slices whose CAMs were emitted (the UI applies them later), with the threshold they explain: the
+        # window drops maps of a threshold it no longer shows, even when the change came after the emit.
+        self._cam_done: dict[int, float] = {}
         self.params = params  # None: the engine's defaults, set on the worker thread
         self._requests = _Requests()
         self._wake = threading.Condition()
@@ -288,7 +290,7 @@ class ModelWorker(QObject):
             self.findingFailed.emit(number, str(error))
 
     def _needs_cam(self, z: int) -> bool:
-        return z not in self._cam_done
+        return self._cam_done.get(z) != self.study.threshold
 
     def _segment(self, z: int) -> None:
         plane = self.slices.probabilities(z)
@@ -307,10 +309,11 @@ class ModelWorker(QObject):
                                    lesion=lesion, **callbacks)
 
     def _cam(self, zs: list[int], report: int | None = None) -> None:
-        for result in self._explain(zs, CAM_METHODS):
+        results = self._explain(zs, CAM_METHODS)
+        with self._wake:  # before the maps go out: a forget_explanations after this clears it
+            self._cam_done.update(dict.fromkeys(zs, self._threshold))
+        for result in results:
             self.explained.emit(self._tagged(result))
-        if self._threshold == self.study.threshold:  # else the window drops them: compute again
-            self._cam_done.update(zs)
         if report is not None:  # ``report``: lesion slices still to explain before this batch
             total = len(self.study.lesion_slices)
             self.progress.emit("explaining lesion slices", total - report + 1, total)

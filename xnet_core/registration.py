@@ -318,6 +318,8 @@ def bias_corrected(volume: Volume, brain: np.ndarray, should_cancel: CancelCallb
     except RuntimeError as error:
         log.warning("%s: N4 bias correction failed (%s); continuing without it.", volume.name, error)
         return data
+    finally:
+        n4.RemoveAllCommands()  # the command and the filter hold each other: kept, they kept the caller's scan
     log_field = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(image)).transpose(2, 1, 0)
     return (data / np.exp(log_field)).astype(np.float32)
 
@@ -353,6 +355,8 @@ def affine_to_template(volume: Volume, corrected: np.ndarray, brain: np.ndarray,
     except RuntimeError as error:
         raise RegistrationError(f"{volume.name}: registration to the template failed ({_first_line(error)}); "
                                 "check that the scan is a whole-brain T1 or register it yourself.") from None
+    finally:
+        method.RemoveAllCommands()  # as in bias_corrected: the command held the viewer's worker and its study
     return LPS @ _affine_4x4(transform) @ LPS
 
 

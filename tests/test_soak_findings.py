@@ -1,0 +1,90 @@
+"""What the long-session benchmark found (benchmarks/bench_soak.py, issue 29).
+
+* The Qt binding keeps Python's reference counts. PySide6 6.12.0 on Python 3.11 dropped a reference to
+  ``True`` on every ``Signal.emit`` and one to ``None`` on every ``processEvents``: after some 200,000
+  of them (a viewer open for ten scans) Python stopped with "Fatal Python error: none_dealloc:
+  deallocating None". From Python 3.12 these objects are immortal and such a bug does no harm, so
+  those checks run on older Pythons; pyproject.toml leaves that release out.
+* A map the window drops because the threshold changed after the worker sent it is computed again
+  when asked for: the worker took it as done, and the slice stayed without maps for good.
+* Registration lets go of its ``should_cancel``: SimpleITK's iteration commands and their filters held
+  each other, and with them the viewer's model worker, its study and the registered scan's arrays
+  (about 180 MB for each registered scan of a session).
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import weakref
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QCoreApplication, QObject, Signal
+
+from app.jobs import ModelWorker
+from app.study import Study
+from tests.conftest import write_nifti
+from xnet_core import registration
+from xnet_core.preprocess import prepare
+from xnet_core.volume import load_volume
+
+refcounts = pytest.mark.skipif(sys.version_info >= (3, 12), reason="None and True are immortal from Python 3.12")
+
+
+class _Emitter(QObject):
+    happened = Signal(int, object)
+
+
+@refcounts
+def test_emitting_a_signal_keeps_the_reference_counts(qapp) -> None:
+    emitter, received = _Emitter(), []
+    emitter.happened.connect(lambda z, value: received.append(z))
+    before = sys.getrefcount(True), sys.getrefcount(None)
+    for z in range(1000):
+        emitter.happened.emit(z, None)
+    assert len(received) == 1000
+    after = sys.getrefcount(True), sys.getrefcount(None)
+    assert all(abs(a - b) < 50 for a, b in zip(after, before)), (before, after)  # 6.12.0: True 1000 short
+
+
+@refcounts
+def test_processing_events_keeps_the_reference_count_of_none(qapp) -> None:
+    before = sys.getrefcount(None)
+    for _ in range(1000):
+        QCoreApplication.processEvents()
+    assert abs(sys.getrefcount(None) - before) < 50  # other threads may hold a few at any moment
+
+
+def test_a_map_dropped_for_a_newer_threshold_is_computed_again(tmp_path) -> None:
+    grid = np.linspace(0, 1, 8 * 9 * 6, dtype=np.float32).reshape(8, 9, 6)
+    volume = load_volume(write_nifti(tmp_path / "tiny.nii.gz", grid))
+    study = Study(volume, prepare(volume), threshold=0.5)
+    worker = ModelWorker(lambda: None, study)  # not started: its steps are called here
+    worker.slices = type("NoMaps", (), {"explain": lambda *args, **kwargs: []})()
+    worker._cam([2])
+    assert not worker._needs_cam(2)
+    study.threshold = 0.7  # after the maps of 0.5 were sent: the window drops them
+    assert worker._needs_cam(2)
+
+
+class _Worker:
+    """Stands for the viewer's model worker, whose ``should_cancel`` the registration is given."""
+
+    def cancelled(self) -> bool:
+        return True  # stops N4 and the optimiser at their first iteration: the test takes a second
+
+
+def test_registration_lets_go_of_its_cancel_callback(tmp_path) -> None:
+    grids = np.meshgrid(*[np.linspace(-1, 1, 40)] * 3, indexing="ij")
+    data = (1000 * np.exp(-sum(g**2 for g in grids)) + 10).astype(np.float32)
+    affine = np.diag([4.0, 4.0, 4.0, 1.0]) @ np.array([[1, 0, 0, -20], [0, 1, 0, -20], [0, 0, 1, -20], [0, 0, 0, 1.0]])
+    volume = load_volume(write_nifti(tmp_path / "head.nii.gz", data, affine))
+    brain = (volume.data > 300).astype(np.uint8)
+    worker = _Worker()
+    alive = weakref.ref(worker)
+    corrected = registration.bias_corrected(volume, brain, should_cancel=worker.cancelled)
+    registration.affine_to_template(volume, corrected, brain, should_cancel=worker.cancelled)
+    del worker
+    gc.collect()
+    assert alive() is None
