@@ -305,7 +305,7 @@ def test_saves_killed_at_random_points_never_leave_a_damaged_file(tmp_path, volu
     assert target.exists(), "no save finished in 8 tries: the kills came too early to test anything"
 
 
-def test_report_on_a_full_disk_keeps_the_previous_report(small_disk, study, qapp) -> None:
+def test_report_on_a_full_disk_keeps_the_previous_report(small_disk, study, qapp) -> None:  # noqa: F811 (fixture)
     """Qt writes the PDF itself (no Python ``open`` to inject into), so only the real full disk tests it."""
     path = small_disk / "report.pdf"
     write_report(_inputs(study, [4]), path)
