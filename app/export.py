@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QObject, QPoint, Qt, Signal
+from PySide6.QtCore import QObject, QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QImage, QPainter
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -195,6 +195,9 @@ class ReportExport(QObject):
 
     def start(self) -> None:
         self._check()
+        # Maps the worker sent before this export listened reach the window only; once the events
+        # already queued are handled, a second check counts them (the report waited forever).
+        QTimer.singleShot(0, self._check)
 
     def _request(self) -> None:
         """Ask the worker for what is missing, once the whole-volume segmentation says which slices

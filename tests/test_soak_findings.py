@@ -7,6 +7,8 @@
   those checks run on older Pythons; pyproject.toml leaves that release out.
 * A map the window drops because the threshold changed after the worker sent it is computed again
   when asked for: the worker took it as done, and the slice stayed without maps for good.
+* A report started while the last maps it needs are on their way to the window (sent before the export
+  listened to the worker) is written once they arrive; it waited forever.
 * Registration lets go of its ``should_cancel``: SimpleITK's iteration commands and their filters held
   each other, and with them the viewer's model worker, its study and the registered scan's arrays
   (about 180 MB for each registered scan of a session).
@@ -22,8 +24,10 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QCoreApplication, QObject, Signal
 
+from app.export import ReportContext, ReportExport
 from app.jobs import ModelWorker
-from app.study import Study
+from app.study import Study, grey_window
+from app.view_state import ViewState
 from tests.conftest import write_nifti
 from xnet_core import registration
 from xnet_core.preprocess import prepare
@@ -88,3 +92,55 @@ def test_registration_lets_go_of_its_cancel_callback(tmp_path) -> None:
     del worker
     gc.collect()
     assert alive() is None
+
+
+class _SentAlready(QObject):
+    """Stands for the model worker: its signals, and requests it ignores (it sent those maps already)."""
+
+    sliceSegmented, explained, failed = Signal(int, object), Signal(object), Signal(str)
+    limeEnded, findingFailed = Signal(int, str), Signal(int, str)
+    findingLocated, findingExplained = Signal(int, float, object, int), Signal(object)
+
+    def request_maps(self, slices: list[int], lime: bool) -> None:
+        pass
+
+    def request_finding(self, number: int) -> None:
+        pass
+
+    def cancel_maps(self) -> None:
+        pass
+
+
+class _Map:
+    """What Study.add_explanation reads from a SliceExplanation."""
+
+    def __init__(self, method: str, z: int, heat: np.ndarray) -> None:
+        self.method, self.z, self.status, self.map, self.ok = method, z, "ok", heat, True
+        self.params = {"threshold": 0.5}
+
+    def summary(self) -> dict:
+        return {"z": self.z, "method": self.method, "status": self.status, "target": "predicted"}
+
+
+def test_a_report_started_while_its_maps_are_on_their_way_is_written(qapp, tmp_path) -> None:
+    data = np.random.default_rng(0).uniform(60, 100, (40, 44, 8)).astype(np.float32)
+    volume = load_volume(write_nifti(tmp_path / "case_T1w.nii.gz", data))
+    study = Study(volume, prepare(volume), threshold=0.5)
+    lesion = np.zeros((40, 44), np.float32)
+    lesion[10:16, 12:18] = 0.9
+    for z in range(8):
+        study.set_probabilities(z, lesion if z == 3 else np.zeros_like(lesion))
+    study.add_explanation(_Map("gradcam", 3, lesion))
+    context = ReportContext(model={"file": "x.pt", "sha256": "ab" * 32}, device="cpu", precision="fp32")
+    state = ViewState()
+    state.reset_grid(volume.shape, grey_window(volume.data))
+    export = ReportExport(state, study, _SentAlready(), lambda: context, [3], ["gradcam", "gradcampp"],
+                          str(tmp_path / "report.pdf"))
+    export.start()
+    assert not export.finished  # Grad-CAM++ of slice 3 is missing ...
+    study.add_explanation(_Map("gradcampp", 3, lesion))  # ... and the window applies it, sent before
+    for _ in range(100):
+        QCoreApplication.processEvents()
+        if export.finished:
+            break
+    assert export.finished and export.result == tmp_path / "report.pdf"
