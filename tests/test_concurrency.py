@@ -1,7 +1,8 @@
 """Concurrent use (issue 29, item 2): several processes on the same scan with the same caches.
 
-Two real ``xnet explain`` processes run at once on one small scan with one cache folder, beside a run that
-uses no cache: none crashes, every map equals the uncached run's, and every cache entry left is whole.
+Two real ``xnet explain`` processes and a viewer process run at once on one small scan with one cache
+folder, beside a run that uses no cache: none crashes, every map (the viewer's too) equals the uncached
+run's, and every cache entry left is whole.
 Then forked writers race on the explanation cache (with a small size cap), the registration cache and
 the prepared training-case cache: a reader never gets a half-written or foreign entry, and the
 explanation cache ends within its cap. (A real registration takes minutes, so its cache is raced
@@ -55,6 +56,53 @@ def _explain(scan: Path, weights: Path, out: Path, cache: Path, *extra: str) -> 
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+# The viewer, as a user runs it, on the same scan and cache: it segments the scan and explains the slices
+# it is scrolled to while the ``xnet`` runs work, then saves slices 2 and 3 of its Grad-CAM and HiResCAM
+# maps and closes.
+VIEWER = """
+import sys
+from pathlib import Path
+import numpy as np
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+from app.window import ViewerWindow
+from explain.engine import ExplanationEngine
+from xnet_core.checkpoint import load_checkpoint
+from xnet_core.volume import load_volume
+
+scan, weights, cache, out = map(Path, sys.argv[1:5])
+application = QApplication([])
+checkpoint = load_checkpoint(weights)
+engine = ExplanationEngine(checkpoint, device="cpu", fp32=True, mirror=False, cache_dir=cache / "xnet-viewer" / "explain")
+window = ViewerWindow(load_volume(scan), checkpoint, device="cpu", engine=engine, mirror=False)
+window.show()
+window.set_slice(2)
+wanted = [(m, z) for m in ("gradcam", "hirescam") for z in (2, 3)]
+
+def check():  # scrolls to slice 3 once slice 2 is explained, as a reader would
+    todo = [z for m, z in wanted if window.study.status(m, z) is None]
+    if todo and window.state.slice != todo[0]:
+        window.set_slice(todo[0])
+    if not todo:
+        np.savez(out, **{f"{m}_{z}": window.study.maps[m][:, :, z] for m, z in wanted},
+                 statuses=np.array([window.study.status(m, z) for m, z in wanted]))
+        window.close()
+        application.quit()
+
+timer = QTimer()
+timer.timeout.connect(check)
+timer.start(100)
+QTimer.singleShot(240_000, lambda: application.exit(3))
+sys.exit(application.exec())
+"""
+
+
+def _viewer(scan: Path, weights: Path, out: Path, cache: Path) -> subprocess.Popen:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "OMP_NUM_THREADS": "1", "QT_QPA_PLATFORM": "offscreen"}
+    command = [sys.executable, "-c", VIEWER, str(scan), str(weights), str(cache), str(out)]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def _maps(folder: Path) -> dict[str, np.ndarray]:
     return {p.name: np.asanyarray(nib.load(p).dataobj) for p in sorted(folder.glob("*_gradcam*.nii.gz"))
             + sorted(folder.glob("*_hirescam*.nii.gz"))}
@@ -74,12 +122,20 @@ def test_xnet_processes_at_once_share_the_explanation_cache(scan_and_weights, tm
     scan, weights = scan_and_weights
     cache = tmp_path / "cache"
     runs = [_explain(scan, weights, tmp_path / f"run{k}", cache) for k in range(2)]
+    runs.append(_viewer(scan, weights, tmp_path / "viewer.npz", cache))
     runs.append(_explain(scan, weights, tmp_path / "alone", tmp_path / "unused-cache", "--no-cache"))
     for process in runs:
         stdout, stderr = process.communicate(timeout=300)
         assert process.returncode == 0 and "Traceback" not in stderr, stderr[-2000:]
     alone = _maps(tmp_path / "alone")
     assert len(alone) == 2
+    viewer = np.load(tmp_path / "viewer.npz")
+    assert set(viewer["statuses"]) == {"ok"}
+    for method in ("gradcam", "hirescam"):
+        volume = alone[f"case_T1w_{method}.nii.gz"]
+        for z in (2, 3):
+            np.testing.assert_allclose(viewer[f"{method}_{z}"], volume[:, :, z], rtol=1e-5, atol=1e-6,
+                                       err_msg=f"viewer {method} z{z}")
     for k in range(2):
         maps = _maps(tmp_path / f"run{k}")
         assert maps.keys() == alone.keys()
