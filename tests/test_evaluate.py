@@ -13,7 +13,8 @@ from app.cli import main
 from tests.conftest import BrightIsLesion, write_nifti
 from xnet_core.checkpoint import Checkpoint
 from xnet_core.training.datasets import find_scans
-from xnet_core.training.evaluate import evaluate, score_subject, summarise, summary_table, write_csv
+from xnet_core.training.evaluate import (evaluate, score_subject, summarise, summarise_negatives, summary_table,
+                                          write_csv)
 from xnet_core.inference import Segmenter
 
 STEM = "_ses-1_space-MNI152NLin2009aSym"
@@ -95,7 +96,7 @@ def _healthy(folder: Path, spots: list[tuple[slice, slice, slice]], name: str) -
 
 def test_lesion_free_scans_count_as_negatives(tree: Path, tmp_path: Path) -> None:
     """Known false positives: two spots (8 and 12 voxels at 1 mm) in one healthy scan, none in another."""
-    from xnet_core.training.evaluate import evaluate_negatives, summarise_negatives
+    from xnet_core.training.evaluate import evaluate_negatives
 
     spots = [(slice(5, 7), slice(5, 7), slice(1, 3)), (slice(15, 18), slice(15, 17), slice(1, 3))]
     paths = [_healthy(tmp_path, spots, "healthy_a"), _healthy(tmp_path, [], "healthy_b")]
@@ -120,6 +121,23 @@ def test_an_empty_mask_makes_a_negative(tmp_path: Path) -> None:
     score = score_subject("healthy", predicted, np.zeros_like(predicted), 0.001)
     assert score.lesion_free and score.predicted_components == 1 and score.predicted_volume_ml == pytest.approx(0.008)
     assert summarise([score])["negatives"]["n"] == 1 and summarise([score])["n"] == 0
+
+
+def test_scans_that_fail_the_registration_qc_are_listed_apart() -> None:
+    def negative(name: str, voxels: int, passed: bool | None):
+        predicted = np.zeros((10, 10, 10), np.uint8)
+        predicted.flat[:voxels] = 1
+        score = score_subject(name, predicted, np.zeros_like(predicted), 0.001)
+        score.registration_qc_passed = passed
+        return score
+
+    figures = summarise_negatives([negative("good", 100, True), negative("misplaced", 900, False),
+                                   negative("on-grid", 300, None)])
+    assert figures["n"] == 2 and figures["false_positive_ml"]["max"] == pytest.approx(0.3)
+    assert figures["n_registration_qc_failed"] == 1 and figures["registration_qc_failed"] == ["misplaced"]
+    assert [row["registration_qc_passed"] for row in figures["scans"]] == [True, False, None]
+    table = summary_table({**summarise([]), "negatives": figures})
+    assert "registration QC failed: 1 (misplaced)" in table and "0.900 ml" in table
 
 
 def test_cli_evaluate_negatives_folder(tmp_path: Path, random_checkpoint: Checkpoint,

@@ -46,6 +46,7 @@ class SubjectScore:
     lesion_count_difference: int
     predicted_components: int  # 6-connected components of the predicted mask
     largest_components: list[dict] = field(default_factory=list)  # the biggest few: ml and world mm
+    registration_qc_passed: bool | None = None  # None: the scan was read on the template grid, unregistered
 
     @property
     def lesion_free(self) -> bool:
@@ -116,9 +117,13 @@ def evaluate_negatives(paths: list[Path], segmenter: Segmenter,
         if should_cancel is not None and should_cancel():
             raise Cancelled(f"evaluation cancelled after {done - 1} of {len(paths)} scans.")
         volume = load_volume(path)
-        result, _ = segment(segmenter, place(volume, device=str(segmenter.device)))
+        placed = place(volume, device=str(segmenter.device))
+        result, _ = segment(segmenter, placed)
         empty = np.zeros(volume.shape, np.uint8)
-        scores.append(score_subject(volume.name, result.mask, empty, volume.voxel_volume_ml, volume.affine))
+        score = score_subject(volume.name, result.mask, empty, volume.voxel_volume_ml, volume.affine)
+        qc = placed.registration.qc if placed.registration is not None else None
+        score.registration_qc_passed = qc.passed if qc is not None else None
+        scores.append(score)
         if on_progress is not None:
             on_progress(done, len(paths))
     return scores
@@ -138,17 +143,26 @@ def summarise(scores: list[SubjectScore]) -> dict:
 
 
 def summarise_negatives(scores: list[SubjectScore]) -> dict:
-    """False positives on the lesion-free scans: ml and components per scan, median and maximum."""
+    """False positives on the lesion-free scans: ml and components per scan, median and maximum.
+
+    Scans whose registration failed the QC are listed but kept out of the figures: the viewer and every
+    export already tell the reader not to trust the model on them, and a misplaced brain's "lesions"
+    measure the registration, not the model."""
     negatives = [s for s in scores if s.lesion_free]
     if not negatives:
         return {"n": 0}
-    ml = np.array([s.predicted_volume_ml for s in negatives])
-    components = np.array([s.predicted_components for s in negatives])
-    return {"n": len(negatives),
-            "false_positive_ml": {"median": float(np.median(ml)), "max": float(ml.max()), "mean": float(ml.mean())},
-            "components": {"median": float(np.median(components)), "max": int(components.max())},
-            "scans": [{"scan_id": s.scan_id, "false_positive_ml": round(s.predicted_volume_ml, 4),
-                       "components": s.predicted_components, "largest": s.largest_components} for s in negatives]}
+    counted = [s for s in negatives if s.registration_qc_passed is not False]
+    figures = {"n": len(counted), "n_registration_qc_failed": len(negatives) - len(counted),
+               "registration_qc_failed": [s.scan_id for s in negatives if s not in counted]}
+    if counted:
+        ml = np.array([s.predicted_volume_ml for s in counted])
+        components = np.array([s.predicted_components for s in counted])
+        figures |= {"false_positive_ml": {"median": float(np.median(ml)), "max": float(ml.max()),
+                                          "mean": float(ml.mean())},
+                    "components": {"median": float(np.median(components)), "max": int(components.max())}}
+    return figures | {"scans": [{"scan_id": s.scan_id, "false_positive_ml": round(s.predicted_volume_ml, 4),
+                                 "components": s.predicted_components, "largest": s.largest_components,
+                                 "registration_qc_passed": s.registration_qc_passed} for s in negatives]}
 
 
 def write_csv(scores: list[SubjectScore], path: str | Path) -> None:
@@ -174,6 +188,10 @@ def summary_table(summary: dict) -> str:
         ml, comp = negatives["false_positive_ml"], negatives["components"]
         lines.append(f"lesion-free scans: {negatives['n']}; false positives per scan: median {ml['median']:.3f} ml "
                      f"(max {ml['max']:.3f} ml), median {comp['median']:g} components (max {comp['max']})")
-        lines += [f"  {row['scan_id']:<40} {row['false_positive_ml']:>9.3f} ml {row['components']:>5} components"
-                  for row in negatives["scans"]]
+    if negatives.get("n_registration_qc_failed"):
+        lines.append(f"left out of these figures, registration QC failed: {negatives['n_registration_qc_failed']} "
+                     f"({', '.join(negatives['registration_qc_failed'])})")
+    qc_labels = {True: "", False: "  registration QC failed", None: ""}
+    lines += [f"  {row['scan_id']:<40} {row['false_positive_ml']:>9.3f} ml {row['components']:>5} components"
+              f"{qc_labels[row['registration_qc_passed']]}" for row in negatives.get("scans", [])]
     return "\n".join(lines)
