@@ -62,8 +62,46 @@ def colour_scale(values: np.ndarray, provisional: bool) -> ColourScale:
     return ColourScale(0.0, max(high, 1e-12), provisional)
 
 
+class ExplainedMaps:
+    """What the study and a finding hold alike: each method's maps (slice-major ``[x, y, z]``), status
+    and details slice by slice, and the answers the panels ask of them."""
+
+    maps: dict[str, np.ndarray]
+    explained: dict[str, dict[int, str]]  # method -> z -> status
+    details: dict[str, dict[int, dict]]  # method -> z -> parameters, target, source
+
+    def _start_maps(self, shape: tuple[int, int, int]) -> None:
+        self.maps = {m: slice_major(shape) for m in METHODS}
+        self.explained = {m: {} for m in METHODS}
+        self.details = {m: {} for m in METHODS}
+
+    def _changed(self) -> None:
+        """Hook: a map or status changed (the study drops its cached whole-volume figures)."""
+
+    def add_explanation(self, result: SliceExplanation) -> None:
+        self.explained[result.method][result.z] = result.status
+        self.details[result.method][result.z] = result.summary()
+        if result.ok:
+            self.maps[result.method][:, :, result.z] = result.map
+        self._changed()
+
+    def status(self, method: str, z: int) -> str | None:
+        return self.explained[method].get(z)
+
+    def unexplained_slices(self, method: str) -> np.ndarray:
+        """bool [z]: axial slices with no answer yet from ``method`` (hatched in coronal/sagittal views)."""
+        return np.array([z not in self.explained[method] for z in range(self.maps[method].shape[2])])
+
+    def _scale_of(self, method: str, slices_to_explain: list[int]) -> ColourScale:
+        """The method's scale from its computed maps, provisional until ``slices_to_explain`` all are."""
+        done = [z for z, status in self.explained[method].items() if status == "ok"]
+        if not done:
+            return ColourScale(0.0, 1.0, True)
+        return colour_scale(self.maps[method][:, :, done], not set(slices_to_explain) <= set(self.explained[method]))
+
+
 @dataclass
-class Study:
+class Study(ExplainedMaps):
     """Whole-volume figures (mask volume, area per slice, colour scales) are cached until the next
     change (a segmented slice, a map, a threshold), so stepping through slices never recomputes them."""
 
@@ -93,9 +131,7 @@ class Study:
     def __post_init__(self) -> None:
         self.probabilities = slice_major(self.volume.shape)
         self.segmented = ~self.model_input.brain_slices.copy()  # brain-free slices: nothing to compute
-        self.maps = {m: slice_major(self.volume.shape) for m in METHODS}
-        self.explained = {m: {} for m in METHODS}
-        self.details = {m: {} for m in METHODS}
+        self._start_maps(self.volume.shape)
 
     def use_model_input(self, model_input: ModelInput) -> None:
         """The scan was registered (on the worker thread, before any slice was segmented): its own
@@ -172,13 +208,6 @@ class Study:
         return float(self.lesion_area_per_slice_mm2().sum() * vz / 1000.0)
 
     # -- explanations ----------------------------------------------------------------------
-    def add_explanation(self, result: SliceExplanation) -> None:
-        self.explained[result.method][result.z] = result.status
-        self.details[result.method][result.z] = result.summary()
-        if result.ok:
-            self.maps[result.method][:, :, result.z] = result.map
-        self._changed()
-
     def explained_at_other_threshold(self) -> bool:
         """Whether a stored map explains the predicted mask of another threshold than the current one."""
         return any(d.get("threshold", self.threshold) != self.threshold
@@ -190,28 +219,19 @@ class Study:
         self.details = {m: {} for m in METHODS}
         self._changed()
 
-    def status(self, method: str, z: int) -> str | None:
-        return self.explained[method].get(z)
-
-    def unexplained_slices(self, method: str) -> np.ndarray:
-        """bool [z]: axial slices with no answer yet from ``method`` (hatched in coronal/sagittal views)."""
-        return np.array([z not in self.explained[method] for z in range(self.volume.shape[2])])
-
     def scale(self, method: str) -> ColourScale:
         """One scale per method for every slice (docs/design.md, Heatmap display): from the computed maps, provisional
         until all lesion slices are explained; LIME shows its positive weights by default."""
         return self._cached(("scale", method), lambda: self._scale(method))
 
     def _scale(self, method: str) -> ColourScale:
-        done = [z for z, status in self.explained[method].items() if status == "ok"]
-        if not done:
-            return ColourScale(0.0, 1.0, True)
-        provisional = not self.segmentation_complete or not set(self.lesion_slices) <= set(self.explained[method])
-        return colour_scale(self.maps[method][:, :, done], provisional)
+        scale = self._scale_of(method, self.lesion_slices)
+        scale.provisional = scale.provisional or not self.segmentation_complete
+        return scale
 
 
 @dataclass(eq=False)  # compared by identity: it holds arrays
-class FindingMaps:
+class FindingMaps(ExplainedMaps):
     """One finding of the lesion table explained alone (no Qt): its own voxels and, slice by slice, each
     method's map of the lesion logit summed over those voxels. The panels draw these instead of the
     study's whole-mask maps while the finding is chosen; ``status``, ``scale``, ``maps`` and
@@ -229,34 +249,17 @@ class FindingMaps:
 
     def __post_init__(self) -> None:
         self.slices = [int(z) for z in np.flatnonzero(self.mask.any(axis=(0, 1)))]
-        self.maps = {m: slice_major(self.mask.shape) for m in METHODS}
-        self.explained = {m: {} for m in METHODS}
-        self.details = {m: {} for m in METHODS}
+        self._start_maps(self.mask.shape)
 
     @property
     def largest_slice(self) -> int:
         """The slice of its largest cross-section (where the viewer and the report show it)."""
         return largest_cross_section(self.mask)
 
-    def add_explanation(self, result: SliceExplanation) -> None:
-        self.explained[result.method][result.z] = result.status
-        self.details[result.method][result.z] = result.summary()
-        if result.ok:
-            self.maps[result.method][:, :, result.z] = result.map
-
-    def status(self, method: str, z: int) -> str | None:
-        return self.explained[method].get(z)
-
-    def unexplained_slices(self, method: str) -> np.ndarray:
-        return np.array([z not in self.explained[method] for z in range(self.mask.shape[2])])
-
     def scale(self, method: str) -> ColourScale:
         """The finding's own scale per method (its target is not the whole mask's), provisional until
         every slice of the finding is explained."""
-        done = [z for z, status in self.explained[method].items() if status == "ok"]
-        if not done:
-            return ColourScale(0.0, 1.0, True)
-        return colour_scale(self.maps[method][:, :, done], not set(self.slices) <= set(self.explained[method]))
+        return self._scale_of(method, self.slices)
 
     def area_mm2(self, z: int) -> float:
         vx, vy, _ = self.study.volume.voxel_sizes
