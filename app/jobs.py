@@ -16,6 +16,7 @@ import gc
 import importlib
 import logging
 import os
+import sys
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -194,9 +195,13 @@ class ModelWorker(QObject):
         These imports add ~300,000 objects to this (the viewer's) process; each full collection
         while they arrive walked all of them on whichever thread triggered it, the UI thread
         included: 100-340 ms pauses (measured with gc callbacks). Frozen afterwards, those objects
-        (here for good) are skipped by every later collection.
+        (here for good) are skipped by every later collection. Only the first scan's worker imports
+        and freezes: a later freeze would also pin whatever garbage of the previous scan the
+        collector had not reached yet, for the rest of the session.
         """
-        gc.disable()
+        first = "explain.engine" not in sys.modules
+        if first:
+            gc.disable()
         try:
             importlib.import_module("explain.engine")  # torch, grad-cam, lime
 
@@ -204,8 +209,9 @@ class ModelWorker(QObject):
             if self.engine is None:
                 self.engine = self._make_engine()
         finally:
-            gc.freeze()
-            gc.enable()
+            if first:
+                gc.freeze()
+                gc.enable()
 
     def _place(self) -> None:
         """Register the scan to the template when it is off the template grid (progress in 4 steps);
