@@ -45,6 +45,8 @@ RESOLUTION = 300
 # viewers smooth small images, so voxels and outlines would blur. Flate compresses the repeated
 # pixels almost for free (3x: +30 % file size, measured in benchmarks/bench_report.py).
 PANEL_UPSCALE = 3
+CAPTION_HEIGHT = 29.0  # three lines of 7 pt under a panel: the LIME caption needs them in a half-page column
+PANEL_ROW_EXTRA = 26 + CAPTION_HEIGHT + 12  # title and colour bar above a panel, its caption and a gap below
 MAX_LESION_ROWS = 18
 STATEMENT = ("This is a research / second-opinion output, not a diagnosis. The segmentation and the "
              "explanation maps come from a machine-learning model and must be checked by a qualified reader.")
@@ -398,9 +400,9 @@ def _slice_page(painter: QPainter, pen: _Pen, inputs: ReportInputs, z: int,
     top = pen.y
     for index, name in enumerate(panels):
         x = MARGIN + (index % 2) * (cell_w + 12)
-        y = top + (index // 2) * (image_h + 58)
+        y = top + (index // 2) * (image_h + PANEL_ROW_EXTRA)
         _panel(painter, inputs, name, z, QRectF(x + 12, y + 26, image_w, image_h), finding)
-    pen.y = top + rows * (image_h + 58) + 4
+    pen.y = top + rows * (image_h + PANEL_ROW_EXTRA) + 4
     if finding is None:
         _slice_figures(pen, inputs, z)
         return
@@ -436,7 +438,7 @@ def _panel(painter: QPainter, inputs: ReportInputs, name: str, z: int, rect: QRe
     painter.drawText(QRectF(rect.center().x() - 5, rect.bottom() + 1, 10, 10), Qt.AlignmentFlag.AlignCenter, "P")
     painter.setPen(QColor(0, 0, 0))
     painter.setFont(_font(7))
-    below = QRectF(rect.left(), rect.bottom() + 11, rect.width(), 20)
+    below = QRectF(rect.left(), rect.bottom() + 11, rect.width(), CAPTION_HEIGHT)
     if name == "segmentation":
         vx, vy, _ = study.volume.voxel_sizes
         area = float(finding.mask.sum()) * vx * vy if finding is not None else study.lesion_area_per_slice_mm2()[z]
