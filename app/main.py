@@ -20,6 +20,7 @@ from pathlib import Path
 from PySide6.QtCore import QEvent, QObject, QStandardPaths, QTimer
 from PySide6.QtWidgets import QApplication
 
+from app.memory import steady_heap
 from app.window import ViewerWindow
 from xnet_core import DISCLAIMER, __version__
 from xnet_core.assets import demo_scan_path, demo_weights_path
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     except XNetError as exc:
         print(f"xnet-viewer: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    steady_heap()  # before the first volume-sized arrays are freed (app/memory.py)
     _start_loading_torch()  # the input is readable: the model will be wanted
     volume = next((v for v in volumes if v.sequence == "T1w"), volumes[0])
     app = QApplication.instance()

@@ -28,7 +28,9 @@ Prints one line per scan, then one JSON line (last line): rss_growth_mb, threads
 scans, retired_workers_running, rss_mb (per scan), threads (per scan), lesion_slices (per scan),
 seconds, device, torch, cpu_bf16.
 Usage: QT_QPA_PLATFORM=offscreen python benchmarks/bench_soak.py [--scans 20] [--quick] [--skip-lime]
-       [--no-registration] [--maps 3] [--lesion-slices 3]
+       [--no-registration] [--maps 3] [--lesion-slices 3] [--glibc-default-heap]
+The heap is set up as the viewer's (``app.memory.steady_heap``); ``--glibc-default-heap`` measures
+without it.
 ``--quick``: 5 scans, 10 slice steps, no LIME, no registration (under a minute on a 2-core CPU; the
 default 20 scans take about 3 minutes).
 """
@@ -54,6 +56,7 @@ import torch  # noqa: E402
 from PySide6.QtCore import QCoreApplication, QEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from app.memory import steady_heap  # noqa: E402
 from benchmarks.bench_viewer import wait_until  # noqa: E402
 from tests.conftest import write_nifti  # noqa: E402
 from tests.dicom_series import write_series  # noqa: E402
@@ -188,6 +191,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--lesion-slices", type=int, default=3, help="most slices of predicted lesion per scan")
     parser.add_argument("--skip-lime", action="store_true", help="no LIME (default: one slice of scan 3)")
     parser.add_argument("--no-registration", action="store_true", help="leave out the registered whole-head scans")
+    parser.add_argument("--glibc-default-heap", action="store_true",
+                        help="leave glibc's dynamic mmap threshold on (the viewer fixes it: app/memory.py)")
     args = parser.parse_args()
     if args.quick:
         args.scans, args.steps, args.skip_lime, args.no_registration = min(args.scans, 5), 10, True, True
@@ -235,6 +240,8 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
 
 def main() -> None:
     args = _parse()
+    if not args.glibc_default_heap:
+        steady_heap()  # as app.main does for the viewer
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         for name in ("XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME"):
