@@ -152,8 +152,8 @@ def summarise_negatives(scores: list[SubjectScore]) -> dict:
     if not negatives:
         return {"n": 0}
     counted = [s for s in negatives if s.registration_qc_passed is not False]
-    figures = {"n": len(counted), "n_registration_qc_failed": len(negatives) - len(counted),
-               "registration_qc_failed": [s.scan_id for s in negatives if s not in counted]}
+    failed = [s.scan_id for s in negatives if s.registration_qc_passed is False]
+    figures = {"n": len(counted), "n_registration_qc_failed": len(failed), "registration_qc_failed": failed}
     if counted:
         ml = np.array([s.predicted_volume_ml for s in counted])
         components = np.array([s.predicted_components for s in counted])
@@ -191,7 +191,7 @@ def summary_table(summary: dict) -> str:
     if negatives.get("n_registration_qc_failed"):
         lines.append(f"left out of these figures, registration QC failed: {negatives['n_registration_qc_failed']} "
                      f"({', '.join(negatives['registration_qc_failed'])})")
-    qc_labels = {True: "", False: "  registration QC failed", None: ""}
     lines += [f"  {row['scan_id']:<40} {row['false_positive_ml']:>9.3f} ml {row['components']:>5} components"
-              f"{qc_labels[row['registration_qc_passed']]}" for row in negatives.get("scans", [])]
+              f"{'  registration QC failed' if row['registration_qc_passed'] is False else ''}"
+              for row in negatives.get("scans", [])]
     return "\n".join(lines)
