@@ -110,7 +110,7 @@ def test_registered_scan_outline_and_report(qtbot, demo_checkpoint, native_scan,
     window = ViewerWindow(load_volume(native_scan), demo_checkpoint, device="cpu")
     qtbot.addWidget(window)
     window.show()
-    qtbot.waitUntil(lambda: window.model.scan is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: window.model.scan is not None, timeout=300_000)
     summary = window.model.scan.registration_summary()
     label = window.controls.registration_label
     assert summary["applied"] and (label.text(), label.toolTip()) == registration_badge(summary)
@@ -119,7 +119,7 @@ def test_registered_scan_outline_and_report(qtbot, demo_checkpoint, native_scan,
     assert window.panels["segmentation"].template_item.image is not None
     window.actions_by_name["template"].setChecked(False)
     assert window.panels["segmentation"].template_item.image is None
-    qtbot.waitUntil(lambda: window.study.segmentation_complete, timeout=300_000)
+    qtbot.waitUntil(lambda: window.study.segmentation_complete, timeout=600_000)  # a hang guard
     z = int(np.argmax(window.study.lesion_area_per_slice_mm2()))
     window.set_slice(z)
     export = window.export_report(str(tmp_path / "native.pdf"), choice="current", lime=False)
