@@ -1,0 +1,96 @@
+"""What a shipped model's card says about real anatomy: its backgrounds, and its validation against targets.
+
+A demo model is chosen on real anatomy (docs/training.md): false positives on the held-out healthy
+people, Dice on lesions pasted into those people, and the template-only held-out cases for regression.
+The card records each figure with the command that measured it and a status that names every target the
+model misses, so that the viewer's banner and every report carry it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from xnet_core.training.backgrounds import VALIDATION_PEOPLE, person_of
+
+
+@dataclass(frozen=True)
+class RealAnatomyTargets:
+    """The bars a shipped model is held to (issue 25 of this project)."""
+
+    fp_median_ml: float = 0.5  # per held-out healthy scan
+    fp_max_ml: float = 3.0
+    components_median: float = 5.0
+    pasted_dice: float = 0.70  # lesions pasted into the held-out healthy people
+    template_dice: float = 0.70  # template-only held-out cases (seeds 1,000,000+)
+
+
+def background_sources(folder: str | Path, description: str) -> dict[str, Any]:
+    """The healthy-T1 scans a training run's ``description`` names, with each one's source and licence
+    from the collection's ``index.json``, and the split they were drawn from."""
+    index = json.loads((Path(folder) / "index.json").read_text(encoding="utf-8"))
+    named = set(re.findall(r"[A-Za-z0-9_]+", description))
+
+    def record(entry: dict) -> dict:
+        return {key: entry.get(key) for key in ("file", "source", "path", "licence")}
+
+    used = [entry for entry in index if entry["file"] in named]
+    return {
+        "collection": "healthy-t1 (78 real lesion-free adult T1s; sources and licences per file)",
+        "training": [record(e) for e in used if person_of(e["file"]) not in VALIDATION_PEOPLE],
+        "validation": [record(e) for e in used if person_of(e["file"]) in VALIDATION_PEOPLE],
+        "split": "by person, fixed in xnet_core.training.backgrounds.VALIDATION_PEOPLE "
+                 f"({len(VALIDATION_PEOPLE)} held-out people)",
+        "licences": sorted({str(e.get("licence")) for e in used}),
+        "attribution": "IXI scans: data from the IXI data set (brain-development.org, Imperial College London), "
+                       "CC BY-SA 3.0, as NiChart's 2 mm derivatives. No image is shipped; the weights were "
+                       "trained on them.",
+    }
+
+
+def real_anatomy_figures(negatives: dict, pasted: dict, template: dict) -> dict[str, Any]:
+    """The figures the targets read, from three ``xnet evaluate --json`` reports of one weights file."""
+    shas = {report.get("checkpoint_sha256") for report in (negatives, pasted, template)}
+    if len(shas) != 1:
+        raise ValueError("the three evaluations were not made with the same weights file")
+    summary = negatives["negatives"]
+    return {
+        "checkpoint_sha256": shas.pop(),
+        "negatives_scans": summary["n"],
+        "negatives_registration_qc_failed": summary.get("registration_qc_failed", []),
+        "fp_median_ml": round(summary["false_positive_ml"]["median"], 3),
+        "fp_max_ml": round(summary["false_positive_ml"]["max"], 3),
+        "components_median": summary["components"]["median"],
+        "components_max": summary["components"]["max"],
+        "pasted_dice": round(pasted["dice"], 4),
+        "pasted_cases": pasted["n"],
+        "template_dice": round(template["dice"], 4),
+        "template_cases": template["n"],
+    }
+
+
+def unmet_targets(figures: dict, targets: RealAnatomyTargets = RealAnatomyTargets()) -> list[str]:
+    """Each target the figures miss, in words; empty when every one is met."""
+    bars = asdict(targets)
+    lower_is_better = ("fp_median_ml", "fp_max_ml", "components_median")
+    missed = []
+    for key, bar in bars.items():
+        value = figures[key]
+        if (value > bar) if key in lower_is_better else (value < bar):
+            missed.append(f"{key.replace('_', ' ')} {value:g} (target {'<=' if key in lower_is_better else '>='} {bar:g})")
+    return missed
+
+
+def release_status(figures: dict, targets: RealAnatomyTargets = RealAnatomyTargets()) -> str:
+    """The card's one-line status: what the banner and every report print next to the model."""
+    measured = (f"held-out healthy people: false positives median {figures['fp_median_ml']:.2f} ml "
+                f"(max {figures['fp_max_ml']:.2f}), {figures['components_median']:g} components per scan; "
+                f"Dice {figures['pasted_dice']:.3f} on lesions pasted into them, "
+                f"{figures['template_dice']:.3f} on template cases")
+    missed = unmet_targets(figures, targets)
+    if not missed:
+        return f"meets every real-anatomy target ({measured})"
+    return f"INTERIM, below target on {'; '.join(missed)} ({measured})"
