@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from xnet_core.assets import DEMO_LESION, DEMO_SCAN, DEMO_WEIGHTS, assets_dir  # noqa: E402
 from xnet_core.atomic import write_json_atomic  # noqa: E402
 from xnet_core.checkpoint import card_path_for, load_checkpoint, save_checkpoint  # noqa: E402
-from xnet_core.training.release import background_sources, real_anatomy_figures, release_status  # noqa: E402
+from xnet_core.training.release import (background_sources, real_anatomy_figures, release_status,  # noqa: E402
+                                        without_name_lists)
 
 INTENDED_USE = ("T1-weighted scans, chronic infarcts; demo model trained on synthetic lesions pasted into real "
                 "healthy brains and the template; not validated on patients; not for clinical use.")
@@ -57,7 +58,9 @@ def package_weights(source: Path, note: str | None = None, total_hardware: str |
     })
     card.update(lineage_after(previous, checkpoint.card, note, total_hardware))
     if backgrounds is not None:
-        card["backgrounds"] = background_sources(backgrounds, str(checkpoint.card.get("training_data", "")))
+        described = str(checkpoint.card.get("training_data", ""))
+        card["backgrounds"] = background_sources(backgrounds, described)
+        card["training_data"] = without_name_lists(described)
     save_checkpoint(checkpoint.build_model(), out, card, half=True)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB), lineage stage {card['lineage'][-1]['stage']}")
 

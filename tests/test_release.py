@@ -7,7 +7,7 @@ import json
 import pytest
 
 from xnet_core.training.release import (RealAnatomyTargets, background_sources, real_anatomy_figures,
-                                        release_status, unmet_targets)
+                                        release_status, unmet_targets, without_name_lists)
 
 
 def _reports(sha: str = "abc", fp=(0.4, 1.9), components=(6.5, 19), pasted=0.72, template=0.71):
@@ -32,6 +32,8 @@ def test_backgrounds_are_listed_by_side_of_the_split_with_their_licences(tmp_pat
     assert [e["file"] for e in record["training"]] == ["ixi2mm_IXI167_67F", "ds2748_ctrl_sub52_32M"]
     assert [e["file"] for e in record["validation"]] == ["ixi2mm_IXI072_68M"]
     assert record["licences"] == ["CC BY-SA 3.0", "CC0"] and "IXI" in record["attribution"]
+    assert without_name_lists(description) == ("cases pasted into 2 real brains (named in the card's backgrounds); "
+                                               "validation pasted into 1 (ixi2mm_IXI072_68M)")
 
 
 def test_the_status_names_each_missed_target_and_only_those() -> None:

@@ -51,6 +51,12 @@ def background_sources(folder: str | Path, description: str) -> dict[str, Any]:
     }
 
 
+def without_name_lists(description: str) -> str:
+    """A run's data description with its lists of scan names replaced by a pointer to the card's
+    ``backgrounds``: the description goes onto the first page of every report, the names do not."""
+    return re.sub(r"\((?:[A-Za-z0-9_]+, )+[A-Za-z0-9_]+\)", "(named in the card's backgrounds)", description)
+
+
 def real_anatomy_figures(negatives: dict, pasted: dict, template: dict) -> dict[str, Any]:
     """The figures the targets read, from three ``xnet evaluate --json`` reports of one weights file."""
     shas = {report.get("checkpoint_sha256") for report in (negatives, pasted, template)}
