@@ -111,6 +111,7 @@ def test_lesion_free_scans_count_as_negatives(tree: Path, tmp_path: Path) -> Non
     assert figures["n"] == 2 and figures["false_positive_ml"]["max"] == pytest.approx(0.020)
     assert figures["false_positive_ml"]["median"] == pytest.approx(0.010)
     assert figures["components"] == {"median": 1.0, "max": 2}
+    assert figures["findings"]["max"] == 0, "8 and 12 voxels are under the lesion table's 0.1 ml"
     assert summary["predicted_components"]["healthy_a"] == 2
     assert "lesion-free scans: 2" in summary_table(summary)
 
@@ -120,6 +121,9 @@ def test_an_empty_mask_makes_a_negative(tmp_path: Path) -> None:
     predicted[2:4, 2:4, 2:4] = 1
     score = score_subject("healthy", predicted, np.zeros_like(predicted), 0.001)
     assert score.lesion_free and score.predicted_components == 1 and score.predicted_volume_ml == pytest.approx(0.008)
+    predicted[5:10, 5:10, 5:9] = 1  # 100 voxels: 0.1 ml, a finding the lesion table lists
+    score = score_subject("healthy", predicted, np.zeros_like(predicted), 0.001)
+    assert (score.predicted_components, score.predicted_findings) == (2, 1)
     assert summarise([score])["negatives"]["n"] == 1 and summarise([score])["n"] == 0
 
 

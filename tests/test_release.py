@@ -13,7 +13,8 @@ from xnet_core.training.release import (RealAnatomyTargets, background_sources, 
 def _reports(sha: str = "abc", fp=(0.4, 1.9), components=(6.5, 19), pasted=0.72, template=0.71):
     negatives = {"checkpoint_sha256": sha, "negatives": {
         "n": 14, "registration_qc_failed": ["ixi2mm_IXI072_68M"],
-        "false_positive_ml": {"median": fp[0], "max": fp[1]}, "components": {"median": components[0], "max": components[1]}}}
+        "false_positive_ml": {"median": fp[0], "max": fp[1]}, "components": {"median": components[0], "max": components[1]},
+        "findings": {"median": 1.0, "max": 5, "min_lesion_ml": 0.1}}}
     return (negatives, {"checkpoint_sha256": sha, "dice": pasted, "n": 18},
             {"checkpoint_sha256": sha, "dice": template, "n": 20})
 
@@ -42,6 +43,7 @@ def test_the_status_names_each_missed_target_and_only_those() -> None:
     assert unmet_targets(figures) == ["components median 6.5 (target <= 5)"]
     status = release_status(figures)
     assert status.startswith("INTERIM, below target on components median 6.5") and "median 0.40 ml" in status
+    assert "6.5 components per scan (1 listed as findings)" in status
     met = real_anatomy_figures(*_reports(components=(4, 9)))
     assert release_status(met).startswith("meets every real-anatomy target")
     worse = real_anatomy_figures(*_reports(fp=(0.6, 3.5), pasted=0.69, template=0.70))

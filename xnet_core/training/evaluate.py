@@ -7,7 +7,8 @@ lesion, overall and by true lesion volume (< 1 ml, 1-10 ml, > 10 ml).
 
 Lesion-free scans (an empty mask, or scans given without masks: ``evaluate_negatives``) are negatives:
 every voxel called lesion is a false positive. For them the summary gives the false-positive ml and
-connected components per scan, with the median and the maximum, and where the largest components lie.
+connected components per scan, with the median and the maximum, the findings per scan (components the
+lesion table lists: at least ``DEFAULT_MIN_LESION_ML``), and where the largest components lie.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from xnet_core import metrics
+from xnet_core import DEFAULT_MIN_LESION_ML, metrics
 from xnet_core.training.datasets import Scan, load_lesion_mask
 from xnet_core.errors import Cancelled
 from xnet_core.inference import Segmenter
@@ -45,6 +46,7 @@ class SubjectScore:
     volume_difference_ml: float
     lesion_count_difference: int
     predicted_components: int  # 6-connected components of the predicted mask
+    predicted_findings: int  # those the lesion table lists as findings (at least DEFAULT_MIN_LESION_ML)
     largest_components: list[dict] = field(default_factory=list)  # the biggest few: ml and world mm
     registration_qc_passed: bool | None = None  # None: the scan was read on the template grid, unregistered
 
@@ -69,7 +71,8 @@ def _largest_components(predicted: np.ndarray, voxel_ml: float, affine: np.ndarr
 def score_subject(scan_id: str, predicted: np.ndarray, truth: np.ndarray, voxel_ml: float,
                   affine: np.ndarray | None = None) -> SubjectScore:
     volume_difference = metrics.volume_difference(predicted, truth)
-    _, components = metrics.label_lesions(predicted)
+    labels, components = metrics.label_lesions(predicted)
+    sizes_ml = np.bincount(labels.ravel(), minlength=components + 1)[1:] * voxel_ml
     return SubjectScore(
         scan_id=scan_id,
         true_volume_ml=float(np.count_nonzero(truth)) * voxel_ml,
@@ -83,6 +86,7 @@ def score_subject(scan_id: str, predicted: np.ndarray, truth: np.ndarray, voxel_
         volume_difference_ml=volume_difference * voxel_ml,
         lesion_count_difference=metrics.lesion_count_difference(predicted, truth),
         predicted_components=int(components),
+        predicted_findings=int(np.count_nonzero(sizes_ml >= DEFAULT_MIN_LESION_ML - 1e-9)),
         largest_components=_largest_components(predicted, voxel_ml, affine) if not truth.any() else [],
     )
 
@@ -157,11 +161,15 @@ def summarise_negatives(scores: list[SubjectScore]) -> dict:
     if counted:
         ml = np.array([s.predicted_volume_ml for s in counted])
         components = np.array([s.predicted_components for s in counted])
+        findings = np.array([s.predicted_findings for s in counted])
         figures |= {"false_positive_ml": {"median": float(np.median(ml)), "max": float(ml.max()),
                                           "mean": float(ml.mean())},
-                    "components": {"median": float(np.median(components)), "max": int(components.max())}}
+                    "components": {"median": float(np.median(components)), "max": int(components.max())},
+                    "findings": {"median": float(np.median(findings)), "max": int(findings.max()),
+                                 "min_lesion_ml": DEFAULT_MIN_LESION_ML}}
     return figures | {"scans": [{"scan_id": s.scan_id, "false_positive_ml": round(s.predicted_volume_ml, 4),
-                                 "components": s.predicted_components, "largest": s.largest_components,
+                                 "components": s.predicted_components, "findings": s.predicted_findings,
+                                 "largest": s.largest_components,
                                  "registration_qc_passed": s.registration_qc_passed} for s in negatives]}
 
 
@@ -185,13 +193,15 @@ def summary_table(summary: dict) -> str:
         lines.append(f"{label:<8} " + " ".join(cells))
     negatives = summary.get("negatives", {"n": 0})
     if negatives["n"]:
-        ml, comp = negatives["false_positive_ml"], negatives["components"]
+        ml, comp, found = negatives["false_positive_ml"], negatives["components"], negatives["findings"]
         lines.append(f"lesion-free scans: {negatives['n']}; false positives per scan: median {ml['median']:.3f} ml "
-                     f"(max {ml['max']:.3f} ml), median {comp['median']:g} components (max {comp['max']})")
+                     f"(max {ml['max']:.3f} ml), median {comp['median']:g} components (max {comp['max']}), "
+                     f"median {found['median']:g} findings of {found['min_lesion_ml']:g} ml or more (max {found['max']})")
     if negatives.get("n_registration_qc_failed"):
         lines.append(f"left out of these figures, registration QC failed: {negatives['n_registration_qc_failed']} "
                      f"({', '.join(negatives['registration_qc_failed'])})")
-    lines += [f"  {row['scan_id']:<40} {row['false_positive_ml']:>9.3f} ml {row['components']:>5} components"
+    lines += [f"  {row['scan_id']:<40} {row['false_positive_ml']:>9.3f} ml {row['components']:>5} components "
+              f"{row['findings']:>3} findings"
               f"{'  registration QC failed' if row['registration_qc_passed'] is False else ''}"
               for row in negatives.get("scans", [])]
     return "\n".join(lines)

@@ -71,6 +71,8 @@ def real_anatomy_figures(negatives: dict, pasted: dict, template: dict) -> dict[
         "fp_max_ml": round(summary["false_positive_ml"]["max"], 3),
         "components_median": summary["components"]["median"],
         "components_max": summary["components"]["max"],
+        "findings_median": summary.get("findings", {}).get("median"),  # components the lesion table lists
+        "findings_max": summary.get("findings", {}).get("max"),
         "pasted_dice": round(pasted["dice"], 4),
         "pasted_cases": pasted["n"],
         "template_dice": round(template["dice"], 4),
@@ -92,8 +94,10 @@ def unmet_targets(figures: dict, targets: RealAnatomyTargets = RealAnatomyTarget
 
 def release_status(figures: dict, targets: RealAnatomyTargets = RealAnatomyTargets()) -> str:
     """The card's one-line status: what the banner and every report print next to the model."""
+    findings = figures.get("findings_median")
+    listed = "" if findings is None else f" ({findings:g} listed as findings)"
     measured = (f"held-out healthy people: false positives median {figures['fp_median_ml']:.2f} ml "
-                f"(max {figures['fp_max_ml']:.2f}), {figures['components_median']:g} components per scan; "
+                f"(max {figures['fp_max_ml']:.2f}), {figures['components_median']:g} components per scan{listed}; "
                 f"Dice {figures['pasted_dice']:.3f} on lesions pasted into them, "
                 f"{figures['template_dice']:.3f} on template cases")
     missed = unmet_targets(figures, targets)
