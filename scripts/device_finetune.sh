@@ -10,7 +10,7 @@
 # then: python scripts/make_demo_assets.py weights best16.pt --note "why this one"   (and the metrics step).
 # env: DEV TRAIN VAL WORKERS START MIN SAFETY BATCH SPE PBN THREADS EXTRA (e.g. EXTRA=--resume on a warm machine)
 #   BG=DIR: paste the lesions into the real lesion-free T1s of DIR too (--backgrounds, --template-share 0.2,
-#   --negative-share 0.1, --variety); each is registered once on the machine (deepbet runs on the GPU).
+#   --negative-share 0.15, --variety: stage 7's shares); each is registered once on the machine (deepbet runs on the GPU).
 # A 900 s device budget with calls of at most 600 s (machine start ~60-100 s counts too): call 1 with
 #   MIN=7 SAFETY=500 (run timeout_s 560), then at once, while the machine is warm (it goes back after
 #   30 s idle), call 2 with EXTRA=--resume and MIN set to the total training minutes wanted (e.g. 11):
@@ -30,7 +30,7 @@ $PY -c "import torch,numpy,scipy,nibabel,pydicom; print(torch.__version__, torch
 timeout -s INT "$SAFETY" $PY -m app.cli train --out "$RUN" --init assets/weights/xnet-demo.pt \
   --train-cases "$TRAIN" --val-cases "$VAL" --workers "$WORKERS" --start-after "${START:-16}" \
   --batch "$BATCH" --lesion-fraction 0.6 \
-  ${BG:+--backgrounds "$BG" --template-share 0.2 --negative-share 0.1 --variety} \
+  ${BG:+--backgrounds "$BG" --template-share 0.2 --negative-share 0.15 --variety} \
   --precise-bn "${PBN:-50}" --steps-per-epoch "$SPE" --max-minutes "$MIN" --device "$DEV" --keep-epochs \
   ${EXTRA:-} > "$OUT/train.log" 2>&1
 echo "train rc $? after $(( $(date +%s) - T0 )) s"
