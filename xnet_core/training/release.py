@@ -80,27 +80,32 @@ def real_anatomy_figures(negatives: dict, pasted: dict, template: dict) -> dict[
     }
 
 
+_LOWER_IS_BETTER = ("fp_median_ml", "fp_max_ml", "components_median")
+
+
 def unmet_targets(figures: dict, targets: RealAnatomyTargets = RealAnatomyTargets()) -> list[str]:
-    """Each target the figures miss, in words; empty when every one is met."""
-    bars = asdict(targets)
-    lower_is_better = ("fp_median_ml", "fp_max_ml", "components_median")
-    missed = []
-    for key, bar in bars.items():
-        value = figures[key]
-        if (value > bar) if key in lower_is_better else (value < bar):
-            missed.append(f"{key.replace('_', ' ')} {value:g} (target {'<=' if key in lower_is_better else '>='} {bar:g})")
-    return missed
+    """The names of the targets (``RealAnatomyTargets`` fields) the figures miss; empty when all are met."""
+    return [key for key, bar in asdict(targets).items()
+            if ((figures[key] > bar) if key in _LOWER_IS_BETTER else (figures[key] < bar))]
 
 
 def release_status(figures: dict, targets: RealAnatomyTargets = RealAnatomyTargets()) -> str:
-    """The card's one-line status: what the banner and every report print next to the model."""
+    """The card's status, which the banner and every report print next to the model: every figure, and
+    the target beside each one it misses."""
+    missed, bars = unmet_targets(figures, targets), asdict(targets)
+
+    def figure(key: str, text: str, unit: str = "") -> str:
+        sign = "≤" if key in _LOWER_IS_BETTER else "≥"
+        return text + (f" (target {sign} {bars[key]:g}{unit})" if key in missed else "")
+
     findings = figures.get("findings_median")
-    listed = "" if findings is None else f" ({findings:g} listed as findings)"
-    measured = (f"held-out healthy people: false positives median {figures['fp_median_ml']:.2f} ml "
-                f"(max {figures['fp_max_ml']:.2f}), {figures['components_median']:g} components per scan{listed}; "
-                f"Dice {figures['pasted_dice']:.3f} on lesions pasted into them, "
-                f"{figures['template_dice']:.3f} on template cases")
-    missed = unmet_targets(figures, targets)
+    parts = [figure("fp_median_ml", f"false positives median {figures['fp_median_ml']:.2f} ml", " ml"),
+             figure("fp_max_ml", f"largest {figures['fp_max_ml']:.2f} ml", " ml"),
+             figure("components_median", f"{figures['components_median']:g} components per scan")
+             + ("" if findings is None else f", {findings:g} of them 0.1 ml or more")]
+    measured = (f"on held-out healthy brains {', '.join(parts)}; "
+                + figure("pasted_dice", f"Dice {figures['pasted_dice']:.3f} on lesions pasted into them") + "; "
+                + figure("template_dice", f"Dice {figures['template_dice']:.3f} on template cases") + ".")
     if not missed:
-        return f"meets every real-anatomy target ({measured})"
-    return f"INTERIM, below target on {'; '.join(missed)} ({measured})"
+        return f"meets every real-anatomy target: {measured}"
+    return f"INTERIM, {len(missed)} of {len(bars)} real-anatomy targets missed: {measured}"
