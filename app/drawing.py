@@ -15,6 +15,7 @@ HATCH_RGBA = (160, 160, 160, 200)  # rows not computed yet
 READER_FILL_ALPHA = 90  # the reader's mask while painting: a translucent fill under its outline
 COLOUR_MAPS = ("inferno", "viridis", "jet")
 PANEL_ORDER = ("segmentation", "gradcam", "gradcampp", "lime")  # the viewer's grid and the report's page
+OUTSIDE_SAID = 0.10  # a map with at least this share of its energy outside the brain says so
 
 PLANES = ("axial", "coronal", "sagittal")
 PLANE_AXES = {"axial": (0, 1, 2), "coronal": (0, 2, 1), "sagittal": (1, 2, 0)}  # columns, rows, fixed axis
@@ -109,3 +110,13 @@ def axial_image(section: np.ndarray, radiological: bool) -> np.ndarray:
     panels' column-major one): anterior at the top, the patient's right on the left in radiological display."""
     image = np.swapaxes(section, 0, 1)[::-1]
     return image[:, ::-1] if radiological else image
+
+
+def inside_brain(values: np.ndarray, brain: np.ndarray) -> tuple[np.ndarray, float]:
+    """(the map drawn inside the brain only, the share of its positive energy outside the brain)."""
+    positive = np.maximum(values, 0)
+    total = float(positive.sum())
+    if not brain.any():
+        return values, 0.0
+    outside = float(positive[~brain].sum()) / total if total > 0 else 0.0
+    return np.where(brain, values, 0.0).astype(np.float32), outside

@@ -21,8 +21,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QGridLayout, QWidget
 
-from app.drawing import (MODEL_COLOUR, PANEL_ORDER, TEMPLATE_COLOUR, displayed, mask_lut, outline_image,
-                         plane_slice)
+from app.drawing import (MODEL_COLOUR, OUTSIDE_SAID, PANEL_ORDER, TEMPLATE_COLOUR, displayed, inside_brain, mask_lut,
+                         outline_image, plane_slice)
 from app.slice_panel import SlicePanel, lookup_table
 from app.study import FindingMaps, Study
 from app.view_state import Event, ViewState
@@ -30,7 +30,6 @@ from explain.lime_quality import quality_sentence
 from explain.methods import METHOD_NAMES, METHODS
 from xnet_core.image import Volume
 
-OUTSIDE_SAID = 0.10  # a map with at least this share of its energy outside the brain says so
 
 
 @dataclass
@@ -316,13 +315,3 @@ class PanelGrid(QWidget):
 def finding_caption(focus: FindingMaps | None, text: str) -> str:
     """A map panel's caption: while a finding is explained alone, it says which one."""
     return text if focus is None else f"finding {focus.number}: {text or 'this lesion alone'}"
-
-
-def inside_brain(values: np.ndarray, brain: np.ndarray) -> tuple[np.ndarray, float]:
-    """(the map drawn inside the brain only, the share of its positive energy outside the brain)."""
-    positive = np.maximum(values, 0)
-    total = float(positive.sum())
-    if not brain.any():
-        return values, 0.0
-    outside = float(positive[~brain].sum()) / total if total > 0 else 0.0
-    return np.where(brain, values, 0.0).astype(np.float32), outside

@@ -25,8 +25,8 @@ from PySide6.QtGui import QColor, QFont, QGuiApplication, QImage, QPageLayout, Q
 
 from app.comparison import slice_comparison, volume_comparison
 from app.reader import Notes
-from app.drawing import (MODEL_COLOUR, PANEL_ORDER, READER_COLOUR, axial_image, blend, coloured, outline,
-                         windowed_grey)
+from app.drawing import (MODEL_COLOUR, OUTSIDE_SAID, PANEL_ORDER, READER_COLOUR, axial_image, blend, coloured,
+                         inside_brain, outline, windowed_grey)
 from app.slice_panel import lookup_table
 from app.study import ColourScale, Study, colour_scale
 from explain.lime_quality import quality_sentence
@@ -161,6 +161,12 @@ def _map_of(inputs: ReportInputs, name: str, z: int, finding: FindingPage | None
     return status, study.maps[name][:, :, z], study.scale(name) if status == "ok" else None
 
 
+def _drawn_map(inputs: ReportInputs, values: np.ndarray, z: int) -> tuple[np.ndarray, float]:
+    """(the map inside the brain of the model's input, the share of its energy outside), as the viewer
+    draws it: the model saw nothing beyond its window, and a map drawn to that edge means nothing."""
+    return inside_brain(values, inputs.study.model_input.brain_mask[:, :, z] > 0)
+
+
 def panel_image(inputs: ReportInputs, name: str, z: int, finding: FindingPage | None = None) -> np.ndarray:
     """RGB uint8 ``[rows, columns, 3]`` of one panel on axial slice ``z`` (a finding's page: that lesion
     alone, with its own maps)."""
@@ -172,7 +178,7 @@ def panel_image(inputs: ReportInputs, name: str, z: int, finding: FindingPage | 
             rgb = blend(rgb, MODEL_COLOUR, model * inputs.mask_opacity)
     elif name in inputs.methods and (shown := _map_of(inputs, name, z, finding))[0] == "ok":
         _, values, scale = shown
-        lut = coloured(values, scale.low, scale.high, lookup_table(inputs.colour_map))
+        lut = coloured(_drawn_map(inputs, values, z)[0], scale.low, scale.high, lookup_table(inputs.colour_map))
         rgb = blend(rgb, lut[..., :3], lut[..., 3] / 255.0 * inputs.opacity)
     if model is not None and name != "segmentation":
         rgb[outline(model)] = MODEL_COLOUR
@@ -449,13 +455,15 @@ def _panel(painter: QPainter, inputs: ReportInputs, name: str, z: int, rect: QRe
     if name not in inputs.methods:
         painter.drawText(below, Qt.TextFlag.TextWordWrap, "left out of this report (not requested)")
         return
-    status, _, scale = _map_of(inputs, name, z, finding)
+    status, values, scale = _map_of(inputs, name, z, finding)
     if status != "ok":
         painter.drawText(below, Qt.TextFlag.TextWordWrap, status or "not computed")
         return
     if name == "lime":
         details = finding.details.get("lime", {}) if finding is not None else inputs.study.details["lime"].get(z, {})
         painter.drawText(below, Qt.TextFlag.TextWordWrap, quality_sentence(details))
+    elif (outside := _drawn_map(inputs, values, z)[1]) >= OUTSIDE_SAID:
+        painter.drawText(below, Qt.TextFlag.TextWordWrap, f"{outside:.0%} of this map lies outside the brain (not drawn)")
     lut = lookup_table(inputs.colour_map)
     strip = np.ascontiguousarray(np.repeat(lut[None, :, :3], 4, axis=0).astype(np.uint8))
     bar = QRectF(rect.left() + rect.width() * 0.36, rect.top() - 21, rect.width() * 0.28, 5)  # beside the title

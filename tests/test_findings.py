@@ -113,7 +113,7 @@ def test_the_viewer_table_lists_findings_sorted_and_the_rest_on_request() -> Non
 
 
 def test_a_map_is_drawn_inside_the_brain_only_and_says_what_lies_outside() -> None:
-    from app.panels import inside_brain
+    from app.drawing import inside_brain
 
     brain = np.zeros((10, 10), bool)
     brain[2:8, 2:8] = True

@@ -11,6 +11,7 @@ import pytest
 from pypdf import PdfReader
 
 from app.reader import Notes
+from app.drawing import axial_image
 from app.report import FindingPage, ReportInputs, maps_needed, panel_image, write_report
 from app.study import Study, grey_window
 from tests.conftest import write_nifti
@@ -114,6 +115,30 @@ def test_panel_image_is_the_viewers_radiological_section(study) -> None:
     assert lesion_rows.min() >= SHAPE[1] - 40 and lesion_rows.max() <= SHAPE[1] - 31
     neurological = panel_image(_inputs(study, [5], radiological=False), "segmentation", 5)
     np.testing.assert_array_equal(neurological, image[:, ::-1])
+
+
+def test_maps_are_drawn_inside_the_brain_only_and_the_caption_says_what_lies_outside(tmp_path) -> None:
+    """As in the viewer: a map is drawn inside the brain of the model's input, and a map with 10 % or more
+    of its energy outside says so under its panel."""
+    rng = np.random.default_rng(1)
+    data = np.zeros(SHAPE, np.float32)
+    data[8:52, 8:62, :] = rng.uniform(60, 100, (44, 54, SHAPE[2]))
+    volume = load_volume(write_nifti(tmp_path / "wide_T1w.nii.gz", data))
+    wide = Study(volume, prepare(volume))
+    probabilities = np.zeros(SHAPE, np.float32)
+    probabilities[20:30, 30:40, 5] = 0.9
+    for z in range(SHAPE[2]):
+        wide.set_probabilities(z, probabilities[:, :, z])
+    wide.add_explanation(FakeResult("gradcam", 5, "ok", np.ones(SHAPE[:2], np.float32)))  # the whole window
+    brain = axial_image(wide.model_input.brain_mask[:, :, 5] > 0, True)
+    drawn = panel_image(_inputs(wide, [5], methods=["gradcam"]), "gradcam", 5).astype(int)
+    plain = panel_image(_inputs(wide, [5], methods=[]), "gradcam", 5).astype(int)
+    assert brain.any() and not brain.all()
+    np.testing.assert_array_equal(drawn[~brain], plain[~brain])
+    assert (np.abs(drawn - plain).sum(axis=-1)[brain] > 0).mean() > 0.9
+    outside = 1 - (wide.model_input.brain_mask[:, :, 5] > 0).mean()
+    page = _text(write_report(_inputs(wide, [5], methods=["gradcam"]), tmp_path / "wide.pdf"))[1]
+    assert f"{outside:.0%} of this map lies outside the brain (not drawn)" in page
 
 
 def test_lime_left_out_and_cam_scales_need_every_lesion_slice(study, tmp_path) -> None:
