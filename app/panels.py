@@ -31,7 +31,6 @@ from explain.methods import METHOD_NAMES, METHODS
 from xnet_core.image import Volume
 
 
-
 @dataclass
 class Scene:
     """What a redraw needs besides the view state and the study."""

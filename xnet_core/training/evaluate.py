@@ -55,13 +55,11 @@ class SubjectScore:
         return self.true_volume_ml == 0
 
 
-def _largest_components(predicted: np.ndarray, voxel_ml: float, affine: np.ndarray | None,
-                        keep: int = 5) -> list[dict]:
-    """Where the largest predicted components lie, so that a true finding in a "healthy" scan can be
-    told from a model error."""
-    found = sorted(metrics.lesions(predicted, voxel_ml), key=lambda lesion: -lesion.volume_ml)[:keep]
+def _largest_components(found: list[metrics.Lesion], affine: np.ndarray | None, keep: int = 5) -> list[dict]:
+    """Where the largest predicted components (``found``, largest first) lie, so that a true finding in a
+    "healthy" scan can be told from a model error."""
     out = []
-    for lesion in found:
+    for lesion in found[:keep]:
         centre = np.asarray(lesion.centroid, float)
         world = (affine @ np.r_[centre, 1.0])[:3] if affine is not None else centre
         out.append({"ml": round(lesion.volume_ml, 4), "centre_mm": [round(float(v), 1) for v in world]})
@@ -71,8 +69,7 @@ def _largest_components(predicted: np.ndarray, voxel_ml: float, affine: np.ndarr
 def score_subject(scan_id: str, predicted: np.ndarray, truth: np.ndarray, voxel_ml: float,
                   affine: np.ndarray | None = None) -> SubjectScore:
     volume_difference = metrics.volume_difference(predicted, truth)
-    labels, components = metrics.label_lesions(predicted)
-    sizes_ml = np.bincount(labels.ravel(), minlength=components + 1)[1:] * voxel_ml
+    found = metrics.lesions(predicted, voxel_ml)  # the lesion table's components, largest first
     return SubjectScore(
         scan_id=scan_id,
         true_volume_ml=float(np.count_nonzero(truth)) * voxel_ml,
@@ -85,9 +82,9 @@ def score_subject(scan_id: str, predicted: np.ndarray, truth: np.ndarray, voxel_
         volume_difference=volume_difference,
         volume_difference_ml=volume_difference * voxel_ml,
         lesion_count_difference=metrics.lesion_count_difference(predicted, truth),
-        predicted_components=int(components),
-        predicted_findings=int(np.count_nonzero(sizes_ml >= DEFAULT_MIN_LESION_ML - 1e-9)),
-        largest_components=_largest_components(predicted, voxel_ml, affine) if not truth.any() else [],
+        predicted_components=len(found),
+        predicted_findings=len(metrics.split_findings(found).findings),
+        largest_components=_largest_components(found, affine) if not truth.any() else [],
     )
 
 

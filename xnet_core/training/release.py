@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from xnet_core import DEFAULT_MIN_LESION_ML
 from xnet_core.training.backgrounds import VALIDATION_PEOPLE, person_of
 
 
@@ -102,7 +103,7 @@ def release_status(figures: dict, targets: RealAnatomyTargets = RealAnatomyTarge
     parts = [figure("fp_median_ml", f"false positives median {figures['fp_median_ml']:.2f} ml", " ml"),
              figure("fp_max_ml", f"largest {figures['fp_max_ml']:.2f} ml", " ml"),
              figure("components_median", f"{figures['components_median']:g} components per scan")
-             + ("" if findings is None else f", {findings:g} of them 0.1 ml or more")]
+             + ("" if findings is None else f", {findings:g} of them {DEFAULT_MIN_LESION_ML:g} ml or more")]
     measured = (f"on held-out healthy brains {', '.join(parts)}; "
                 + figure("pasted_dice", f"Dice {figures['pasted_dice']:.3f} on lesions pasted into them") + "; "
                 + figure("template_dice", f"Dice {figures['template_dice']:.3f} on template cases") + ".")
